@@ -1,0 +1,196 @@
+//! The command line: `serve`, `check`, `demo`, and the operations commands.
+//!
+//! `main` → `run` → exit code. Each command is a small function over the library; errors are
+//! reported with their whole cause chain and, where there is one, the next step to take.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+
+use hookwarden::app::App;
+use hookwarden::config::{self, ConfigError, Loaded, Severity};
+use hookwarden::logging::{self, LogFormat};
+
+/// A security gateway for chatbot and automation webhooks.
+#[derive(Debug, Parser)]
+#[command(name = "hookwarden", version, about, long_about = None)]
+struct Cli {
+    /// Log line format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the gateway with a config file.
+    Serve(ConfigArg),
+    /// Validate a config file and point out risky settings; exit 1 on errors.
+    Check(ConfigArg),
+    /// Run a self-contained demo: gateway, test upstream and curl examples, no config needed.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+struct ConfigArg {
+    /// The config file.
+    #[arg(
+        long,
+        short,
+        env = "HOOKWARDEN_CONFIG",
+        default_value = "hookwarden.toml"
+    )]
+    config: PathBuf,
+}
+
+#[derive(Debug, Args)]
+struct DemoArgs {
+    /// Where the demo gateway listens.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+}
+
+/// Parses the arguments, runs the command and maps the result to an exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    logging::init(cli.log_format);
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve(a) => serve(&a.config),
+        Command::Check(a) => Ok(check(&a.config)),
+        Command::Demo(a) => demo(a.listen),
+    }
+}
+
+/// Loads a config for `serve`: warnings are logged, errors end the command with advice.
+fn load_for_serve(path: &Path) -> anyhow::Result<Loaded> {
+    match config::load_file(path) {
+        Ok(loaded) => {
+            for w in &loaded.warnings {
+                tracing::warn!(key = %w.key, fix = %w.fix, "config: {}", w.problem);
+            }
+            Ok(loaded)
+        }
+        Err(e @ ConfigError::Invalid(_)) => Err(anyhow::anyhow!(
+            "{e}\n\nrun `hookwarden check --config {}` after fixing to confirm",
+            path.display()
+        )),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn runtime(workers: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = workers {
+        b.worker_threads(n);
+    }
+    b.enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn serve(path: &Path) -> anyhow::Result<ExitCode> {
+    let loaded = load_for_serve(path)?;
+    let config = loaded.config;
+    let rt = runtime(config.server.workers)?;
+    rt.block_on(async move {
+        let app = App::start(&config).await?;
+        tracing::info!(
+            addr = %app.local_addr(),
+            tls = config.server.tls.is_some(),
+            routes = config.routes.len(),
+            "hookwarden listening"
+        );
+        app.run(shutdown_signal()).await;
+        anyhow::Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn check(path: &Path) -> ExitCode {
+    match config::load_file(path) {
+        Ok(loaded) => {
+            for w in &loaded.warnings {
+                println!("{w}");
+            }
+            let routes = loaded.config.routes.len();
+            println!(
+                "{}: ok ({routes} route{}, {} warning{})",
+                path.display(),
+                if routes == 1 { "" } else { "s" },
+                loaded.warnings.len(),
+                if loaded.warnings.len() == 1 { "" } else { "s" },
+            );
+            ExitCode::SUCCESS
+        }
+        Err(ConfigError::Invalid(issues)) => {
+            for i in &issues {
+                println!("{i}");
+            }
+            let errors = issues
+                .iter()
+                .filter(|i| i.severity == Severity::Error)
+                .count();
+            println!(
+                "{}: {errors} error{}; the gateway will not start with this config",
+                path.display(),
+                if errors == 1 { "" } else { "s" }
+            );
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            println!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn demo(listen: SocketAddr) -> anyhow::Result<ExitCode> {
+    let rt = runtime(None)?;
+    rt.block_on(async move {
+        let demo = hookwarden::demo::Demo::start(listen)
+            .await
+            .with_context(|| format!("cannot start the demo on {listen}; is something else listening there? try `hookwarden demo --listen 127.0.0.1:8181`"))?;
+        println!("{}", demo.instructions());
+        demo.run(shutdown_signal()).await;
+        anyhow::Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("Ctrl-C received"),
+        () = term => tracing::info!("SIGTERM received"),
+    }
+}

@@ -1,0 +1,290 @@
+//! The config file: schema, loading, `${VAR}` expansion and lint.
+//!
+//! Loading is two steps, as in ripgrep: the TOML text is parsed into a table, then each section
+//! is read by its own function into checked, typed values (`ServerConfig`, `RouteConfig`, …).
+//! Every problem found on the way is an [`Issue`] naming the key, the problem and the fix; all of
+//! them are collected so `hookwarden check` can report the whole file at once. Warnings (risky
+//! but valid setups) travel with a successfully loaded config.
+
+mod expand;
+mod reader;
+mod route;
+mod server;
+pub mod units;
+
+use std::path::{Path, PathBuf};
+
+pub use reader::{Issue, Reader, Section, Severity};
+pub use route::{RouteConfig, RouteMode, UpstreamConfig};
+pub use server::{ServerConfig, StorageConfig, TlsFiles};
+
+/// A loaded, validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `[server]`: the public listener.
+    pub server: ServerConfig,
+    /// `[storage]`: the SQLite store.
+    pub storage: StorageConfig,
+    /// `[[route]]`, in file order.
+    pub routes: Vec<RouteConfig>,
+}
+
+/// A config together with the warnings found while loading it.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// The config.
+    pub config: Config,
+    /// Risky or suspicious settings; the config is usable.
+    pub warnings: Vec<Issue>,
+}
+
+/// Why a config could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML.
+    #[error("{path} is not valid TOML: {message}")]
+    Syntax {
+        /// The file (or `<config>` for text).
+        path: String,
+        /// The parser's message, with line and column.
+        message: String,
+    },
+    /// The file is valid TOML but its contents are not a usable config.
+    #[error("{} in the config:\n{}", count_errors(.0), render_issues(.0))]
+    Invalid(Vec<Issue>),
+}
+
+impl ConfigError {
+    /// The issues, when the config was readable TOML.
+    pub fn issues(&self) -> &[Issue] {
+        match self {
+            ConfigError::Invalid(i) => i,
+            _ => &[],
+        }
+    }
+}
+
+fn count_errors(issues: &[Issue]) -> String {
+    let n = issues
+        .iter()
+        .filter(|i| i.severity == Severity::Error)
+        .count();
+    if n == 1 {
+        "1 error".into()
+    } else {
+        format!("{n} errors")
+    }
+}
+
+/// Renders issues one per paragraph, as `check` prints them.
+pub fn render_issues(issues: &[Issue]) -> String {
+    issues
+        .iter()
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Reads and validates the config file at `path`, expanding `${VAR}` from the process
+/// environment. Relative paths in the file are relative to the file's directory.
+pub fn load_file(path: &Path) -> Result<Loaded, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let base = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    load_str(&text, &path.display().to_string(), base, &|name| {
+        std::env::var(name).ok()
+    })
+}
+
+/// Validates config text. `origin` names it in messages; `base` resolves relative paths;
+/// `env` supplies `${VAR}` values.
+pub fn load_str(
+    text: &str,
+    origin: &str,
+    base: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Loaded, ConfigError> {
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| ConfigError::Syntax {
+            path: origin.to_owned(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+    let reader = Reader::new(env);
+    let root = reader.root(&table);
+    let server = server::read_server(root.table("server"), base);
+    let storage = server::read_storage(root.table("storage"), base);
+    let route_sections = root.tables("route");
+    if route_sections.is_empty() {
+        reader.push(Issue {
+            severity: Severity::Error,
+            key: "route".into(),
+            problem: "no routes are configured, so every request would be refused".into(),
+            fix: "add a [[route]] section with name, path and [route.upstream] url".into(),
+        });
+    }
+    let routes: Vec<RouteConfig> = route_sections
+        .into_iter()
+        .filter_map(|s| route::read_route(s, &server, base))
+        .collect();
+    route::check_unique(&routes, &reader);
+    root.finish();
+
+    if reader.has_errors() {
+        return Err(ConfigError::Invalid(reader.into_issues()));
+    }
+    let warnings = reader.into_issues();
+    Ok(Loaded {
+        config: Config {
+            server,
+            storage,
+            routes,
+        },
+        warnings,
+    })
+}
+
+/// Resolves `p` against `base` unless it is absolute.
+pub(crate) fn resolve_path(base: &Path, p: &str) -> PathBuf {
+    let p = Path::new(p);
+    if p.is_absolute() {
+        p.to_owned()
+    } else {
+        base.join(p)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<Loaded, ConfigError> {
+        load_str(text, "test.toml", Path::new("/tmp"), &|name| match name {
+            "N8N_SECRET" => Some("n8n-header-secret".into()),
+            _ => None,
+        })
+    }
+
+    const MINIMAL: &str = r#"
+[[route]]
+name = "chat"
+path = "/chat"
+[route.upstream]
+url = "https://n8n.example.com/webhook/abc"
+"#;
+
+    #[test]
+    fn minimal_config_gets_documented_defaults() {
+        let loaded = load(MINIMAL).unwrap();
+        let c = &loaded.config;
+        assert_eq!(c.server.listen.to_string(), "0.0.0.0:8080");
+        assert_eq!(c.server.max_body, 1024 * 1024);
+        assert_eq!(c.routes.len(), 1);
+        let r = &c.routes[0];
+        assert_eq!(r.methods, vec![http::Method::POST]);
+        assert_eq!(r.max_body, 1024 * 1024);
+        assert_eq!(r.upstream.timeout, std::time::Duration::from_secs(60));
+        assert_eq!(c.storage.path, PathBuf::from("/tmp/hookwarden.db"));
+    }
+
+    #[test]
+    fn no_routes_is_an_error_with_a_fix() {
+        let err = load("[server]\nlisten = \"127.0.0.1:1\"").unwrap_err();
+        let issues = err.issues();
+        assert_eq!(issues.len(), 1);
+        assert_eq!(issues[0].key, "route");
+        assert!(issues[0].fix.contains("[[route]]"));
+    }
+
+    #[test]
+    fn syntax_errors_name_the_file() {
+        let err = load("[server\nlisten=").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.starts_with("test.toml is not valid TOML"), "{msg}");
+    }
+
+    #[test]
+    fn all_errors_are_reported_at_once() {
+        let err = load(
+            r#"
+[server]
+listen = "nope"
+max_body = "1 lots"
+lisen = 1
+[[route]]
+name = "a"
+path = "chat"
+[route.upstream]
+url = "ftp://x"
+"#,
+        )
+        .unwrap_err();
+        let keys: Vec<&str> = err.issues().iter().map(|i| i.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "server.listen",
+                "server.max_body",
+                "server.lisen",
+                "route[a].path",
+                "route[a].upstream.url"
+            ],
+            "{err}"
+        );
+        assert_eq!(err.issues()[2].fix, "did you mean `listen`?");
+    }
+
+    #[test]
+    fn missing_variable_is_named_and_its_key_too() {
+        let err = load(
+            r#"
+[[route]]
+name = "chat"
+path = "/chat"
+[route.upstream]
+url = "https://example.com/hook"
+headers = { "X-Auth" = "${MISSING_VAR}" }
+"#,
+        )
+        .unwrap_err();
+        let i = &err.issues()[0];
+        assert_eq!(i.key, "route[chat].upstream.headers.X-Auth");
+        assert_eq!(i.problem, "environment variable MISSING_VAR is not set");
+    }
+
+    #[test]
+    fn expanded_secrets_never_appear_in_messages() {
+        // The header value comes from the environment and is invalid (a newline is not allowed
+        // in a header): the message must say so without echoing it.
+        let err = load_str(
+            r#"
+[[route]]
+name = "chat"
+path = "/chat"
+[route.upstream]
+url = "https://example.com/hook"
+headers = { "X-Auth" = "${BAD}" }
+"#,
+            "t",
+            Path::new("/tmp"),
+            &|_| Some("top-secret\nvalue".into()),
+        )
+        .unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("route[chat].upstream.headers.X-Auth"), "{msg}");
+        assert!(!msg.contains("top-secret"), "{msg}");
+    }
+}

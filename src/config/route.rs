@@ -1,0 +1,362 @@
+//! `[[route]]` and `[route.upstream]`.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue, Method, Uri};
+
+use super::reader::{Issue, Reader, Section, Severity};
+use super::resolve_path;
+use super::server::ServerConfig;
+use crate::secret::Secret;
+
+/// How a route hands requests to its upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteMode {
+    /// Proxy the request and stream the answer back.
+    Sync,
+}
+
+/// One `[[route]]`.
+#[derive(Debug, Clone)]
+pub struct RouteConfig {
+    /// Unique name, used in events, metrics and keys.
+    pub name: String,
+    /// Exact request path.
+    pub path: String,
+    /// Allowed methods. Default `["POST"]`.
+    pub methods: Vec<Method>,
+    /// Request body limit.
+    pub max_body: u64,
+    /// Sync (proxy) or async (queue).
+    pub mode: RouteMode,
+    /// Allowed media types (lower case, without parameters); `None` allows any.
+    pub content_types: Option<Vec<String>>,
+    /// Where allowed requests go.
+    pub upstream: UpstreamConfig,
+}
+
+/// `[route.upstream]`.
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    /// The upstream's URL (may carry a secret path or query; never printed).
+    pub url: Uri,
+    /// Time until the upstream's response headers. Default 60 s.
+    pub timeout: Duration,
+    /// Time to establish the TCP (and TLS) connection. Default 10 s.
+    pub connect_timeout: Duration,
+    /// Longest pause allowed between two chunks of a streamed response. Default 60 s.
+    pub idle_timeout: Duration,
+    /// Headers injected into every forwarded request, replacing client-sent ones.
+    pub headers: Vec<(HeaderName, Secret)>,
+    /// Extra CA certificates (PEM) trusted for this upstream, for private CAs.
+    pub ca_file: Option<PathBuf>,
+}
+
+/// Headers the gateway manages itself; injecting them would break forwarding.
+const RESERVED_HEADERS: &[&str] = &[
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "te",
+    "trailer",
+    "upgrade",
+    "proxy-connection",
+];
+
+pub(super) fn read_route(
+    mut s: Section<'_, '_>,
+    server: &ServerConfig,
+    base: &Path,
+) -> Option<RouteConfig> {
+    let name = s.required_string("name", "give the route a unique name, e.g. name = \"chat\"");
+    if let Some(n) = &name {
+        if is_valid_name(n) {
+            s.set_path(format!("route[{n}]"));
+        } else {
+            s.error(
+                "name",
+                format!("\"{n}\" is not a valid route name"),
+                "use 1-64 letters, digits, '-' or '_'",
+            );
+        }
+    }
+    let path = s.required_string("path", "set the exact path to serve, e.g. path = \"/chat\"");
+    if let Some(p) = &path {
+        check_route_path(&s, p);
+    }
+    let methods = match s.string_list("methods") {
+        Some(list) => read_methods(&s, &list),
+        None => vec![Method::POST],
+    };
+    let max_body = s.size("max_body").unwrap_or(server.max_body);
+    let mode = match s.string("mode").as_deref() {
+        None | Some("sync") => RouteMode::Sync,
+        Some(other) => {
+            s.error(
+                "mode",
+                format!("\"{other}\" is not a route mode"),
+                "use \"sync\"",
+            );
+            RouteMode::Sync
+        }
+    };
+    let content_types = s
+        .string_list("content_types")
+        .map(|list| read_content_types(&s, &list));
+    let upstream = match s.table("upstream") {
+        Some(u) => read_upstream(u, base),
+        None => {
+            s.error(
+                "upstream",
+                "is required but missing",
+                "add a [route.upstream] section with the webhook's url",
+            );
+            None
+        }
+    };
+    s.finish();
+    Some(RouteConfig {
+        name: name?,
+        path: path?,
+        methods,
+        max_body,
+        mode,
+        content_types,
+        upstream: upstream?,
+    })
+}
+
+fn is_valid_name(n: &str) -> bool {
+    (1..=64).contains(&n.len())
+        && n.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+fn check_route_path(s: &Section<'_, '_>, p: &str) {
+    let fix = "write an absolute path such as \"/chat\" or \"/hooks/stripe\"";
+    if !p.starts_with('/') {
+        s.error("path", format!("\"{p}\" does not start with /"), fix);
+    } else if p.starts_with("/_hookwarden/") || p == "/_hookwarden" {
+        s.error(
+            "path",
+            "paths under /_hookwarden/ belong to the gateway itself",
+            "choose another path",
+        );
+    } else if p.contains(['?', '#', '%', '\\', ' '])
+        || p.split('/').any(|seg| seg == ".." || seg == ".")
+        || p.contains("//")
+    {
+        s.error(
+            "path",
+            format!("\"{p}\" is not a plain path"),
+            "use only unreserved characters and single slashes, without query, '%', '.' or '..' segments",
+        );
+    }
+}
+
+fn read_methods(s: &Section<'_, '_>, list: &[String]) -> Vec<Method> {
+    let mut out = Vec::new();
+    for m in list {
+        let upper = m.to_ascii_uppercase();
+        match Method::from_bytes(upper.as_bytes()) {
+            Ok(method) if method == Method::OPTIONS || method == Method::CONNECT => s.error(
+                "methods",
+                format!("{upper} cannot be forwarded"),
+                "remove it; CORS preflight (OPTIONS) is answered by the gateway for browser routes",
+            ),
+            Ok(method) if !out.contains(&method) => out.push(method),
+            Ok(_) => {}
+            Err(_) => s.error(
+                "methods",
+                format!("\"{m}\" is not an HTTP method"),
+                "use e.g. [\"POST\"] or [\"GET\", \"POST\"]",
+            ),
+        }
+    }
+    if out.is_empty() && !list.is_empty() {
+        return vec![Method::POST];
+    }
+    if list.is_empty() {
+        s.error(
+            "methods",
+            "is empty, so every request would be refused",
+            "list at least one method, e.g. [\"POST\"]",
+        );
+    }
+    out
+}
+
+fn read_content_types(s: &Section<'_, '_>, list: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    for ct in list {
+        let media = ct
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        let valid = media.split_once('/').is_some_and(|(t, st)| {
+            !t.is_empty() && !st.is_empty() && !media.contains(char::is_whitespace)
+        });
+        if valid {
+            out.push(media);
+        } else {
+            s.error(
+                "content_types",
+                format!("\"{ct}\" is not a media type"),
+                "write type/subtype, e.g. \"application/json\"",
+            );
+        }
+    }
+    out
+}
+
+fn read_upstream(s: Section<'_, '_>, base: &Path) -> Option<UpstreamConfig> {
+    let url = s
+        .required_string(
+            "url",
+            "set the webhook's URL, e.g. url = \"https://n8n.example.com/webhook/…\"",
+        )
+        .and_then(|raw| check_upstream_url(&s, &raw));
+    let timeout = s.duration("timeout").unwrap_or(Duration::from_secs(60));
+    let connect_timeout = s
+        .duration("connect_timeout")
+        .unwrap_or(Duration::from_secs(10));
+    let idle_timeout = s
+        .duration("idle_timeout")
+        .unwrap_or(Duration::from_secs(60));
+    for (key, d) in [
+        ("timeout", timeout),
+        ("connect_timeout", connect_timeout),
+        ("idle_timeout", idle_timeout),
+    ] {
+        if d.is_zero() {
+            s.error(key, "is zero", "use a positive duration such as \"30s\"");
+        }
+    }
+    let mut headers = Vec::new();
+    for (name, value) in s.secret_map("headers").unwrap_or_default() {
+        let key = format!("headers.{name}");
+        let Ok(hn) = HeaderName::from_bytes(name.as_bytes()) else {
+            s.error(
+                &key,
+                "is not a valid header name",
+                "use letters, digits and '-'",
+            );
+            continue;
+        };
+        if RESERVED_HEADERS.contains(&hn.as_str()) {
+            s.error(
+                &key,
+                "is managed by the gateway and cannot be injected",
+                "remove it",
+            );
+            continue;
+        }
+        if HeaderValue::from_str(value.expose()).is_err() {
+            // The value is a secret: describe the problem, never echo it.
+            s.error(
+                &key,
+                "the value is not a valid header value (control characters or line breaks)",
+                "check the variable or string that sets it",
+            );
+            continue;
+        }
+        headers.push((hn, value));
+    }
+    let ca_file = s.string("ca_file").map(|p| resolve_path(base, &p));
+    if let Some(path) = &ca_file {
+        if let Err(e) = crate::forward::tls::read_ca_file(path) {
+            s.error(
+                "ca_file",
+                e.to_string(),
+                "point it to a PEM file with one or more CA certificates",
+            );
+        }
+    }
+    s.finish();
+    Some(UpstreamConfig {
+        url: url?,
+        timeout,
+        connect_timeout,
+        idle_timeout,
+        headers,
+        ca_file,
+    })
+}
+
+/// Validates the upstream URL without echoing it (it often carries a secret path or query).
+fn check_upstream_url(s: &Section<'_, '_>, raw: &str) -> Option<Uri> {
+    let fix = "use the full http:// or https:// URL of the webhook";
+    let Ok(uri) = raw.parse::<Uri>() else {
+        s.error("url", "is not a valid URL", fix);
+        return None;
+    };
+    let scheme = uri.scheme_str().unwrap_or("");
+    if scheme != "http" && scheme != "https" {
+        s.error("url", "is not an http:// or https:// URL", fix);
+        return None;
+    }
+    let Some(host) = uri.host() else {
+        s.error("url", "has no host", fix);
+        return None;
+    };
+    if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+        s.error(
+            "url",
+            "carries user:password credentials, which would be sent in clear to every hop",
+            "move the credential into [route.upstream] headers, e.g. headers = { Authorization = \"Basic …\" }",
+        );
+        return None;
+    }
+    if scheme == "http" && !is_local_host(host) {
+        s.warn(
+            "url",
+            "uses plain http to a non-local host: requests and injected secrets travel unencrypted",
+            "use https:// unless the upstream is on a private network you trust",
+        );
+    }
+    Some(uri)
+}
+
+fn is_local_host(host: &str) -> bool {
+    let h = host.trim_start_matches('[').trim_end_matches(']');
+    if h.eq_ignore_ascii_case("localhost") {
+        return true;
+    }
+    match h.parse::<IpAddr>() {
+        Ok(IpAddr::V4(a)) => a.is_loopback() || a.is_private(),
+        Ok(IpAddr::V6(a)) => a.is_loopback() || (a.segments()[0] & 0xfe00) == 0xfc00,
+        Err(_) => false,
+    }
+}
+
+pub(super) fn check_unique(routes: &[RouteConfig], reader: &Reader<'_>) {
+    for (i, r) in routes.iter().enumerate() {
+        for earlier in &routes[..i] {
+            if earlier.name == r.name {
+                reader.push(Issue {
+                    severity: Severity::Error,
+                    key: format!("route[{}].name", r.name),
+                    problem: "is used by two routes".into(),
+                    fix: "give every route its own name".into(),
+                });
+            }
+            if earlier.path == r.path {
+                reader.push(Issue {
+                    severity: Severity::Error,
+                    key: format!("route[{}].path", r.name),
+                    problem: format!(
+                        "\"{}\" is also the path of route \"{}\"",
+                        r.path, earlier.name
+                    ),
+                    fix: "give every route its own path".into(),
+                });
+            }
+        }
+    }
+}

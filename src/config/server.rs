@@ -1,0 +1,238 @@
+//! `[server]` (the public listener) and `[storage]` (the SQLite file).
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+use super::reader::Section;
+use super::resolve_path;
+use crate::secret::Secret;
+
+/// `[server]`.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Address of the public listener. Default `0.0.0.0:8080`.
+    pub listen: SocketAddr,
+    /// Peers whose `X-Forwarded-For` is believed. Default: none.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Key for browser tokens; generated and stored when absent.
+    pub secret: Option<Secret>,
+    /// Default request body limit for routes. Default 1 MiB.
+    pub max_body: u64,
+    /// Certificate and key for HTTPS; `None` serves plain HTTP.
+    pub tls: Option<TlsFiles>,
+    /// `Strict-Transport-Security` value sent over HTTPS; `None` sends none.
+    pub hsts: Option<String>,
+    /// Cap on open client connections; further clients wait in the listen backlog.
+    pub max_connections: usize,
+    /// Time a client has to send a request's headers (and finish a TLS handshake).
+    pub header_timeout: Duration,
+    /// Time a client has to send a request body once the headers arrived.
+    pub body_timeout: Duration,
+    /// How long an idle keep-alive connection is kept open.
+    pub keepalive_timeout: Duration,
+    /// How long a graceful shutdown waits for in-flight requests.
+    pub shutdown_timeout: Duration,
+    /// Worker threads; default: one per CPU.
+    pub workers: Option<usize>,
+}
+
+/// Certificate chain and private key files (PEM).
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// Certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// Private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+/// `[storage]`.
+#[derive(Debug, Clone)]
+pub struct StorageConfig {
+    /// The SQLite file, or `:memory:`.
+    pub path: PathBuf,
+}
+
+impl StorageConfig {
+    /// True for an in-memory store (nothing survives a restart).
+    pub fn is_memory(&self) -> bool {
+        self.path.as_os_str() == ":memory:"
+    }
+}
+
+const DEFAULT_MAX_BODY: u64 = 1 << 20;
+
+pub(super) fn read_server(section: Option<Section<'_, '_>>, base: &Path) -> ServerConfig {
+    let mut cfg = ServerConfig {
+        listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+        trusted_proxies: Vec::new(),
+        secret: None,
+        max_body: DEFAULT_MAX_BODY,
+        tls: None,
+        hsts: None,
+        max_connections: 10_000,
+        header_timeout: Duration::from_secs(10),
+        body_timeout: Duration::from_secs(30),
+        keepalive_timeout: Duration::from_secs(60),
+        shutdown_timeout: Duration::from_secs(30),
+        workers: None,
+    };
+    let Some(s) = section else {
+        return cfg;
+    };
+
+    if let Some(listen) = s.string("listen") {
+        match listen.parse::<SocketAddr>() {
+            Ok(a) => cfg.listen = a,
+            Err(_) => s.error(
+                "listen",
+                format!("\"{listen}\" is not an address and port"),
+                "write e.g. \"0.0.0.0:8080\" or \"[::]:8080\"",
+            ),
+        }
+    }
+    if let Some(list) = s.string_list("trusted_proxies") {
+        cfg.trusted_proxies = parse_networks(&s, "trusted_proxies", &list);
+    }
+    if let Some(secret) = s.secret("secret") {
+        if secret.expose().len() < 32 {
+            s.error(
+                "secret",
+                "is shorter than 32 characters, too short to sign browser tokens",
+                "use 32 or more random characters, e.g. the output of `openssl rand -base64 32`",
+            );
+        }
+        cfg.secret = Some(secret);
+    }
+    if let Some(n) = s.size("max_body") {
+        cfg.max_body = n;
+    }
+    let cert = s.string("tls_cert");
+    let key = s.string("tls_key");
+    match (cert, key) {
+        (Some(cert), Some(key)) => {
+            cfg.tls = Some(TlsFiles {
+                cert: resolve_path(base, &cert),
+                key: resolve_path(base, &key),
+            });
+            cfg.hsts = Some("max-age=31536000".into());
+        }
+        (Some(_), None) => s.error(
+            "tls_key",
+            "is missing while tls_cert is set",
+            "set both tls_cert and tls_key (PEM files) to serve HTTPS, or neither for HTTP",
+        ),
+        (None, Some(_)) => s.error(
+            "tls_cert",
+            "is missing while tls_key is set",
+            "set both tls_cert and tls_key (PEM files) to serve HTTPS, or neither for HTTP",
+        ),
+        (None, None) => {}
+    }
+    if let Some(hsts) = s.string("hsts") {
+        if cfg.tls.is_none() {
+            s.warn(
+                "hsts",
+                "is set but the listener is plain HTTP, where browsers ignore it",
+                "set tls_cert and tls_key, or remove hsts",
+            );
+        }
+        cfg.hsts = (!hsts.is_empty()).then_some(hsts);
+        if let Some(v) = &cfg.hsts
+            && http::HeaderValue::from_str(v).is_err()
+        {
+            s.error(
+                "hsts",
+                "is not a valid header value",
+                "e.g. \"max-age=31536000; includeSubDomains\", or \"\" to send none",
+            );
+        }
+    }
+    if let Some(n) = s.integer("max_connections", 1, 10_000_000) {
+        cfg.max_connections = n as usize;
+    }
+    if let Some(d) = s.duration("header_timeout") {
+        cfg.header_timeout = d;
+    }
+    if let Some(d) = s.duration("body_timeout") {
+        cfg.body_timeout = d;
+    }
+    if let Some(d) = s.duration("keepalive_timeout") {
+        cfg.keepalive_timeout = d;
+    }
+    if let Some(d) = s.duration("shutdown_timeout") {
+        cfg.shutdown_timeout = d;
+    }
+    if let Some(n) = s.integer("workers", 1, 1024) {
+        cfg.workers = Some(n as usize);
+    }
+    for (key, d) in [
+        ("header_timeout", cfg.header_timeout),
+        ("body_timeout", cfg.body_timeout),
+        ("keepalive_timeout", cfg.keepalive_timeout),
+    ] {
+        if d.is_zero() {
+            s.error(
+                key,
+                "is zero, which would cut every connection",
+                "use a positive duration such as \"10s\"",
+            );
+        }
+    }
+    s.finish();
+    cfg
+}
+
+/// Parses CIDR networks (a bare address means just that address).
+pub(crate) fn parse_networks(s: &Section<'_, '_>, key: &str, list: &[String]) -> Vec<IpNet> {
+    let mut out = Vec::with_capacity(list.len());
+    for item in list {
+        let item = item.trim();
+        let parsed = item
+            .parse::<IpNet>()
+            .map(|n| match n {
+                // IPv4-mapped networks are written the IPv4 way so that they match the
+                // canonicalised client address.
+                IpNet::V6(v6) => match v6.addr().to_ipv4_mapped() {
+                    Some(v4) if v6.prefix_len() >= 96 => {
+                        IpNet::new(IpAddr::V4(v4), v6.prefix_len() - 96).unwrap_or(n)
+                    }
+                    _ => n,
+                },
+                n => n,
+            })
+            .or_else(|_| {
+                item.parse::<IpAddr>()
+                    .map(|a| IpNet::from(a.to_canonical()))
+            });
+        match parsed {
+            Ok(n) => out.push(n.trunc()),
+            Err(_) => s.error(
+                key,
+                format!("\"{item}\" is not an IP address or CIDR network"),
+                "write e.g. \"10.0.0.0/8\", \"203.0.113.7\" or \"2001:db8::/32\"",
+            ),
+        }
+    }
+    out
+}
+
+pub(super) fn read_storage(section: Option<Section<'_, '_>>, base: &Path) -> StorageConfig {
+    let mut cfg = StorageConfig {
+        path: resolve_path(base, "hookwarden.db"),
+    };
+    let Some(s) = section else {
+        return cfg;
+    };
+    if let Some(p) = s.string("path") {
+        cfg.path = if p == ":memory:" {
+            PathBuf::from(p)
+        } else {
+            resolve_path(base, &p)
+        };
+    }
+    s.finish();
+    cfg
+}

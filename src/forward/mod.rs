@@ -1,0 +1,218 @@
+//! The forwarder: builds the upstream request from an allowed [`Exchange`] and sends it over a
+//! pooled HTTP/1.1 or HTTP/2 (ALPN) client.
+//!
+//! The request body is always complete (guards need it whole), so it goes as one `Full` chunk
+//! with an exact `Content-Length`. The response comes back as a stream, handed to the listener
+//! frame by frame under an idle timeout ([`body::IdleTimeout`]).
+
+pub mod body;
+pub mod headers;
+pub mod tls;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue};
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{Request, Response, Uri, Version};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use crate::config::UpstreamConfig;
+use crate::policy::Exchange;
+
+/// The idle time after which pooled upstream connections are closed: below the 5 s keep-alive
+/// of Node.js (n8n) servers, so the pool never reuses a connection the upstream is closing.
+const POOL_IDLE: Duration = Duration::from_secs(4);
+
+/// Why forwarding failed before response headers arrived.
+#[derive(Debug, thiserror::Error)]
+pub enum ForwardError {
+    /// No connection could be made (refused, DNS, TLS handshake).
+    #[error("cannot connect to the upstream: {0}")]
+    Connect(String),
+    /// No response headers within the route's `timeout`.
+    #[error("the upstream sent no response within {0:?}")]
+    Timeout(Duration),
+    /// The connection broke or the upstream answered with something that is not HTTP.
+    #[error("the upstream broke the exchange: {0}")]
+    Broken(String),
+}
+
+/// Why an upstream client could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The CA file is unusable.
+    #[error(transparent)]
+    CaFile(#[from] tls::CaFileError),
+    /// rustls refused the configuration.
+    #[error("TLS client configuration: {0}")]
+    Tls(#[from] rustls::Error),
+}
+
+/// A pooled client for upstream requests. Cheap to clone.
+#[derive(Clone)]
+pub struct UpstreamClient {
+    inner: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+}
+
+impl std::fmt::Debug for UpstreamClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("UpstreamClient")
+    }
+}
+
+impl UpstreamClient {
+    /// A client trusting the web PKI plus the CAs in `ca_file`.
+    pub fn new(
+        ca_file: Option<&std::path::Path>,
+        connect_timeout: Duration,
+    ) -> Result<Self, ClientError> {
+        let extra = match ca_file {
+            Some(p) => tls::read_ca_file(p)?,
+            None => Vec::new(),
+        };
+        let tls = tls::client_config(&extra)?;
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(connect_timeout));
+        http.set_keepalive(Some(Duration::from_secs(30)));
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(http);
+        let inner = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(POOL_IDLE)
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .pool_max_idle_per_host(256)
+            .build(https);
+        Ok(UpstreamClient { inner })
+    }
+}
+
+/// A route's upstream: where to send, what to inject, how long to wait.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    scheme: Scheme,
+    authority: Authority,
+    path: String,
+    base_query: Option<String>,
+    inject: Arc<[(HeaderName, HeaderValue)]>,
+    /// Time until response headers.
+    pub timeout: Duration,
+    /// Longest pause in a streamed response body.
+    pub idle_timeout: Duration,
+    client: UpstreamClient,
+}
+
+impl Upstream {
+    /// Builds a route's upstream from its config, using `client` for connections.
+    pub fn new(cfg: &UpstreamConfig, client: UpstreamClient) -> Self {
+        let scheme = cfg.url.scheme().cloned().unwrap_or(Scheme::HTTP);
+        let authority = cfg
+            .url
+            .authority()
+            .cloned()
+            .unwrap_or_else(|| Authority::from_static("localhost"));
+        let path = cfg.url.path().to_owned();
+        let inject = cfg
+            .headers
+            .iter()
+            .filter_map(|(name, value)| {
+                let mut v = HeaderValue::from_str(value.expose()).ok()?;
+                // Marked sensitive so HTTP/2 never adds it to its compression tables.
+                v.set_sensitive(true);
+                Some((name.clone(), v))
+            })
+            .collect();
+        Upstream {
+            scheme,
+            authority,
+            path,
+            base_query: cfg.url.query().map(str::to_owned),
+            inject,
+            timeout: cfg.timeout,
+            idle_timeout: cfg.idle_timeout,
+            client,
+        }
+    }
+
+    /// The URI for a request whose forwarded query is `query`.
+    fn uri(&self, query: Option<&str>) -> Uri {
+        let pq = match (&self.base_query, query) {
+            (None, None) => self.path.clone(),
+            (Some(b), None) => format!("{}?{b}", self.path),
+            (None, Some(q)) => format!("{}?{q}", self.path),
+            (Some(b), Some(q)) => format!("{}?{b}&{q}", self.path),
+        };
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(self.scheme.clone());
+        parts.authority = Some(self.authority.clone());
+        parts.path_and_query = PathAndQuery::try_from(pq).ok();
+        Uri::from_parts(parts).unwrap_or_else(|_| Uri::from_static("/"))
+    }
+
+    /// Builds the upstream request for an allowed exchange. The exchange's headers have
+    /// already lost the credentials the guards consumed.
+    pub fn request(&self, ex: &mut Exchange) -> Request<Full<Bytes>> {
+        let mut headers = std::mem::take(&mut ex.headers);
+        headers::prepare_request_headers(&mut headers);
+        if let Ok(v) = HeaderValue::from_str(&ex.forwarded_for) {
+            headers.insert(headers::X_FORWARDED_FOR, v);
+        }
+        headers.insert(
+            headers::X_FORWARDED_PROTO,
+            HeaderValue::from_static(if ex.https { "https" } else { "http" }),
+        );
+        if let Ok(v) = HeaderValue::from_str(&ex.request_id) {
+            headers.insert(headers::X_REQUEST_ID, v);
+        }
+        for (name, value) in self.inject.iter() {
+            headers.insert(name.clone(), value.clone());
+        }
+        let body = std::mem::take(&mut ex.body);
+        headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+        let mut req = Request::new(Full::new(body));
+        *req.method_mut() = ex.method.clone();
+        *req.uri_mut() = self.uri(ex.query.as_deref());
+        // The client picks HTTP/2 by ALPN itself; an HTTP/2 version here would fail on an
+        // HTTP/1.1 upstream.
+        *req.version_mut() = Version::HTTP_11;
+        *req.headers_mut() = headers;
+        req
+    }
+
+    /// Sends `req` and waits for the response headers, at most `timeout`.
+    pub async fn send(
+        &self,
+        req: Request<Full<Bytes>>,
+    ) -> Result<Response<Incoming>, ForwardError> {
+        match tokio::time::timeout(self.timeout, self.client.inner.request(req)).await {
+            Err(_) => Err(ForwardError::Timeout(self.timeout)),
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(e)) if e.is_connect() => Err(ForwardError::Connect(error_chain(&e))),
+            Ok(Err(e)) => Err(ForwardError::Broken(error_chain(&e))),
+        }
+    }
+}
+
+/// An error and its sources on one line, for logs.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}

@@ -1,0 +1,334 @@
+//! The request pipeline: one request's life as a fixed sequence of phases.
+//!
+//! ```text
+//!  accept ─► address ─► gateway endpoint? ─► path sanity ─► route ─► method
+//!        ─► head guards ─► read body (≤ max_body, ≤ body_timeout) ─► body guards
+//!        ─► forward (≤ timeout to headers) ─► stream response (idle timeout)
+//!        ─► log: one Event, on success and failure alike
+//! ```
+//!
+//! Each phase either hands the exchange on or ends it with a [`Denial`]; the last phase turns
+//! the result into the response ([`response::denial_response`] is the only place denials
+//! become HTTP) and emits the event.
+
+mod internal;
+pub mod response;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Request, Response};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::{Body, Incoming};
+use ipnet::IpNet;
+
+use crate::events::{Emitter, Event, Outcome, truncate_user_agent};
+use crate::forward::ForwardError;
+use crate::forward::body::{IdleTimeout, ResponseBody};
+use crate::forward::headers::{X_REQUEST_ID, strip_hop_by_hop};
+use crate::policy::{Denial, Exchange, Reason, RoutePolicy, RouteTable, Services, client_ip, path};
+
+/// Facts about the connection a request came in on.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnInfo {
+    /// The socket peer.
+    pub peer: SocketAddr,
+    /// True for TLS connections.
+    pub tls: bool,
+}
+
+/// Listener-wide settings the pipeline needs.
+#[derive(Debug, Clone)]
+pub struct GatewaySettings {
+    /// Peers whose `X-Forwarded-*` headers are believed.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Time allowed for a request body.
+    pub body_timeout: Duration,
+    /// `Strict-Transport-Security` for TLS responses.
+    pub hsts: Option<HeaderValue>,
+}
+
+/// The gateway: routes, services and sinks shared by every connection.
+pub struct Gateway {
+    routes: ArcSwap<RouteTable>,
+    settings: ArcSwap<GatewaySettings>,
+    services: Services,
+    events: Arc<Emitter>,
+}
+
+/// How a request ended, before it becomes a response and an event.
+struct Finished {
+    response: Response<ResponseBody>,
+    outcome: Outcome,
+    reason: Option<Reason>,
+    detail: Option<&'static str>,
+    upstream_status: Option<u16>,
+    upstream_latency: Option<Duration>,
+}
+
+impl Gateway {
+    /// A gateway serving `routes`.
+    pub fn new(
+        routes: RouteTable,
+        settings: GatewaySettings,
+        services: Services,
+        events: Arc<Emitter>,
+    ) -> Self {
+        Gateway {
+            routes: ArcSwap::from_pointee(routes),
+            settings: ArcSwap::from_pointee(settings),
+            services,
+            events,
+        }
+    }
+
+    /// Replaces the routes and settings atomically; requests in flight finish on the old ones.
+    pub fn swap(&self, routes: RouteTable, settings: GatewaySettings) {
+        self.routes.store(Arc::new(routes));
+        self.settings.store(Arc::new(settings));
+    }
+
+    /// The current routes.
+    pub fn routes(&self) -> Arc<RouteTable> {
+        self.routes.load_full()
+    }
+
+    /// Shared state and stores.
+    pub fn services(&self) -> &Services {
+        &self.services
+    }
+
+    /// The event emitter.
+    pub fn events(&self) -> &Arc<Emitter> {
+        &self.events
+    }
+
+    /// Serves one request.
+    pub async fn handle(&self, req: Request<Incoming>, conn: ConnInfo) -> Response<ResponseBody> {
+        let started = Instant::now();
+        let time = jiff::Timestamp::now();
+        let settings = self.settings.load_full();
+        let (parts, body) = req.into_parts();
+
+        let addr = client_ip::resolve(conn.peer, &parts.headers, &settings.trusted_proxies);
+        let (client_ip, forwarded_for, https, bad_xff) = match addr {
+            Ok(a) => {
+                let https = if a.via_trusted_proxy {
+                    parts
+                        .headers
+                        .get("x-forwarded-proto")
+                        .map_or(conn.tls, |v| v.as_bytes().eq_ignore_ascii_case(b"https"))
+                } else {
+                    conn.tls
+                };
+                (a.ip, a.forwarded_for, https, false)
+            }
+            Err(_) => {
+                let ip = conn.peer.ip().to_canonical();
+                (ip, ip.to_string(), conn.tls, true)
+            }
+        };
+
+        let path_str = parts.uri.path();
+        if path_str.starts_with("/_hookwarden/")
+            && let Some(resp) = internal::handle(self, &parts, path_str)
+        {
+            return resp;
+        }
+
+        let mut ex = Exchange {
+            request_id: new_request_id(),
+            started,
+            method: parts.method,
+            path: path_str.to_owned(),
+            query: parts.uri.query().map(str::to_owned),
+            original_query: parts.uri.query().map(str::to_owned),
+            has_body: !body.is_end_stream(),
+            headers: parts.headers,
+            version: parts.version,
+            peer: conn.peer,
+            client_ip,
+            forwarded_for,
+            https,
+            body: Bytes::new(),
+            key_id: None,
+            session_id: None,
+            flags: Vec::new(),
+            response_headers: http::HeaderMap::new(),
+        };
+        let user_agent = ex
+            .headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(truncate_user_agent);
+
+        let routes = self.routes.load();
+        let route = routes.by_path(&ex.path).cloned();
+        let finished = if bad_xff {
+            self.refuse(
+                &ex,
+                Denial::new(Reason::BadRequest).with_detail("invalid X-Forwarded-For"),
+            )
+        } else if let Err(problem) = path::check_path(&ex.path) {
+            self.refuse(
+                &ex,
+                Denial::new(Reason::BadRequest).with_detail(problem.as_str()),
+            )
+        } else {
+            match &route {
+                None => self.refuse(&ex, Denial::new(Reason::NotFound)),
+                Some(route) => self.run_route(route, &mut ex, body, &settings).await,
+            }
+        };
+
+        let Finished {
+            mut response,
+            outcome,
+            reason,
+            detail,
+            upstream_status,
+            upstream_latency,
+        } = finished;
+        let h = response.headers_mut();
+        if let Ok(v) = HeaderValue::from_str(&ex.request_id) {
+            h.insert(X_REQUEST_ID, v);
+        }
+        if conn.tls
+            && let Some(hsts) = &settings.hsts
+        {
+            h.insert(header::STRICT_TRANSPORT_SECURITY, hsts.clone());
+        }
+        self.events.emit(Event {
+            time,
+            request_id: ex.request_id,
+            route: route.map(|r| r.name.clone()),
+            client_ip: ex.client_ip,
+            method: ex.method.to_string(),
+            status: response.status().as_u16(),
+            outcome,
+            reason,
+            detail,
+            flags: ex.flags,
+            key_id: ex.key_id,
+            session_id: ex.session_id,
+            latency: started.elapsed(),
+            upstream_status,
+            upstream_latency,
+            user_agent,
+        });
+        response
+    }
+
+    /// The phases after routing: method, head guards, body, body guards, forward.
+    async fn run_route(
+        &self,
+        route: &Arc<RoutePolicy>,
+        ex: &mut Exchange,
+        body: Incoming,
+        settings: &GatewaySettings,
+    ) -> Finished {
+        if let Err(d) = route.method.check(ex) {
+            return self.refuse(ex, d);
+        }
+        if let Err(d) = route.check_head(ex, &self.services).await {
+            return self.refuse(ex, d);
+        }
+        match read_body(body, route.max_body, settings.body_timeout).await {
+            Ok(bytes) => ex.body = bytes,
+            Err(d) => return self.refuse(ex, d),
+        }
+        if let Err(d) = route.check_body(ex, &self.services).await {
+            return self.refuse(ex, d);
+        }
+        self.forward(route, ex).await
+    }
+
+    /// Sends an allowed exchange upstream and starts streaming the answer back.
+    async fn forward(&self, route: &RoutePolicy, ex: &mut Exchange) -> Finished {
+        let req = route.upstream.request(ex);
+        let sent = Instant::now();
+        match route.upstream.send(req).await {
+            Ok(resp) => {
+                let upstream_latency = Some(sent.elapsed());
+                let (mut parts, body) = resp.into_parts();
+                strip_hop_by_hop(&mut parts.headers);
+                for (name, value) in ex.response_headers.drain() {
+                    if let Some(name) = name {
+                        parts.headers.insert(name, value);
+                    }
+                }
+                let upstream_status = Some(parts.status.as_u16());
+                // The response is always HTTP/1.1 or HTTP/2 as the client spoke; hyper sets it.
+                parts.version = http::Version::default();
+                let body =
+                    ResponseBody::Stream(IdleTimeout::new(body, route.upstream.idle_timeout));
+                Finished {
+                    response: Response::from_parts(parts, body),
+                    outcome: Outcome::Allowed,
+                    reason: None,
+                    detail: None,
+                    upstream_status,
+                    upstream_latency,
+                }
+            }
+            Err(e) => {
+                let (reason, detail) = match &e {
+                    ForwardError::Connect(_) => (Reason::UpstreamUnreachable, "connect failed"),
+                    ForwardError::Broken(_) => (Reason::UpstreamUnreachable, "exchange broken"),
+                    ForwardError::Timeout(_) => {
+                        (Reason::UpstreamTimeout, "no response headers in time")
+                    }
+                };
+                tracing::warn!(
+                    request_id = %ex.request_id,
+                    route = %route.name,
+                    error = %e,
+                    "upstream failed"
+                );
+                let mut f = self.refuse(ex, Denial::new(reason).with_detail(detail));
+                f.outcome = Outcome::Failed;
+                f.upstream_latency = Some(sent.elapsed());
+                f
+            }
+        }
+    }
+
+    /// Ends the exchange with a denial. Headers the guards asked for (a rotated token, rate
+    /// limit fields) are kept: the client needs them most on a refusal.
+    fn refuse(&self, ex: &Exchange, denial: Denial) -> Finished {
+        let mut response = response::denial_response(&denial, &ex.request_id);
+        for (name, value) in &ex.response_headers {
+            response.headers_mut().insert(name, value.clone());
+        }
+        Finished {
+            response,
+            outcome: Outcome::Denied,
+            reason: Some(denial.reason),
+            detail: denial.detail,
+            upstream_status: None,
+            upstream_latency: None,
+        }
+    }
+}
+
+/// Reads a whole request body, at most `max` bytes within `timeout`.
+async fn read_body(body: Incoming, max: u64, timeout: Duration) -> Result<Bytes, Denial> {
+    let limited = Limited::new(body, usize::try_from(max).unwrap_or(usize::MAX));
+    match tokio::time::timeout(timeout, limited.collect()).await {
+        Err(_) => Err(Denial::new(Reason::BodyTimeout).with_detail("body not received in time")),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(Denial::new(Reason::BodyTooLarge).with_detail("body over max_body while reading"))
+        }
+        Ok(Err(_)) => Err(Denial::new(Reason::BadRequest).with_detail("body could not be read")),
+    }
+}
+
+/// A new request id: a UUIDv7 in simple form, so ids sort by time.
+pub fn new_request_id() -> String {
+    uuid::Uuid::now_v7().simple().to_string()
+}

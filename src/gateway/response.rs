@@ -1,0 +1,56 @@
+//! The one place that turns a denial into the client's response.
+
+use http::header::{self, HeaderValue};
+use http::{Response, StatusCode};
+
+use crate::forward::body::ResponseBody;
+use crate::policy::{Denial, Reason, error_code};
+
+/// The JSON error response for `denial`: `{"error": "<code>", "request_id": "<id>"}`. The
+/// reason stays in the audit log; only the status's generic code is shown.
+pub fn denial_response(denial: &Denial, request_id: &str) -> Response<ResponseBody> {
+    let status = denial.reason.status();
+    let body = if denial.reason == Reason::Duplicate {
+        format!(r#"{{"status":"duplicate","request_id":"{request_id}"}}"#)
+    } else {
+        format!(
+            r#"{{"error":"{}","request_id":"{request_id}"}}"#,
+            error_code(status)
+        )
+    };
+    let mut resp = json_response(status, body);
+    let h = resp.headers_mut();
+    for (name, value) in &denial.headers {
+        h.append(name, value.clone());
+    }
+    if let Some(after) = denial.retry_after {
+        // Round up: retrying a fraction of a second early would be refused again.
+        let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+        h.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+    }
+    resp
+}
+
+/// A small JSON response that must not be cached.
+pub fn json_response(status: StatusCode, body: String) -> Response<ResponseBody> {
+    let mut resp = Response::new(ResponseBody::full(body));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+/// A plain-text response.
+pub fn text_response(status: StatusCode, body: &'static str) -> Response<ResponseBody> {
+    let mut resp = Response::new(ResponseBody::full(body));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}

@@ -1,0 +1,30 @@
+//! hookwarden: a self-hosted security gateway for chatbot and automation webhooks.
+//!
+//! The crate is the whole gateway; the `hookwarden` binary is a thin CLI over it. Module map,
+//! in the order a request meets them:
+//!
+//! - [`server`]: listeners, TLS, HTTP/1.1 and HTTP/2, connection limits, shutdown.
+//! - [`gateway`]: the request pipeline, phase by phase, and the gateway's own endpoints.
+//! - [`policy`]: routes compiled into ordered guards; one file per guard under
+//!   [`policy::guards`]; reason codes.
+//! - [`forward`]: the upstream client, header rules, streamed response bodies.
+//! - [`state`]: rate limits, single-use ids, failure counters and bans.
+//! - [`store`]: the SQLite file.
+//! - [`events`]: one event per request and its sinks.
+//! - [`config`]: the TOML schema, `${VAR}` expansion and lint.
+//! - [`app`]: assembly of all the above; [`demo`]: the no-config demo. The CLI lives in the
+//!   binary (`src/cli/`).
+
+pub mod app;
+pub mod config;
+pub mod demo;
+pub mod events;
+pub mod forward;
+pub mod gateway;
+pub mod logging;
+pub mod policy;
+pub mod secret;
+pub mod server;
+pub mod state;
+pub mod store;
+pub mod urlenc;

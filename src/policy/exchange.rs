@@ -1,0 +1,78 @@
+//! `Exchange`: one request as it passes the guards, and what the guards learn about it.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Version};
+
+use super::reason::Reason;
+use crate::urlenc;
+
+/// A request in flight. Guards read it, may remove the credentials they consume (so they are
+/// not forwarded), and record what they learned (key id, session id, flags, response headers).
+#[derive(Debug)]
+pub struct Exchange {
+    /// Unique id, in the error body, the audit log and the `X-Request-Id` headers.
+    pub request_id: String,
+    /// When the request's headers were complete.
+    pub started: Instant,
+    /// Method.
+    pub method: Method,
+    /// Path, without the query.
+    pub path: String,
+    /// The query string as it will be forwarded (consumed parameters are removed).
+    pub query: Option<String>,
+    /// The query string as received, for guards that sign over the original URL.
+    pub original_query: Option<String>,
+    /// Request headers as they will be forwarded (consumed credentials are removed).
+    pub headers: HeaderMap,
+    /// HTTP version the client spoke.
+    pub version: Version,
+    /// The socket peer.
+    pub peer: SocketAddr,
+    /// The client's address: the peer, or the forwarded address when the peer is a trusted proxy.
+    pub client_ip: IpAddr,
+    /// `X-Forwarded-For` as it will be sent upstream (see `client_ip`).
+    pub forwarded_for: String,
+    /// True when the request arrived over TLS (or a trusted proxy said it did).
+    pub https: bool,
+    /// True when the request carries a body (a length above zero, or chunked).
+    pub has_body: bool,
+    /// The body, once read (empty before the body phase).
+    pub body: Bytes,
+    /// Id of the API key that authenticated the request.
+    pub key_id: Option<String>,
+    /// Browser session id from the request's token.
+    pub session_id: Option<String>,
+    /// Alert-mode findings on an allowed request (e.g. `ip_not_allowed`).
+    pub flags: Vec<Reason>,
+    /// Headers to add to the response, whatever the upstream answers.
+    pub response_headers: HeaderMap,
+}
+
+impl Exchange {
+    /// The first value of query parameter `name` in the received query, decoded.
+    pub fn query_param(&self, name: &str) -> Option<String> {
+        urlenc::query_param(self.original_query.as_deref()?, name)
+    }
+
+    /// Removes parameter `name` from the forwarded query (a consumed credential).
+    pub fn consume_query_param(&mut self, name: &str) {
+        if let Some(q) = self.query.take() {
+            self.query = urlenc::remove_query_param(&q, name);
+        }
+    }
+
+    /// A header's value as text, when present and visible ASCII.
+    pub fn header_str(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// Adds a flag once.
+    pub fn flag(&mut self, reason: Reason) {
+        if !self.flags.contains(&reason) {
+            self.flags.push(reason);
+        }
+    }
+}

@@ -1,0 +1,125 @@
+//! Percent-decoding and `application/x-www-form-urlencoded` pairs, for paths, query strings
+//! and form bodies.
+
+use std::borrow::Cow;
+
+/// Decodes `%XX` escapes. Returns `None` for a `%` not followed by two hex digits. When `plus`
+/// is true, `+` decodes to a space (query strings and form bodies).
+pub fn percent_decode(input: &str, plus: bool) -> Option<Cow<'_, [u8]>> {
+    let bytes = input.as_bytes();
+    if !(bytes.contains(&b'%') || plus && bytes.contains(&b'+')) {
+        return Some(Cow::Borrowed(bytes));
+    }
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hi = hex_val(*bytes.get(i + 1)?)?;
+                let lo = hex_val(*bytes.get(i + 2)?)?;
+                out.push(hi << 4 | lo);
+                i += 3;
+            }
+            b'+' if plus => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    Some(Cow::Owned(out))
+}
+
+fn hex_val(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Splits a query string or form body into decoded `(name, value)` pairs. Pairs that do not
+/// decode as UTF-8 are kept with replacement characters; malformed escapes are kept raw.
+pub fn form_pairs(input: &str) -> Vec<(String, String)> {
+    input
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (decode_lossy(k), decode_lossy(v))
+        })
+        .collect()
+}
+
+fn decode_lossy(s: &str) -> String {
+    match percent_decode(s, true) {
+        Some(b) => String::from_utf8_lossy(&b).into_owned(),
+        None => s.to_owned(),
+    }
+}
+
+/// The first value of query parameter `name`, decoded.
+pub fn query_param(query: &str, name: &str) -> Option<String> {
+    query.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (decode_lossy(k) == name).then(|| decode_lossy(v))
+    })
+}
+
+/// The query string without any `name=…` pair; `None` when nothing is left.
+pub fn remove_query_param(query: &str, name: &str) -> Option<String> {
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|pair| {
+            let k = pair.split_once('=').map_or(*pair, |(k, _)| k);
+            !pair.is_empty() && decode_lossy(k) != name
+        })
+        .collect();
+    (!kept.is_empty()).then(|| kept.join("&"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_escapes_and_rejects_broken_ones() {
+        assert_eq!(&*percent_decode("a%2Fb", false).unwrap(), b"a/b");
+        assert_eq!(&*percent_decode("a+b", false).unwrap(), b"a+b");
+        assert_eq!(&*percent_decode("a+b", true).unwrap(), b"a b");
+        assert!(percent_decode("%zz", false).is_none());
+        assert!(percent_decode("%4", false).is_none());
+        assert!(percent_decode("abc%", false).is_none());
+    }
+
+    #[test]
+    fn query_params_are_found_and_removed() {
+        let q = "secret-key=abc%2B1&iv=00ff&x=1";
+        assert_eq!(query_param(q, "secret-key").as_deref(), Some("abc+1"));
+        assert_eq!(query_param(q, "iv").as_deref(), Some("00ff"));
+        assert_eq!(query_param(q, "nope"), None);
+        assert_eq!(
+            remove_query_param(q, "secret-key").as_deref(),
+            Some("iv=00ff&x=1")
+        );
+        assert_eq!(remove_query_param("a=1", "a"), None);
+        // A flag without '=' is a parameter too.
+        assert_eq!(remove_query_param("a&b=2", "a").as_deref(), Some("b=2"));
+    }
+
+    #[test]
+    fn form_pairs_decode_plus_and_escapes() {
+        assert_eq!(
+            form_pairs("To=%2B1555&Body=hello+world&Empty="),
+            vec![
+                ("To".into(), "+1555".into()),
+                ("Body".into(), "hello world".into()),
+                ("Empty".into(), String::new())
+            ]
+        );
+    }
+}
