@@ -136,11 +136,11 @@ pub fn load_str(
             fix: "add a [[route]] section with name, path and [route.upstream] url".into(),
         });
     }
+    let mut seen = route::Seen::default();
     let routes: Vec<RouteConfig> = route_sections
         .into_iter()
-        .filter_map(|s| route::read_route(s, &server, base))
+        .filter_map(|s| route::read_route(s, &server, base, &mut seen))
         .collect();
-    route::check_unique(&routes, &reader);
     root.finish();
 
     if reader.has_errors() {

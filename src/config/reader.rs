@@ -253,7 +253,11 @@ impl<'a, 'e> Section<'a, 'e> {
                 match parse_size(&s) {
                     Ok(n) => Some(n),
                     Err(e) => {
-                        self.error(key, e, "e.g. \"64KiB\" or \"1MiB\"");
+                        self.error(
+                            key,
+                            e,
+                            "write a whole number and a unit (B, KiB, MiB or GiB), e.g. \"64KiB\" or \"1MiB\"",
+                        );
                         None
                     }
                 }
@@ -273,7 +277,11 @@ impl<'a, 'e> Section<'a, 'e> {
                 match parse_duration(&s) {
                     Ok(d) => Some(d),
                     Err(e) => {
-                        self.error(key, e, "e.g. \"30s\", \"10m\" or \"1h\"");
+                        self.error(
+                            key,
+                            e,
+                            "write a number and a unit (ms, s, m, h or d), e.g. \"30s\", \"10m\" or \"1h30m\"",
+                        );
                         None
                     }
                 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, Method, Uri};
 
-use super::reader::{Issue, Reader, Section, Severity};
+use super::reader::Section;
 use super::resolve_path;
 use super::server::ServerConfig;
 use crate::secret::Secret;
@@ -67,15 +67,32 @@ const RESERVED_HEADERS: &[&str] = &[
     "proxy-connection",
 ];
 
+/// Names and paths of the routes read so far, to catch duplicates even in routes that have
+/// other errors.
+#[derive(Default)]
+pub(super) struct Seen {
+    names: Vec<String>,
+    paths: Vec<(String, String)>,
+}
+
 pub(super) fn read_route(
     mut s: Section<'_, '_>,
     server: &ServerConfig,
     base: &Path,
+    seen: &mut Seen,
 ) -> Option<RouteConfig> {
     let name = s.required_string("name", "give the route a unique name, e.g. name = \"chat\"");
     if let Some(n) = &name {
         if is_valid_name(n) {
             s.set_path(format!("route[{n}]"));
+            if seen.names.contains(n) {
+                s.error(
+                    "name",
+                    "is used by two routes",
+                    "give every route its own name",
+                );
+            }
+            seen.names.push(n.clone());
         } else {
             s.error(
                 "name",
@@ -87,6 +104,15 @@ pub(super) fn read_route(
     let path = s.required_string("path", "set the exact path to serve, e.g. path = \"/chat\"");
     if let Some(p) = &path {
         check_route_path(&s, p);
+        if let Some((other, _)) = seen.paths.iter().find(|(_, q)| q == p) {
+            s.error(
+                "path",
+                format!("\"{p}\" is also the path of route \"{other}\""),
+                "give every route its own path",
+            );
+        }
+        seen.paths
+            .push((name.clone().unwrap_or_default(), p.clone()));
     }
     let methods = match s.string_list("methods") {
         Some(list) => read_methods(&s, &list),
@@ -332,31 +358,5 @@ fn is_local_host(host: &str) -> bool {
         Ok(IpAddr::V4(a)) => a.is_loopback() || a.is_private(),
         Ok(IpAddr::V6(a)) => a.is_loopback() || (a.segments()[0] & 0xfe00) == 0xfc00,
         Err(_) => false,
-    }
-}
-
-pub(super) fn check_unique(routes: &[RouteConfig], reader: &Reader<'_>) {
-    for (i, r) in routes.iter().enumerate() {
-        for earlier in &routes[..i] {
-            if earlier.name == r.name {
-                reader.push(Issue {
-                    severity: Severity::Error,
-                    key: format!("route[{}].name", r.name),
-                    problem: "is used by two routes".into(),
-                    fix: "give every route its own name".into(),
-                });
-            }
-            if earlier.path == r.path {
-                reader.push(Issue {
-                    severity: Severity::Error,
-                    key: format!("route[{}].path", r.name),
-                    problem: format!(
-                        "\"{}\" is also the path of route \"{}\"",
-                        r.path, earlier.name
-                    ),
-                    fix: "give every route its own path".into(),
-                });
-            }
-        }
     }
 }

@@ -13,9 +13,7 @@ pub fn parse_size(input: &str) -> Result<u64, String> {
     let (digits, unit) = s.split_at(split);
     let unit = unit.trim();
     if digits.is_empty() {
-        return Err(format!(
-            "\"{input}\" is not a size: write a whole number and a unit, e.g. \"32KiB\" or \"1MiB\""
-        ));
+        return Err(format!("\"{input}\" is not a size"));
     }
     let n: u64 = digits
         .parse()
@@ -26,9 +24,7 @@ pub fn parse_size(input: &str) -> Result<u64, String> {
         "MiB" | "MB" | "M" => 1 << 20,
         "GiB" | "GB" | "G" => 1 << 30,
         other => {
-            return Err(format!(
-                "\"{input}\" has an unknown size unit \"{other}\": use B, KiB, MiB or GiB, e.g. \"32KiB\""
-            ));
+            return Err(format!("\"{input}\" has an unknown size unit \"{other}\""));
         }
     };
     n.checked_mul(factor)
@@ -39,11 +35,7 @@ pub fn parse_size(input: &str) -> Result<u64, String> {
 /// (e.g. `"500ms"`, `"30s"`, `"1h30m"`, `"90d"`).
 pub fn parse_duration(input: &str) -> Result<Duration, String> {
     let s = input.trim();
-    let bad = || {
-        format!(
-            "\"{input}\" is not a duration: write a number and a unit (ms, s, m, h or d), e.g. \"30s\" or \"10m\""
-        )
-    };
+    let bad = || format!("\"{input}\" is not a duration");
     if s.is_empty() {
         return Err(bad());
     }
@@ -117,8 +109,7 @@ mod tests {
     #[test]
     fn bad_sizes_say_what_is_accepted() {
         let e = parse_size("1 megabyte").unwrap_err();
-        assert!(e.contains("unknown size unit \"megabyte\""), "{e}");
-        assert!(e.contains("KiB"), "{e}");
+        assert_eq!(e, "\"1 megabyte\" has an unknown size unit \"megabyte\"");
         let e = parse_size("MiB").unwrap_err();
         assert!(e.contains("not a size"), "{e}");
         assert!(parse_size("-1KiB").is_err());

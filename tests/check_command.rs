@@ -1,0 +1,146 @@
+//! `hookwarden check`: exit codes and messages a user can act on (key, problem, fix).
+
+mod common;
+
+use std::process::Command;
+
+fn check(config: &str, env: &[(&str, &str)]) -> (i32, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hookwarden.toml");
+    std::fs::write(&path, config).unwrap();
+    let mut cmd = Command::new(common::bin());
+    cmd.arg("check").arg("--config").arg(&path).env_clear();
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.code().unwrap_or(-1), text)
+}
+
+const GOOD: &str = r#"
+[server]
+listen = "127.0.0.1:8080"
+[[route]]
+name = "chat"
+path = "/chat"
+[route.upstream]
+url = "https://n8n.example.com/webhook/abc"
+headers = { "X-N8N-Auth" = "${N8N_SECRET}" }
+"#;
+
+#[test]
+fn a_valid_config_passes_with_exit_zero() {
+    let (code, out) = check(GOOD, &[("N8N_SECRET", "s3cr3t-value")]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("ok (1 route"), "{out}");
+    assert!(!out.contains("s3cr3t-value"), "{out}");
+}
+
+#[test]
+fn a_missing_variable_is_named_with_its_key_and_a_fix() {
+    let (code, out) = check(GOOD, &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("error: route[chat].upstream.headers.X-N8N-Auth: environment variable N8N_SECRET is not set"), "{out}");
+    assert!(out.contains("fix: set N8N_SECRET"), "{out}");
+}
+
+#[test]
+fn every_error_in_the_file_is_reported_in_one_run() {
+    let cfg = r#"
+[server]
+listen = "localhost"
+max_body = "10 MB please"
+header_timout = "5s"
+[[route]]
+name = "chat"
+path = "/chat"
+methods = ["POST", "BAD METHOD"]
+[route.upstream]
+url = "ftp://example.com/x"
+timeout = "soon"
+[[route]]
+name = "chat"
+path = "/chat"
+"#;
+    let (code, out) = check(cfg, &[]);
+    assert_eq!(code, 1, "{out}");
+    for expected in [
+        "error: server.listen: \"localhost\" is not an address and port",
+        "error: server.max_body:",
+        "error: server.header_timout: unknown key\n  fix: did you mean `header_timeout`?",
+        "error: route[chat].methods: \"BAD METHOD\" is not an HTTP method",
+        "error: route[chat].upstream.url: is not an http:// or https:// URL",
+        "error: route[chat].upstream.timeout: \"soon\" is not a duration",
+        "error: route[chat].upstream: is required but missing",
+        "error: route[chat].name: is used by two routes",
+    ] {
+        assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
+    }
+    assert!(
+        out.contains("the gateway will not start with this config"),
+        "{out}"
+    );
+}
+
+#[test]
+fn risky_setups_are_warnings_and_still_exit_zero() {
+    let cfg = r#"
+[[route]]
+name = "chat"
+path = "/chat"
+[route.upstream]
+url = "http://n8n.example.com/webhook/abc"
+"#;
+    let (code, out) = check(cfg, &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("warning: route[chat].upstream.url: uses plain http to a non-local host"),
+        "{out}"
+    );
+    // A local plain-http upstream is normal (same host or private network).
+    let (_, out) = check(&cfg.replace("n8n.example.com", "127.0.0.1:5678"), &[]);
+    assert!(!out.contains("plain http"), "{out}");
+}
+
+#[test]
+fn invalid_toml_names_the_line() {
+    let (code, out) = check("[server\nlisten = 1", &[]);
+    assert_eq!(code, 1);
+    assert!(out.contains("is not valid TOML"), "{out}");
+    assert!(out.contains("line 1"), "{out}");
+}
+
+#[test]
+fn a_missing_file_says_so() {
+    let out = Command::new(common::bin())
+        .args(["check", "--config", "/nonexistent/hookwarden.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("cannot read config file /nonexistent/hookwarden.toml"),
+        "{text}"
+    );
+}
+
+#[test]
+fn serve_refuses_a_bad_config_with_the_same_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, "[[route]]\nname = \"x\"\n").unwrap();
+    let out = Command::new(common::bin())
+        .args(["serve", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        text.contains("route[x].path: is required but missing"),
+        "{text}"
+    );
+    assert!(text.contains("run `hookwarden check --config"), "{text}");
+}

@@ -1,0 +1,210 @@
+//! TLS on both sides: HTTPS inbound (HTTP/2 by ALPN, HSTS) and HTTPS upstreams signed by a
+//! private CA (`ca_file`). Certificates are generated per test with rcgen.
+
+mod common;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use common::*;
+use http_body_util::Full;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+use rustls_pki_types::CertificateDer;
+
+/// A private CA and a server certificate for localhost/127.0.0.1 signed by it.
+struct Pki {
+    ca_pem: String,
+    ca_der: CertificateDer<'static>,
+    cert_pem: String,
+    key_pem: String,
+}
+
+fn pki() -> Pki {
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "hookwarden test CA");
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()])
+        .unwrap()
+        .signed_by(&leaf_key, &ca)
+        .unwrap();
+    Pki {
+        ca_pem: ca.pem(),
+        ca_der: ca.der().clone(),
+        cert_pem: leaf.pem(),
+        key_pem: leaf_key.serialize_pem(),
+    }
+}
+
+fn https_client(
+    ca: &CertificateDer<'static>,
+    h2: bool,
+) -> Client<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    Full<Bytes>,
+> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.clone()).unwrap();
+    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let b = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(cfg)
+        .https_only();
+    let connector = if h2 {
+        b.enable_http2().build()
+    } else {
+        b.enable_http1().build()
+    };
+    let mut builder = Client::builder(TokioExecutor::new());
+    builder.http2_only(h2);
+    builder.build(connector)
+}
+
+async fn tls_gateway(pki: &Pki, upstream: &Upstream, extra: &str) -> Gateway {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = dir.path().join("cert.pem");
+    let key = dir.path().join("key.pem");
+    std::fs::write(&cert, &pki.cert_pem).unwrap();
+    std::fs::write(&key, &pki.key_pem).unwrap();
+    let cfg = format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+tls_cert = "{}"
+tls_key = "{}"
+{extra}
+[[route]]
+name = "hook"
+path = "/hook"
+[route.upstream]
+url = "{{upstream}}/target"
+"#,
+        cert.display(),
+        key.display()
+    );
+    let gw = Gateway::start(&cfg, upstream).await;
+    // Keep the files alive as long as the gateway.
+    std::mem::forget(dir);
+    gw
+}
+
+#[tokio::test]
+async fn https_listener_negotiates_http2_by_alpn_and_sends_hsts() {
+    let pki = pki();
+    let up = Upstream::start().await;
+    let gw = tls_gateway(&pki, &up, "").await;
+    let url = format!("https://localhost:{}/hook", gw.addr.port());
+    let got = send_with_tls(&https_client(&pki.ca_der, true), post_json(&url, "{}")).await;
+    assert_eq!(got.status, 200);
+    assert_eq!(got.version, http::Version::HTTP_2);
+    assert_eq!(
+        got.header("strict-transport-security"),
+        Some("max-age=31536000")
+    );
+    let seen = up.only();
+    assert_eq!(seen.headers["x-forwarded-proto"], "https");
+    assert_eq!(seen.version, http::Version::HTTP_11);
+}
+
+#[tokio::test]
+async fn https_listener_serves_http1_clients_too() {
+    let pki = pki();
+    let up = Upstream::start().await;
+    let gw = tls_gateway(&pki, &up, "hsts = \"max-age=60; includeSubDomains\"").await;
+    let url = format!("https://localhost:{}/hook", gw.addr.port());
+    let got = send_with_tls(&https_client(&pki.ca_der, false), post_json(&url, "{}")).await;
+    assert_eq!(got.status, 200);
+    assert_eq!(got.version, http::Version::HTTP_11);
+    assert_eq!(
+        got.header("strict-transport-security"),
+        Some("max-age=60; includeSubDomains")
+    );
+    // Errors carry HSTS as well.
+    let got = send_with_tls(
+        &https_client(&pki.ca_der, false),
+        post_json(&format!("https://localhost:{}/nope", gw.addr.port()), "{}"),
+    )
+    .await;
+    got.assert_error(404, "not_found");
+    assert!(got.header("strict-transport-security").is_some());
+}
+
+#[tokio::test]
+async fn plain_http_to_the_https_listener_gets_nothing_forwarded() {
+    let pki = pki();
+    let up = Upstream::start().await;
+    let gw = tls_gateway(&pki, &up, "").await;
+    let out = raw(
+        gw.addr,
+        b"POST /hook HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}",
+        std::time::Duration::from_secs(2),
+    )
+    .await;
+    assert!(!out.contains("200"), "{out}");
+    assert_eq!(up.count(), 0);
+}
+
+/// An HTTPS upstream: a second gateway with a certificate from the private CA, in front of the
+/// recording upstream.
+#[tokio::test]
+async fn https_upstream_with_private_ca_needs_ca_file() {
+    let pki = pki();
+    let up = Upstream::start().await;
+    let tls_upstream = tls_gateway(&pki, &up, "").await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, &pki.ca_pem).unwrap();
+    let cfg = format!(
+        r#"
+[[route]]
+name = "trusted"
+path = "/trusted"
+[route.upstream]
+url = "https://localhost:{port}/hook"
+ca_file = "{ca}"
+
+[[route]]
+name = "untrusted"
+path = "/untrusted"
+[route.upstream]
+url = "https://localhost:{port}/hook"
+"#,
+        port = tls_upstream.addr.port(),
+        ca = ca.display()
+    );
+    let front = Gateway::start(&cfg, &up).await;
+    let got = send(post_json(&front.url("/untrusted"), "{}")).await;
+    got.assert_error(502, "bad_gateway");
+    assert_eq!(up.count(), 0, "an unverified upstream was sent the request");
+    let got = send(post_json(&front.url("/trusted"), "{}")).await;
+    assert_eq!(got.status, 200, "{}", got.text());
+    assert_eq!(up.count(), 1);
+}
+
+async fn send_with_tls(
+    c: &Client<
+        hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+        Full<Bytes>,
+    >,
+    req: http::Request<Full<Bytes>>,
+) -> Got {
+    use http_body_util::BodyExt;
+    let resp = c.request(req).await.expect("request failed");
+    let (parts, body) = resp.into_parts();
+    Got {
+        status: parts.status,
+        headers: parts.headers,
+        body: body.collect().await.unwrap().to_bytes(),
+        version: parts.version,
+    }
+}
