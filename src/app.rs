@@ -88,6 +88,9 @@ impl App {
             max_connections: config.server.max_connections,
             header_timeout: config.server.header_timeout,
             shutdown_timeout: config.server.shutdown_timeout,
+            workers: config.server.workers.unwrap_or_else(|| {
+                std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+            }),
         };
         let server = Server::bind(config.server.listen, tls, gateway.clone(), limits)
             .await

@@ -122,7 +122,10 @@ async fn a_slow_body_is_408_and_never_forwarded() {
 #[tokio::test]
 async fn connections_over_the_cap_wait_until_a_slot_frees() {
     let up = Upstream::start().await;
-    let gw = Gateway::start(CFG, &up).await;
+    // One listener thread, so which socket the kernel hands each connection to cannot decide
+    // whether the two silent connections are accepted first.
+    let cfg = CFG.replace("max_connections = 2", "max_connections = 2\nworkers = 1");
+    let gw = Gateway::start(&cfg, &up).await;
     // Two silent connections take both slots until the header timeout closes them.
     let _a = TcpStream::connect(gw.addr).await.unwrap();
     let _b = TcpStream::connect(gw.addr).await.unwrap();

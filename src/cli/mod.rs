@@ -57,7 +57,7 @@ struct DemoArgs {
 /// Parses the arguments, runs the command and maps the result to an exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    logging::init(cli.log_format);
+    let _flush_logs_at_exit = logging::init(cli.log_format);
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -92,12 +92,12 @@ fn load_for_serve(path: &Path) -> anyhow::Result<Loaded> {
     }
 }
 
-fn runtime(workers: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
-    let mut b = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = workers {
-        b.worker_threads(n);
-    }
-    b.enable_all()
+/// The runtime for everything but the public listener (which runs its own thread per core):
+/// the admin API, the audit writer, alerts and housekeeping. Two threads are plenty.
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
         .build()
         .context("cannot start the async runtime")
 }
@@ -105,7 +105,7 @@ fn runtime(workers: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
 fn serve(path: &Path) -> anyhow::Result<ExitCode> {
     let loaded = load_for_serve(path)?;
     let config = loaded.config;
-    let rt = runtime(config.server.workers)?;
+    let rt = runtime()?;
     rt.block_on(async move {
         let app = App::start(&config).await?;
         tracing::info!(
@@ -159,7 +159,7 @@ fn check(path: &Path) -> ExitCode {
 }
 
 fn demo(listen: SocketAddr) -> anyhow::Result<ExitCode> {
-    let rt = runtime(None)?;
+    let rt = runtime()?;
     rt.block_on(async move {
         let demo = hookwarden::demo::Demo::start(listen)
             .await

@@ -35,7 +35,7 @@ pub struct ServerConfig {
     pub keepalive_timeout: Duration,
     /// How long a graceful shutdown waits for in-flight requests.
     pub shutdown_timeout: Duration,
-    /// Worker threads; default: one per CPU.
+    /// Listener threads, each with its own socket and runtime; default: one per CPU.
     pub workers: Option<usize>,
 }
 

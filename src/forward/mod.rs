@@ -55,10 +55,28 @@ pub enum ClientError {
     Tls(#[from] rustls::Error),
 }
 
+type PooledClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
 /// A pooled client for upstream requests. Cheap to clone.
+///
+/// The connection pool itself is per thread: the listener runs one single-threaded runtime per
+/// core, and a pooled connection's task lives on the runtime that opened it, so sharing pools
+/// across threads would turn every request into cross-thread wake-ups. Pools are keyed by the
+/// client's settings (CA certificates, connect timeout), so a reload with the same settings
+/// keeps its warm connections.
 #[derive(Clone)]
 pub struct UpstreamClient {
-    inner: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    settings: Arc<ClientSettings>,
+}
+
+struct ClientSettings {
+    tls: rustls::ClientConfig,
+    connect_timeout: Duration,
+    key: u64,
+}
+
+thread_local! {
+    static POOLS: std::cell::RefCell<Vec<(u64, PooledClient)>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 impl std::fmt::Debug for UpstreamClient {
@@ -73,30 +91,59 @@ impl UpstreamClient {
         ca_file: Option<&std::path::Path>,
         connect_timeout: Duration,
     ) -> Result<Self, ClientError> {
+        use std::hash::{Hash, Hasher};
         let extra = match ca_file {
             Some(p) => tls::read_ca_file(p)?,
             None => Vec::new(),
         };
         let tls = tls::client_config(&extra)?;
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(connect_timeout));
-        http.set_keepalive(Some(Duration::from_secs(30)));
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .enable_http2()
-            .wrap_connector(http);
-        let inner = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(POOL_IDLE)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .pool_max_idle_per_host(256)
-            .build(https);
-        Ok(UpstreamClient { inner })
+        let mut h = std::hash::DefaultHasher::new();
+        for c in &extra {
+            c.as_ref().hash(&mut h);
+        }
+        connect_timeout.hash(&mut h);
+        Ok(UpstreamClient {
+            settings: Arc::new(ClientSettings {
+                tls,
+                connect_timeout,
+                key: h.finish(),
+            }),
+        })
     }
+
+    /// This thread's pool for these settings.
+    fn pooled(&self) -> PooledClient {
+        let key = self.settings.key;
+        POOLS.with(|pools| {
+            let mut pools = pools.borrow_mut();
+            if let Some((_, c)) = pools.iter().find(|(k, _)| *k == key) {
+                return c.clone();
+            }
+            let c = build_client(&self.settings);
+            pools.push((key, c.clone()));
+            c
+        })
+    }
+}
+
+fn build_client(settings: &ClientSettings) -> PooledClient {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(settings.connect_timeout));
+    http.set_keepalive(Some(Duration::from_secs(30)));
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(settings.tls.clone())
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(http);
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(POOL_IDLE)
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .pool_max_idle_per_host(256)
+        .build(https)
 }
 
 /// A route's upstream: where to send, what to inject, how long to wait.
@@ -196,7 +243,7 @@ impl Upstream {
         &self,
         req: Request<Full<Bytes>>,
     ) -> Result<Response<Incoming>, ForwardError> {
-        match tokio::time::timeout(self.timeout, self.client.inner.request(req)).await {
+        match tokio::time::timeout(self.timeout, self.client.pooled().request(req)).await {
             Err(_) => Err(ForwardError::Timeout(self.timeout)),
             Ok(Ok(resp)) => Ok(resp),
             Ok(Err(e)) if e.is_connect() => Err(ForwardError::Connect(error_chain(&e))),

@@ -328,7 +328,47 @@ async fn read_body(body: Incoming, max: u64, timeout: Duration) -> Result<Bytes,
     }
 }
 
-/// A new request id: a UUIDv7 in simple form, so ids sort by time.
+/// A new request id: 32 hex digits, the first 12 the time in milliseconds (so ids sort by
+/// time), the rest a per-process random value plus a counter (so ids are unique across
+/// instances without a system call per request, which a UUID's fresh randomness would cost).
 pub fn new_request_id() -> String {
-    uuid::Uuid::now_v7().simple().to_string()
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SEED: OnceLock<(u16, u64)> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let (hi, lo) = *SEED.get_or_init(|| {
+        let mut b = [0u8; 10];
+        // Without randomness ids are still unique within this process; only the cross-instance
+        // guarantee weakens, so a failure here is not worth refusing requests over.
+        let _ = getrandom::fill(&mut b);
+        (
+            u16::from_le_bytes([b[0], b[1]]),
+            u64::from_le_bytes([b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9]]),
+        )
+    });
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let n = lo.wrapping_add(COUNTER.fetch_add(1, Ordering::Relaxed));
+    format!("{:012x}{hi:04x}{n:016x}", ms & 0xffff_ffff_ffff)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::new_request_id;
+
+    #[test]
+    fn request_ids_are_unique_hex_and_time_ordered() {
+        let ids: Vec<String> = (0..10_000).map(|_| new_request_id()).collect();
+        let mut sorted = ids.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), ids.len());
+        assert!(
+            ids.iter()
+                .all(|id| id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()))
+        );
+        // The time prefix never goes backwards.
+        assert!(ids.windows(2).all(|w| w[0][..12] <= w[1][..12]));
+    }
 }
