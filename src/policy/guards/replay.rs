@@ -58,7 +58,9 @@ impl ReplayGuard {
     /// timestamp that is until `timestamp + tolerance` (a later copy is refused as stale
     /// anyway); without one, `tolerance` from now.
     pub fn ttl(&self, timestamp: Option<i64>, now: i64) -> Duration {
-        match timestamp {
+        // Capped so a state backend can always add it to its clock in nanoseconds.
+        const MAX: Duration = Duration::from_secs(u32::MAX as u64);
+        let ttl = match timestamp {
             Some(ts) => {
                 let tol = i64::try_from(self.tolerance.as_secs()).unwrap_or(i64::MAX);
                 let left = ts.saturating_add(tol).saturating_sub(now);
@@ -66,7 +68,8 @@ impl ReplayGuard {
                 Duration::from_secs(u64::try_from(left).unwrap_or(0).saturating_add(1))
             }
             None => self.tolerance,
-        }
+        };
+        ttl.min(MAX)
     }
 
     /// Claims `verified`'s message for this route; refuses a duplicate. A successful claim is
@@ -125,5 +128,8 @@ mod tests {
         // A message stamped in the future stays acceptable longer.
         assert_eq!(g.ttl(Some(1300), 1000), Duration::from_secs(601));
         assert_eq!(g.ttl(None, 1000), Duration::from_secs(300));
+        let huge = ReplayGuard::new("h".into(), Duration::from_secs(u64::MAX));
+        assert_eq!(huge.ttl(None, 0), Duration::from_secs(u32::MAX as u64));
+        assert_eq!(huge.ttl(Some(0), 0), Duration::from_secs(u32::MAX as u64));
     }
 }
