@@ -15,6 +15,7 @@ use crate::policy::{CompileError, RouteTable, Services};
 use crate::server::tls::TlsError;
 use crate::server::{ConnLimits, Server};
 use crate::state::State;
+use crate::store::keys::{KeyCache, KeyError};
 use crate::store::{Store, StoreError};
 
 /// Entries the in-memory state holds at most (about 100 bytes each).
@@ -26,6 +27,9 @@ pub enum StartError {
     /// The store could not be opened.
     #[error("cannot open the store: {0}")]
     Store(#[from] StoreError),
+    /// The issued API keys could not be loaded.
+    #[error("cannot load the issued API keys: {0}")]
+    Keys(#[from] KeyError),
     /// A route could not be compiled.
     #[error(transparent)]
     Compile(#[from] CompileError),
@@ -69,6 +73,7 @@ impl App {
         let routes = RouteTable::compile(config)?;
         let services = Services {
             state: State::memory(STATE_MAX_ENTRIES),
+            keys: KeyCache::load(store.clone())?,
         };
         let events = Arc::new(Emitter::new());
         let gateway = Arc::new(Gateway::new(
@@ -135,7 +140,12 @@ impl App {
                 state.sweep();
             }
         });
+        let keys = self.gateway.services().keys.clone();
+        let key_maintenance = keys.spawn_maintenance();
         self.server.run(shutdown).await;
         sweeper.abort();
+        key_maintenance.abort();
+        // Keep the last `last_used` times.
+        let _ = tokio::task::spawn_blocking(move || keys.maintain()).await;
     }
 }

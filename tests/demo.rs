@@ -16,6 +16,7 @@ async fn the_demo_forwards_streams_and_refuses() {
         .unwrap();
     let addr = demo.addr();
     let text = demo.instructions();
+    let instructions = text.clone();
     assert!(text.contains(&format!("http://{addr}/echo")), "{text}");
     let task = tokio::spawn(demo.run(std::future::pending()));
 
@@ -64,5 +65,35 @@ async fn the_demo_forwards_streams_and_refuses() {
     )
     .await;
     got.assert_error(405, "method_not_allowed");
+
+    // The API key route: the key opens it and is not forwarded; no key or a wrong one is 401.
+    assert!(
+        instructions.contains(&format!("x-api-key: {}", hookwarden::demo::DEMO_API_KEY)),
+        "{instructions}"
+    );
+    let agent = format!("http://{addr}/agent");
+    let got = send(
+        req("POST", &agent)
+            .header("x-api-key", hookwarden::demo::DEMO_API_KEY)
+            .body(Full::new(Bytes::from_static(br#"{"task":"summarise"}"#)))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(got.status, 200, "{}", got.text());
+    let j = got.json();
+    assert_eq!(j["body"], r#"{"task":"summarise"}"#);
+    assert!(j["headers"].get("x-api-key").is_none(), "{j}");
+    assert_eq!(j["headers"]["x-upstream-secret"], "demo-upstream-secret");
+    send(post_json(&agent, "{}"))
+        .await
+        .assert_error(401, "unauthorized");
+    let got = send(
+        req("POST", &agent)
+            .header("x-api-key", "guessed")
+            .body(Full::new(Bytes::from_static(b"{}")))
+            .unwrap(),
+    )
+    .await;
+    got.assert_error(401, "unauthorized");
     task.abort();
 }

@@ -3,6 +3,9 @@
 //! `main` → `run` → exit code. Each command is a small function over the library; errors are
 //! reported with their whole cause chain and, where there is one, the next step to take.
 
+mod keys;
+mod sign;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -33,6 +36,10 @@ enum Command {
     Check(ConfigArg),
     /// Run a self-contained demo: gateway, test upstream and curl examples, no config needed.
     Demo(DemoArgs),
+    /// Issue, list, revoke and rotate API keys kept in the store.
+    Keys(keys::KeysArgs),
+    /// Print the headers a webhook sender would add to the body on stdin.
+    Sign(sign::SignArgs),
 }
 
 #[derive(Debug, Args)]
@@ -72,6 +79,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve(a) => serve(&a.config),
         Command::Check(a) => Ok(check(&a.config)),
         Command::Demo(a) => demo(a.listen),
+        Command::Keys(a) => keys::run(a),
+        Command::Sign(a) => sign::run(a),
     }
 }
 

@@ -6,6 +6,7 @@
 //! them are collected so `hookwarden check` can report the whole file at once. Warnings (risky
 //! but valid setups) travel with a successfully loaded config.
 
+mod auth;
 mod expand;
 mod reader;
 mod route;
@@ -14,6 +15,10 @@ pub mod units;
 
 use std::path::{Path, PathBuf};
 
+pub use auth::{
+    Algorithm, ApiKeyConfig, AuthConfig, Encoding, HmacScheme, KeySource, OutboundScheme,
+    OutboundSignConfig, PROVIDERS, Provider, SignatureConfig, TemplatePart, parse_template,
+};
 pub use reader::{Issue, Reader, Section, Severity};
 pub use route::{RouteConfig, RouteMode, UpstreamConfig};
 pub use server::{ServerConfig, StorageConfig, TlsFiles};
@@ -141,6 +146,7 @@ pub fn load_str(
         .into_iter()
         .filter_map(|s| route::read_route(s, &server, base, &mut seen))
         .collect();
+    auth::lint(&reader, &routes, &storage);
     root.finish();
 
     if reader.has_errors() {

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, Method, Uri};
 
+use super::auth::{self, AuthConfig, OutboundSignConfig};
 use super::reader::Section;
 use super::resolve_path;
 use super::server::ServerConfig;
@@ -35,6 +36,8 @@ pub struct RouteConfig {
     pub content_types: Option<Vec<String>>,
     /// Where allowed requests go.
     pub upstream: UpstreamConfig,
+    /// `[[route.auth]]`: every method listed must pass.
+    pub auth: Vec<AuthConfig>,
 }
 
 /// `[route.upstream]`.
@@ -52,6 +55,8 @@ pub struct UpstreamConfig {
     pub headers: Vec<(HeaderName, Secret)>,
     /// Extra CA certificates (PEM) trusted for this upstream, for private CAs.
     pub ca_file: Option<PathBuf>,
+    /// `sign = { … }`: sign forwarded requests so the upstream can verify them.
+    pub sign: Option<OutboundSignConfig>,
 }
 
 /// Headers the gateway manages itself; injecting them would break forwarding.
@@ -144,6 +149,7 @@ pub(super) fn read_route(
             None
         }
     };
+    let auth = auth::read_auths(&s);
     s.finish();
     Some(RouteConfig {
         name: name?,
@@ -153,6 +159,7 @@ pub(super) fn read_route(
         mode,
         content_types,
         upstream: upstream?,
+        auth,
     })
 }
 
@@ -304,6 +311,7 @@ fn read_upstream(s: Section<'_, '_>, base: &Path) -> Option<UpstreamConfig> {
             );
         }
     }
+    let sign = s.table("sign").and_then(auth::read_outbound_sign);
     s.finish();
     Some(UpstreamConfig {
         url: url?,
@@ -312,6 +320,7 @@ fn read_upstream(s: Section<'_, '_>, base: &Path) -> Option<UpstreamConfig> {
         idle_timeout,
         headers,
         ca_file,
+        sign,
     })
 }
 

@@ -38,6 +38,9 @@ pub struct Demo {
 /// client never sends it.
 const DEMO_UPSTREAM_SECRET: &str = "demo-upstream-secret";
 
+/// The API key the demo's `/agent` route asks for (a static key; issued keys need a store file).
+pub const DEMO_API_KEY: &str = "hw_demo_key_not_for_production";
+
 fn demo_config(listen: SocketAddr, upstream: SocketAddr) -> String {
     format!(
         r#"
@@ -64,6 +67,19 @@ methods = ["POST"]
 max_body = "16KiB"
 [route.upstream]
 url = "http://{upstream}/stream"
+
+[[route]]
+name = "agent"
+path = "/agent"
+methods = ["POST"]
+max_body = "16KiB"
+[route.upstream]
+url = "http://{upstream}/echo"
+headers = {{ "X-Upstream-Secret" = "{DEMO_UPSTREAM_SECRET}" }}
+[[route.auth]]
+type = "api_key"
+header = "x-api-key"
+keys = ["{DEMO_API_KEY}"]
 "#
     )
 }
@@ -100,10 +116,15 @@ Try it:
   # a streamed reply (Server-Sent Events), word by word
   curl -N http://{gw}/chat -d '{{"message":"hi"}}'
 
+  # needs an API key; the gateway consumes it, so the echo shows no x-api-key upstream
+  curl -s http://{gw}/agent -H 'x-api-key: {DEMO_API_KEY}' -d '{{"task":"summarise"}}'
+
   # refused by the gateway, never reaching the upstream:
   curl -si http://{gw}/echo -X GET                                      # 405
   curl -si http://{gw}/echo -H 'content-type: text/plain' -d 'x'         # 415
   head -c 70000 /dev/zero | curl -si http://{gw}/echo -H 'content-type: application/json' --data-binary @-  # 413
+  curl -si http://{gw}/agent -d '{{"task":"summarise"}}'                  # 401, no key
+  curl -si http://{gw}/agent -H 'x-api-key: guessed' -d '{{}}'            # 401, wrong key
   curl -si http://{gw}/nope                                             # 404
   curl -si --path-as-is http://{gw}/echo/../admin                       # 400
 

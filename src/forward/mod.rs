@@ -7,6 +7,7 @@
 
 pub mod body;
 pub mod headers;
+pub mod sign;
 pub mod tls;
 
 use std::sync::Arc;
@@ -25,6 +26,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::config::UpstreamConfig;
 use crate::policy::Exchange;
+use sign::OutboundSigner;
 
 /// The idle time after which pooled upstream connections are closed: below the 5 s keep-alive
 /// of Node.js (n8n) servers, so the pool never reuses a connection the upstream is closing.
@@ -159,6 +161,7 @@ pub struct Upstream {
     /// Longest pause in a streamed response body.
     pub idle_timeout: Duration,
     client: UpstreamClient,
+    signer: Option<OutboundSigner>,
 }
 
 impl Upstream {
@@ -190,6 +193,7 @@ impl Upstream {
             timeout: cfg.timeout,
             idle_timeout: cfg.idle_timeout,
             client,
+            signer: cfg.sign.as_ref().map(OutboundSigner::new),
         }
     }
 
@@ -227,6 +231,14 @@ impl Upstream {
             headers.insert(name.clone(), value.clone());
         }
         let body = std::mem::take(&mut ex.body);
+        if let Some(signer) = &self.signer {
+            signer.apply(
+                &mut headers,
+                &body,
+                &ex.request_id,
+                jiff::Timestamp::now().as_second(),
+            );
+        }
         headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(body.len()));
         let mut req = Request::new(Full::new(body));
         *req.method_mut() = ex.method.clone();

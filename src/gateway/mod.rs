@@ -159,6 +159,7 @@ impl Gateway {
             session_id: None,
             flags: Vec::new(),
             response_headers: http::HeaderMap::new(),
+            replay_claims: Vec::new(),
         };
         let user_agent = ex
             .headers
@@ -193,6 +194,10 @@ impl Gateway {
             upstream_status,
             upstream_latency,
         } = finished;
+        if !ex.replay_claims.is_empty() && !upstream_status.is_some_and(|s| (200..300).contains(&s))
+        {
+            self.release_claims(&ex).await;
+        }
         let h = response.headers_mut();
         if let Ok(v) = HeaderValue::from_str(&ex.request_id) {
             h.insert(X_REQUEST_ID, v);
@@ -293,6 +298,16 @@ impl Gateway {
                 f.outcome = Outcome::Failed;
                 f.upstream_latency = Some(sent.elapsed());
                 f
+            }
+        }
+    }
+
+    /// Forgets the replay claims of a request that was not delivered, so the sender's retry
+    /// goes through.
+    async fn release_claims(&self, ex: &Exchange) {
+        for key in &ex.replay_claims {
+            if let Err(e) = self.services.state.remove(key).await {
+                tracing::warn!(request_id = %ex.request_id, error = %e, "cannot release a replay claim");
             }
         }
     }

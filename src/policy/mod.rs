@@ -26,16 +26,19 @@ use std::time::Duration;
 pub use exchange::Exchange;
 pub use reason::{Denial, Reason, error_code};
 
-use crate::config::{Config, RouteConfig, RouteMode};
+use crate::config::{AuthConfig, Config, RouteConfig, RouteMode};
 use crate::forward::{ClientError, Upstream, UpstreamClient};
 use crate::state::State;
-use guards::{BodySizeGuard, ContentTypeGuard, MethodGuard};
+use crate::store::keys::KeyCache;
+use guards::{ApiKeyGuard, BodySizeGuard, ContentTypeGuard, MethodGuard, SignatureGuard};
 
 /// What guards may use besides the request: shared state and stores.
 #[derive(Debug, Clone)]
 pub struct Services {
     /// Limits, single-use ids, failure counters, bans.
     pub state: State,
+    /// API keys issued with `hookwarden keys create`, in memory.
+    pub keys: KeyCache,
 }
 
 /// One check. See the module docs for the order the compiler puts them in.
@@ -45,15 +48,21 @@ pub enum Guard {
     BodySize(BodySizeGuard),
     /// Media type outside `content_types`.
     ContentType(ContentTypeGuard),
+    /// An API key in a header, the query or a bearer token.
+    ApiKey(ApiKeyGuard),
+    /// A provider signature over the body, then replay protection.
+    Signature(SignatureGuard),
 }
 
 impl Guard {
     /// Runs the check. Guards may consume credentials from the exchange and record what they
     /// learned in it.
-    pub async fn check(&self, ex: &mut Exchange, _services: &Services) -> Result<(), Denial> {
+    pub async fn check(&self, ex: &mut Exchange, services: &Services) -> Result<(), Denial> {
         match self {
             Guard::BodySize(g) => g.check(ex),
             Guard::ContentType(g) => g.check(ex),
+            Guard::ApiKey(g) => g.check(ex, &services.keys),
+            Guard::Signature(g) => g.check(ex, services).await,
         }
     }
 }
@@ -99,14 +108,25 @@ impl RoutePolicy {
         if let Some(types) = &cfg.content_types {
             head.push(Guard::ContentType(ContentTypeGuard::new(types.clone())));
         }
+        let name: Arc<str> = cfg.name.as_str().into();
+        let mut body = Vec::new();
+        // Credentials in head (API key | URL secret); signatures need the body.
+        for auth in &cfg.auth {
+            match auth {
+                AuthConfig::ApiKey(k) => head.push(Guard::ApiKey(ApiKeyGuard::new(&name, k))),
+                AuthConfig::Signature(s) => {
+                    body.push(Guard::Signature(SignatureGuard::new(&name, s)));
+                }
+            }
+        }
         Ok(RoutePolicy {
-            name: cfg.name.as_str().into(),
+            name,
             path: cfg.path.clone(),
             mode: cfg.mode,
             method: MethodGuard::new(&cfg.methods),
             max_body: cfg.max_body,
             head,
-            body: Vec::new(),
+            body,
             upstream: Upstream::new(&cfg.upstream, client),
         })
     }

@@ -4,6 +4,8 @@
 //! Schema changes are numbered migrations applied in order at open; `PRAGMA user_version`
 //! records how far a file has come.
 
+pub mod keys;
+
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -34,6 +36,22 @@ pub enum StoreError {
 const MIGRATIONS: &[&str] = &[
     // 1: key/value settings (e.g. the generated token secret).
     "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT;",
+    // 2: issued API keys (see keys.rs): SHA-256 digests only; `keys_version` counts changes so
+    // running gateways notice keys created or revoked by the CLI.
+    "CREATE TABLE api_keys (
+        id TEXT PRIMARY KEY,
+        digest BLOB NOT NULL UNIQUE,
+        hint TEXT NOT NULL,
+        name TEXT,
+        route TEXT NOT NULL,
+        created INTEGER NOT NULL,
+        expires INTEGER,
+        revoked INTEGER,
+        last_used INTEGER,
+        successor TEXT
+     ) STRICT;
+     CREATE INDEX api_keys_route ON api_keys (route);
+     INSERT INTO meta (key, value) VALUES ('keys_version', '0');",
 ];
 
 /// A handle on the store. Cheap to clone; calls block, so async code runs them with

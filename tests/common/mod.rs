@@ -427,3 +427,108 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// Every event a gateway emitted, collected as they come (see [`Gateway::start_with_events`]).
+#[derive(Clone, Default)]
+pub struct Events(Arc<Mutex<Vec<Arc<hookwarden::events::Event>>>>);
+
+impl Events {
+    /// All events so far.
+    pub fn all(&self) -> Vec<Arc<hookwarden::events::Event>> {
+        self.0.lock().unwrap().clone()
+    }
+
+    /// The event of `request_id`, waiting up to 2 s for it (events are emitted after the
+    /// response is built).
+    pub async fn get(&self, request_id: &str) -> Arc<hookwarden::events::Event> {
+        for _ in 0..200 {
+            if let Some(e) = self.all().into_iter().find(|e| e.request_id == request_id) {
+                return e;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("no event for request {request_id}");
+    }
+
+    /// The reason code recorded for `request_id` (`"-"` for an allowed request).
+    pub async fn reason(&self, request_id: &str) -> &'static str {
+        self.get(request_id)
+            .await
+            .reason
+            .map_or("-", |r| r.as_str())
+    }
+}
+
+impl Gateway {
+    /// Like [`Gateway::start_with_env`], also collecting every event the gateway emits.
+    pub async fn start_with_events(
+        text: &str,
+        upstream: &Upstream,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> (Gateway, Events) {
+        let dir = tempfile::tempdir().unwrap();
+        let full = complete_config(text, &upstream.base(), dir.path());
+        let loaded = hookwarden::config::load_str(&full, "test", dir.path(), env)
+            .unwrap_or_else(|e| panic!("test config invalid: {e}"));
+        let app = hookwarden::app::App::start(&loaded.config).await.unwrap();
+        let events = Events::default();
+        let mut rx = app.gateway().events().subscribe("test", 100_000);
+        let sink = events.clone();
+        tokio::spawn(async move {
+            while let Some(e) = rx.recv().await {
+                sink.0.lock().unwrap().push(e);
+            }
+        });
+        let addr = app.local_addr();
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            app.run(async {
+                let _ = rx.await;
+            })
+            .await;
+        });
+        let gw = Gateway {
+            addr,
+            dir,
+            shutdown: Some(tx),
+            task: Some(task),
+        };
+        (gw, events)
+    }
+
+    /// Writes `text` completed as the gateway's own config (same store file) to
+    /// `config.toml` in its directory, for CLI commands run against it; returns the path.
+    pub fn write_config(&self, text: &str, upstream: &Upstream) -> PathBuf {
+        let path = self.dir.path().join("config.toml");
+        std::fs::write(
+            &path,
+            complete_config(text, &upstream.base(), self.dir.path()),
+        )
+        .unwrap();
+        path
+    }
+
+    /// The SQLite store file.
+    pub fn store_path(&self) -> PathBuf {
+        self.dir.path().join("hookwarden.db")
+    }
+}
+
+/// Polls `check` every 50 ms until it returns true or `limit` passes; returns the time it
+/// took, or panics with `what`.
+pub async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = std::time::Instant::now();
+    loop {
+        if check().await {
+            return start.elapsed();
+        }
+        if start.elapsed() > limit {
+            panic!("{what}: not within {limit:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

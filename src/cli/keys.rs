@@ -1,0 +1,361 @@
+//! `hookwarden keys create|list|revoke|rotate`: API keys issued into the store.
+//!
+//! A new key goes to stdout alone (so `KEY=$(hookwarden keys create …)` captures it) and the
+//! explanation to stderr; it is never shown again. Running gateways pick changes up within
+//! about a second ([`REFRESH_EVERY`]).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+
+use hookwarden::config::{self, AuthConfig, Config, KeySource, units::parse_duration};
+use hookwarden::store::Store;
+use hookwarden::store::keys::{IssuedKey, KeyStatus, NewKey, REFRESH_EVERY, Revoked};
+
+/// `hookwarden keys …`.
+#[derive(Debug, Args)]
+pub struct KeysArgs {
+    #[command(subcommand)]
+    command: KeysCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Issue a new key for a route. The key is printed once, on stdout.
+    Create {
+        #[command(flatten)]
+        target: Target,
+        /// The route the key opens (a route name from the config).
+        #[arg(long)]
+        route: String,
+        /// A label, e.g. the caller's name.
+        #[arg(long)]
+        name: Option<String>,
+        /// Lifetime, e.g. 90d or 12h; default: no expiry.
+        #[arg(long)]
+        expires: Option<String>,
+    },
+    /// Show the issued keys (never the keys themselves).
+    List {
+        #[command(flatten)]
+        target: Target,
+        /// Only this route's keys.
+        #[arg(long)]
+        route: Option<String>,
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a key: refused (key_invalid) from the next refresh on.
+    Revoke {
+        #[command(flatten)]
+        target: Target,
+        /// The key's id, as `keys list` shows it.
+        id: String,
+    },
+    /// Issue a successor to a key and let the old one expire after a grace period.
+    Rotate {
+        #[command(flatten)]
+        target: Target,
+        /// The key's id, as `keys list` shows it.
+        id: String,
+        /// How long the old key keeps working.
+        #[arg(long, default_value = "24h")]
+        grace: String,
+        /// The new key's lifetime; default: as long as the old key was issued for.
+        #[arg(long)]
+        expires: Option<String>,
+    },
+}
+
+/// Which store to use.
+#[derive(Debug, Args)]
+struct Target {
+    /// The config file; its [storage] path is the store, and its routes are checked.
+    #[arg(
+        long,
+        short,
+        env = "HOOKWARDEN_CONFIG",
+        default_value = "hookwarden.toml"
+    )]
+    config: PathBuf,
+    /// Use this SQLite file directly instead of the config's (routes are then not checked).
+    #[arg(long)]
+    store: Option<PathBuf>,
+}
+
+/// What the target resolved to.
+struct Opened {
+    store: Store,
+    config: Option<Config>,
+}
+
+impl Target {
+    fn open(&self) -> anyhow::Result<Opened> {
+        if let Some(path) = &self.store {
+            if !path.exists() {
+                bail!(
+                    "{} does not exist; point --store to the gateway's SQLite file",
+                    path.display()
+                );
+            }
+            return Ok(Opened {
+                store: Store::open(path)?,
+                config: None,
+            });
+        }
+        let loaded = config::load_file(&self.config).with_context(|| {
+            format!(
+                "cannot use {}; fix it (see `hookwarden check --config {0}`) or give the store file with --store",
+                self.config.display()
+            )
+        })?;
+        let storage = &loaded.config.storage;
+        if storage.is_memory() {
+            bail!(
+                "the store in {} is \":memory:\", which only the running gateway can see; set [storage] path to a file",
+                self.config.display()
+            );
+        }
+        let store = Store::open(&storage.path)
+            .with_context(|| format!("cannot open the store {}", storage.path.display()))?;
+        Ok(Opened {
+            store,
+            config: Some(loaded.config),
+        })
+    }
+}
+
+/// Runs a `keys` command.
+pub fn run(args: KeysArgs) -> anyhow::Result<ExitCode> {
+    let now = jiff::Timestamp::now().as_second();
+    match args.command {
+        KeysCommand::Create {
+            target,
+            route,
+            name,
+            expires,
+        } => {
+            let opened = target.open()?;
+            let place = check_route(opened.config.as_ref(), &route, &target.config)?;
+            let lifetime = expires
+                .as_deref()
+                .map(|e| duration("--expires", e))
+                .transpose()?;
+            let new = opened
+                .store
+                .create_key(&route, name.as_deref(), lifetime, now)?;
+            show_new(&new, place.as_ref());
+            eprintln!(
+                "created {} for route \"{route}\"{}; running gateways accept it within {} s",
+                new.record.id,
+                describe_expiry(new.record.expires),
+                REFRESH_EVERY.as_secs() * 2
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        KeysCommand::List {
+            target,
+            route,
+            json,
+        } => {
+            let opened = target.open()?;
+            if let (Some(cfg), Some(r)) = (&opened.config, &route) {
+                if !cfg.routes.iter().any(|c| &c.name == r) {
+                    eprintln!("note: the config has no route \"{r}\"");
+                }
+            }
+            let keys = opened.store.list_keys(route.as_deref())?;
+            if json {
+                for k in &keys {
+                    println!("{}", key_json(k, now));
+                }
+            } else {
+                print_table(&keys, now);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        KeysCommand::Revoke { target, id } => {
+            let opened = target.open()?;
+            let key = opened.store.get_key(&id)?;
+            match opened.store.revoke_key(&id, now)? {
+                Revoked::Now => eprintln!(
+                    "revoked {id} (route \"{}\"); running gateways refuse it within {} s",
+                    key.route,
+                    REFRESH_EVERY.as_secs() * 2
+                ),
+                Revoked::Already(at) => eprintln!("{id} was already revoked on {}", when(at)),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        KeysCommand::Rotate {
+            target,
+            id,
+            grace,
+            expires,
+        } => {
+            let opened = target.open()?;
+            let grace = duration("--grace", &grace)?;
+            let lifetime = expires
+                .as_deref()
+                .map(|e| duration("--expires", e))
+                .transpose()?;
+            let old = opened.store.get_key(&id)?;
+            let place = check_route(opened.config.as_ref(), &old.route, &target.config)?;
+            let (new, old) = opened.store.rotate_key(&id, grace, lifetime, now)?;
+            show_new(&new, place.as_ref());
+            eprintln!(
+                "rotated {id} → {} (route \"{}\"){}; {id} keeps working until {}",
+                new.record.id,
+                new.record.route,
+                describe_expiry(new.record.expires),
+                old.expires.map_or_else(|| "-".to_owned(), when)
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn duration(flag: &str, s: &str) -> anyhow::Result<Duration> {
+    parse_duration(s).map_err(|e| anyhow::anyhow!("{flag}: {e}; write e.g. 90d, 24h or 30m"))
+}
+
+/// Checks that `route` exists in the config and returns where its callers put the key.
+fn check_route(
+    cfg: Option<&Config>,
+    route: &str,
+    path: &Path,
+) -> anyhow::Result<Option<KeySource>> {
+    let Some(cfg) = cfg else {
+        return Ok(None);
+    };
+    let Some(r) = cfg.routes.iter().find(|r| r.name == route) else {
+        let names: Vec<&str> = cfg.routes.iter().map(|r| r.name.as_str()).collect();
+        bail!(
+            "{} has no route \"{route}\"; routes: {}",
+            path.display(),
+            names.join(", ")
+        );
+    };
+    let place = r.auth.iter().find_map(|a| match a {
+        AuthConfig::ApiKey(k) => Some(k.source.clone()),
+        AuthConfig::Signature(_) => None,
+    });
+    if place.is_none() {
+        eprintln!(
+            "warning: route \"{route}\" has no [[route.auth]] type = \"api_key\", so it does not ask for this key yet"
+        );
+    }
+    Ok(place)
+}
+
+fn show_new(new: &NewKey, place: Option<&KeySource>) {
+    // The only place a key is printed: stdout, alone, so scripts can capture it.
+    println!("{}", new.key.expose());
+    eprintln!("this key is shown once: store it now (only its SHA-256 digest is kept)");
+    match place {
+        Some(KeySource::Header(h)) => eprintln!("callers send it as the {h} header"),
+        Some(KeySource::Query(q)) => eprintln!("callers send it as the ?{q}= query parameter"),
+        Some(KeySource::Bearer) => eprintln!("callers send it as Authorization: Bearer <key>"),
+        None => {}
+    }
+}
+
+fn describe_expiry(expires: Option<i64>) -> String {
+    match expires {
+        Some(e) => format!(", expires {}", when(e)),
+        None => ", no expiry".to_owned(),
+    }
+}
+
+fn when(t: i64) -> String {
+    jiff::Timestamp::from_second(t)
+        .map(|ts| ts.strftime("%Y-%m-%d %H:%M:%S UTC").to_string())
+        .unwrap_or_else(|_| t.to_string())
+}
+
+fn status(k: &IssuedKey, now: i64) -> String {
+    match (k.status(now), &k.successor) {
+        (KeyStatus::Revoked, _) => "revoked".into(),
+        (KeyStatus::Expired, _) => "expired".into(),
+        (KeyStatus::Active, Some(s)) => format!("rotated to {s}, in grace"),
+        (KeyStatus::Active, None) => "active".into(),
+    }
+}
+
+fn print_table(keys: &[IssuedKey], now: i64) {
+    if keys.is_empty() {
+        eprintln!("no keys issued; create one with `hookwarden keys create --route NAME`");
+        return;
+    }
+    let opt = |t: Option<i64>| t.map_or_else(|| "-".to_owned(), when);
+    let rows: Vec<[String; 8]> = keys
+        .iter()
+        .map(|k| {
+            [
+                k.id.clone(),
+                k.hint.clone(),
+                k.name.clone().unwrap_or_else(|| "-".into()),
+                k.route.clone(),
+                when(k.created),
+                opt(k.expires),
+                opt(k.last_used),
+                status(k, now),
+            ]
+        })
+        .collect();
+    let header = [
+        "ID",
+        "KEY",
+        "NAME",
+        "ROUTE",
+        "CREATED",
+        "EXPIRES",
+        "LAST USED",
+        "STATUS",
+    ];
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for r in &rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut s = String::new();
+        for (i, (c, w)) in cells.iter().zip(&widths).enumerate() {
+            if i + 1 == cells.len() {
+                s.push_str(c);
+            } else {
+                s.push_str(c);
+                s.push_str(&" ".repeat(w - c.chars().count() + 2));
+            }
+        }
+        println!("{s}");
+    };
+    line(header.to_vec());
+    for r in &rows {
+        line(r.iter().map(String::as_str).collect());
+    }
+}
+
+fn key_json(k: &IssuedKey, now: i64) -> serde_json::Value {
+    serde_json::json!({
+        "id": k.id,
+        "hint": k.hint,
+        "name": k.name,
+        "route": k.route,
+        "created": k.created,
+        "expires": k.expires,
+        "revoked": k.revoked,
+        "last_used": k.last_used,
+        "successor": k.successor,
+        "status": match k.status(now) {
+            KeyStatus::Active => "active",
+            KeyStatus::Expired => "expired",
+            KeyStatus::Revoked => "revoked",
+        },
+    })
+}
