@@ -223,11 +223,26 @@ impl Gateway {
         upstream: &Upstream,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Gateway {
+        let (app, dir) = Self::prepare(text, upstream, env).await;
+        Self::spawn(app, dir)
+    }
+
+    /// Loads the completed config and starts the app (not yet serving).
+    async fn prepare(
+        text: &str,
+        upstream: &Upstream,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> (hookwarden::app::App, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
         let full = complete_config(text, &upstream.base(), dir.path());
         let loaded = hookwarden::config::load_str(&full, "test", dir.path(), env)
             .unwrap_or_else(|e| panic!("test config invalid: {e}"));
         let app = hookwarden::app::App::start(&loaded.config).await.unwrap();
+        (app, dir)
+    }
+
+    /// Serves `app` in the background until [`Gateway::stop`].
+    fn spawn(app: hookwarden::app::App, dir: tempfile::TempDir) -> Gateway {
         let addr = app.local_addr();
         let events = app.gateway().events().subscribe("test", 100_000);
         let (tx, rx) = oneshot::channel::<()>();
@@ -244,35 +259,6 @@ impl Gateway {
             task: Some(task),
             events: tokio::sync::Mutex::new(events),
         }
-    }
-
-    /// The event of request `id`. Events are emitted before the response is sent, so the
-    /// event of a request whose response arrived is always there.
-    pub async fn event(&self, id: &str) -> Arc<hookwarden::events::Event> {
-        let mut rx = self.events.lock().await;
-        loop {
-            let ev = tokio::time::timeout(Duration::from_secs(5), rx.recv())
-                .await
-                .unwrap_or_else(|_| panic!("no event for request {id}"))
-                .expect("event channel closed");
-            if ev.request_id == id {
-                return ev;
-            }
-        }
-    }
-
-    /// Asserts a refusal: the status, the public error code, and the audit reason.
-    pub async fn assert_refused(
-        &self,
-        got: &Got,
-        status: u16,
-        code: &str,
-        reason: hookwarden::policy::Reason,
-    ) -> Arc<hookwarden::events::Event> {
-        let id = got.assert_error(status, code);
-        let ev = self.event(&id).await;
-        assert_eq!(ev.reason, Some(reason), "request {id}: {ev:?}");
-        ev
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -466,34 +452,16 @@ impl Gateway {
         upstream: &Upstream,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> (Gateway, Events) {
-        let dir = tempfile::tempdir().unwrap();
-        let full = complete_config(text, &upstream.base(), dir.path());
-        let loaded = hookwarden::config::load_str(&full, "test", dir.path(), env)
-            .unwrap_or_else(|e| panic!("test config invalid: {e}"));
-        let app = hookwarden::app::App::start(&loaded.config).await.unwrap();
+        let (app, dir) = Self::prepare(text, upstream, env).await;
         let events = Events::default();
-        let mut rx = app.gateway().events().subscribe("test", 100_000);
+        let mut rx = app.gateway().events().subscribe("test-all", 100_000);
         let sink = events.clone();
         tokio::spawn(async move {
             while let Some(e) = rx.recv().await {
                 sink.0.lock().unwrap().push(e);
             }
         });
-        let addr = app.local_addr();
-        let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            app.run(async {
-                let _ = rx.await;
-            })
-            .await;
-        });
-        let gw = Gateway {
-            addr,
-            dir,
-            shutdown: Some(tx),
-            task: Some(task),
-        };
-        (gw, events)
+        (Self::spawn(app, dir), events)
     }
 
     /// Writes `text` completed as the gateway's own config (same store file) to
