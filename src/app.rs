@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use http::HeaderValue;
 
+use crate::browser::token::{TokenKey, TokenKeyError};
 use crate::config::{Config, ServerConfig};
 use crate::events::Emitter;
 use crate::gateway::{Gateway, GatewaySettings};
@@ -26,6 +27,9 @@ pub enum StartError {
     /// The store could not be opened.
     #[error("cannot open the store: {0}")]
     Store(#[from] StoreError),
+    /// The browser token key could not be set up.
+    #[error(transparent)]
+    TokenKey(#[from] TokenKeyError),
     /// A route could not be compiled.
     #[error(transparent)]
     Compile(#[from] CompileError),
@@ -69,6 +73,7 @@ impl App {
         let routes = RouteTable::compile(config)?;
         let services = Services {
             state: State::memory(STATE_MAX_ENTRIES),
+            tokens: TokenKey::load(config.server.secret.as_ref(), &store)?,
         };
         let events = Arc::new(Emitter::new());
         let gateway = Arc::new(Gateway::new(

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, Method, Uri};
 
+use super::browser::{BrowserConfig, read_browser};
 use super::reader::Section;
 use super::resolve_path;
 use super::server::ServerConfig;
@@ -35,6 +36,8 @@ pub struct RouteConfig {
     pub content_types: Option<Vec<String>>,
     /// Where allowed requests go.
     pub upstream: UpstreamConfig,
+    /// `[route.browser]`: calls from web pages.
+    pub browser: Option<BrowserConfig>,
 }
 
 /// `[route.upstream]`.
@@ -144,6 +147,7 @@ pub(super) fn read_route(
             None
         }
     };
+    let browser = s.table("browser").map(read_browser);
     s.finish();
     Some(RouteConfig {
         name: name?,
@@ -153,6 +157,7 @@ pub(super) fn read_route(
         mode,
         content_types,
         upstream: upstream?,
+        browser,
     })
 }
 

@@ -26,16 +26,20 @@ use std::time::Duration;
 pub use exchange::Exchange;
 pub use reason::{Denial, Reason, error_code};
 
+use crate::browser::BrowserPolicy;
+use crate::browser::token::TokenKey;
 use crate::config::{Config, RouteConfig, RouteMode};
 use crate::forward::{ClientError, Upstream, UpstreamClient};
 use crate::state::State;
-use guards::{BodySizeGuard, ContentTypeGuard, MethodGuard};
+use guards::{BodySizeGuard, ContentTypeGuard, MethodGuard, OriginGuard, TokenGuard};
 
 /// What guards may use besides the request: shared state and stores.
 #[derive(Debug, Clone)]
 pub struct Services {
     /// Limits, single-use ids, failure counters, bans.
     pub state: State,
+    /// Signs and verifies browser tokens (`server.secret`, or the generated one).
+    pub tokens: TokenKey,
 }
 
 /// One check. See the module docs for the order the compiler puts them in.
@@ -45,15 +49,21 @@ pub enum Guard {
     BodySize(BodySizeGuard),
     /// Media type outside `content_types`.
     ContentType(ContentTypeGuard),
+    /// `Origin` missing or not in `allowed_origins`.
+    Origin(OriginGuard),
+    /// Browser token missing, invalid, expired or already spent.
+    Token(TokenGuard),
 }
 
 impl Guard {
     /// Runs the check. Guards may consume credentials from the exchange and record what they
     /// learned in it.
-    pub async fn check(&self, ex: &mut Exchange, _services: &Services) -> Result<(), Denial> {
+    pub async fn check(&self, ex: &mut Exchange, services: &Services) -> Result<(), Denial> {
         match self {
             Guard::BodySize(g) => g.check(ex),
             Guard::ContentType(g) => g.check(ex),
+            Guard::Origin(g) => g.check(ex),
+            Guard::Token(g) => g.check(ex, services).await,
         }
     }
 }
@@ -77,6 +87,15 @@ pub struct RoutePolicy {
     pub body: Vec<Guard>,
     /// Where allowed requests go.
     pub upstream: Upstream,
+    /// `[route.browser]`: origins, CORS answers, token settings.
+    pub browser: Option<Arc<BrowserPolicy>>,
+    /// Guards run by `GET /_hookwarden/token?route=NAME` before it issues a token for this
+    /// route, in the head guards' order. Only the head guards that protect the gateway itself
+    /// and make sense for a bodiless, credential-less request belong here: ban, IP rules,
+    /// User-Agent, origin and per-IP limits (a token is an unauthenticated caller's first
+    /// request, so these must be able to refuse it). Size/type, credentials and
+    /// key/session/route limits never do. Empty unless the route has `token = true`.
+    pub token_endpoint: Vec<Guard>,
 }
 
 /// Why a route could not be compiled.
@@ -99,8 +118,24 @@ impl RoutePolicy {
         if let Some(types) = &cfg.content_types {
             head.push(Guard::ContentType(ContentTypeGuard::new(types.clone())));
         }
+        let name: Arc<str> = cfg.name.as_str().into();
+        let browser = cfg
+            .browser
+            .as_ref()
+            .map(|b| Arc::new(BrowserPolicy::compile(b, &cfg.methods)));
+        let mut token_endpoint = Vec::new();
+        if let Some(b) = &browser {
+            head.push(Guard::Origin(b.origins.clone()));
+            if b.token.is_some() {
+                token_endpoint.push(Guard::Origin(b.origins.clone()));
+            }
+        }
+        // Per-IP limits go here, and into `token_endpoint` too (see its docs).
+        if let Some(settings) = browser.as_ref().and_then(|b| b.token) {
+            head.push(Guard::Token(TokenGuard::new(name.clone(), settings)));
+        }
         Ok(RoutePolicy {
-            name: cfg.name.as_str().into(),
+            name,
             path: cfg.path.clone(),
             mode: cfg.mode,
             method: MethodGuard::new(&cfg.methods),
@@ -108,12 +143,26 @@ impl RoutePolicy {
             head,
             body: Vec::new(),
             upstream: Upstream::new(&cfg.upstream, client),
+            browser,
+            token_endpoint,
         })
     }
 
     /// Runs the head guards in order; the first refusal ends the check.
     pub async fn check_head(&self, ex: &mut Exchange, services: &Services) -> Result<(), Denial> {
         for g in &self.head {
+            g.check(ex, services).await?;
+        }
+        Ok(())
+    }
+
+    /// Runs the token endpoint's guards for this route (see [`RoutePolicy::token_endpoint`]).
+    pub async fn check_token_endpoint(
+        &self,
+        ex: &mut Exchange,
+        services: &Services,
+    ) -> Result<(), Denial> {
+        for g in &self.token_endpoint {
             g.check(ex, services).await?;
         }
         Ok(())

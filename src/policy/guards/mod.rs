@@ -4,7 +4,11 @@
 mod body_size;
 mod content_type;
 mod method;
+mod origin;
+mod token;
 
 pub use body_size::BodySizeGuard;
 pub use content_type::ContentTypeGuard;
 pub use method::MethodGuard;
+pub use origin::OriginGuard;
+pub use token::TokenGuard;
