@@ -194,6 +194,11 @@ impl Gateway {
         } else {
             routes.by_path(&ex.path).cloned()
         };
+        // Read now: forwarding hands the request headers to the upstream request.
+        let browser = route.as_ref().and_then(|r| r.browser.clone());
+        let cors_origin = browser
+            .as_ref()
+            .and_then(|b| b.origins.admit(&ex.headers).ok().cloned());
         let finished = if bad_xff {
             self.refuse(
                 &ex,
@@ -221,11 +226,8 @@ impl Gateway {
             upstream_status,
             upstream_latency,
         } = finished;
-        if let Some(browser) = route.as_ref().and_then(|r| r.browser.as_ref()) {
-            cors::decorate(
-                response.headers_mut(),
-                browser.origins.admit(&ex.headers).ok(),
-            );
+        if browser.is_some() {
+            cors::decorate(response.headers_mut(), cors_origin.as_ref());
         }
         let h = response.headers_mut();
         if let Ok(v) = HeaderValue::from_str(&ex.request_id) {
