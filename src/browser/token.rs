@@ -66,6 +66,9 @@ pub enum TokenKeyError {
     /// The operating system's random source failed.
     #[error("cannot generate the browser token secret: the system random source failed")]
     Random,
+    /// HMAC refused the key (not expected: HMAC accepts keys of any length).
+    #[error("the browser token secret cannot key HMAC-SHA256")]
+    KeyLength,
     /// The stored secret is not what this code wrote.
     #[error(
         "the browser token secret in the store is damaged; set server.secret, or delete the `{SECRET_META_KEY}` row of the meta table to generate a new one"
@@ -78,27 +81,25 @@ pub enum TokenKeyError {
 #[error("the system random source failed")]
 pub struct RandomError;
 
-fn keyed(key: &[u8]) -> Hmac<Sha256> {
-    // HMAC takes keys of any length (long ones are hashed), so this cannot fail; the fallback
-    // only keeps a panic out of the code.
-    <Hmac<Sha256> as KeyInit>::new_from_slice(key)
-        .unwrap_or_else(|_| <Hmac<Sha256> as KeyInit>::new(&Default::default()))
+fn keyed(key: &[u8]) -> Result<Hmac<Sha256>, TokenKeyError> {
+    // HMAC takes keys of any length (long ones are hashed), so this does not fail in practice.
+    <Hmac<Sha256> as KeyInit>::new_from_slice(key).map_err(|_| TokenKeyError::KeyLength)
 }
 
 impl TokenKey {
     /// Derives the token key from `secret`.
-    pub fn from_secret(secret: &[u8]) -> TokenKey {
-        let mut derive = keyed(secret);
+    pub fn from_secret(secret: &[u8]) -> Result<TokenKey, TokenKeyError> {
+        let mut derive = keyed(secret)?;
         derive.update(KEY_LABEL);
         let key = derive.finalize().into_bytes();
-        TokenKey { mac: keyed(&key) }
+        Ok(TokenKey { mac: keyed(&key)? })
     }
 
     /// The key for `configured` (`server.secret`), or else for the secret kept in `store`,
     /// generating 32 random bytes on first use so tokens survive restarts.
     pub fn load(configured: Option<&Secret>, store: &Store) -> Result<TokenKey, TokenKeyError> {
         if let Some(s) = configured {
-            return Ok(TokenKey::from_secret(s.as_bytes()));
+            return TokenKey::from_secret(s.as_bytes());
         }
         let mut fresh = [0u8; 32];
         getrandom::fill(&mut fresh).map_err(|_| TokenKeyError::Random)?;
@@ -108,7 +109,7 @@ impl TokenKey {
             .ok()
             .filter(|s| s.len() >= 32)
             .ok_or(TokenKeyError::Corrupt)?;
-        Ok(TokenKey::from_secret(&secret))
+        TokenKey::from_secret(&secret)
     }
 
     /// Signs `claims` into a token.
@@ -412,7 +413,7 @@ mod tests {
     const TTL: Duration = Duration::from_secs(600);
 
     fn key() -> TokenKey {
-        TokenKey::from_secret(b"0123456789abcdef0123456789abcdef")
+        TokenKey::from_secret(b"0123456789abcdef0123456789abcdef").unwrap()
     }
 
     fn ip(s: &str) -> IpAddr {
@@ -485,7 +486,7 @@ mod tests {
     fn forged_altered_and_truncated_tokens_are_refused_with_their_cause() {
         let t = key().issue(&claims(TokenBind::Prefix, "203.0.113.5"));
         let e = expected("203.0.113.5");
-        let other = TokenKey::from_secret(b"another secret, also 32 chars!!!");
+        let other = TokenKey::from_secret(b"another secret, also 32 chars!!!").unwrap();
         assert_eq!(other.verify(&t, &e, NOW), Err(TokenError::Signature));
 
         let mut raw = URL_SAFE_NO_PAD.decode(&t).unwrap();

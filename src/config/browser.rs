@@ -98,7 +98,7 @@ pub(super) fn read_browser(s: Section<'_, '_>) -> BrowserConfig {
     if !token {
         s.warn(
             "token",
-            "is false: only the Origin header is checked, and any non-browser client can send any Origin",
+            "is off (the default): only the Origin header is checked, and any non-browser client can send any Origin",
             "set token = true and use /_hookwarden/client.js, so every call needs a fresh single-use token",
         );
     }

@@ -125,7 +125,7 @@ mod tests {
     fn services() -> Services {
         Services {
             state: State::memory(10_000),
-            tokens: TokenKey::from_secret(b"0123456789abcdef0123456789abcdef"),
+            tokens: TokenKey::from_secret(b"0123456789abcdef0123456789abcdef").unwrap(),
         }
     }
 
