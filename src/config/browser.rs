@@ -111,6 +111,26 @@ pub(super) fn read_browser(s: Section<'_, '_>) -> BrowserConfig {
     }
 }
 
+/// A warning when browser tokens would not survive a restart: no `server.secret` and an
+/// in-memory store, so the generated key dies with the process.
+pub(super) fn lint_token_secret(
+    server: &super::ServerConfig,
+    storage: &super::StorageConfig,
+    routes: &[super::RouteConfig],
+) -> Option<super::Issue> {
+    let uses_tokens = routes
+        .iter()
+        .any(|r| r.browser.as_ref().is_some_and(|b| b.token));
+    (uses_tokens && server.secret.is_none() && storage.is_memory()).then(|| super::Issue {
+        severity: super::Severity::Warning,
+        key: "server.secret".into(),
+        problem:
+            "is not set and the store is in memory, so browser tokens stop working at every restart"
+                .into(),
+        fix: "set server.secret (32+ random characters), or keep the store in a file".into(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::Path;
@@ -185,6 +205,17 @@ mod tests {
         let loaded = load("allowed_origins = [\"https://shop.example.com\"]").unwrap();
         assert_eq!(loaded.warnings.len(), 1);
         assert_eq!(loaded.warnings[0].key, "route[chat].browser.token");
+    }
+
+    #[test]
+    fn an_in_memory_store_without_a_secret_is_a_warning_for_token_routes() {
+        let text = "[storage]\npath = \":memory:\"\n[[route]]\nname = \"chat\"\npath = \"/chat\"\n[route.upstream]\nurl = \"http://127.0.0.1:9/x\"\n[route.browser]\nallowed_origins = [\"https://a.example\"]\ntoken = true\n";
+        let loaded = load_str(text, "t", Path::new("/tmp"), &|_| None).unwrap();
+        let keys: Vec<&str> = loaded.warnings.iter().map(|w| w.key.as_str()).collect();
+        assert_eq!(keys, ["server.secret"]);
+        let with_secret = format!("[server]\nsecret = \"{}\"\n{text}", "s".repeat(32));
+        let loaded = load_str(&with_secret, "t", Path::new("/tmp"), &|_| None).unwrap();
+        assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
     }
 
     #[test]

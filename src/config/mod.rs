@@ -144,6 +144,9 @@ pub fn load_str(
         .filter_map(|s| route::read_route(s, &server, base, &mut seen))
         .collect();
     root.finish();
+    if let Some(w) = browser::lint_token_secret(&server, &storage, &routes) {
+        reader.push(w);
+    }
 
     if reader.has_errors() {
         return Err(ConfigError::Invalid(reader.into_issues()));
