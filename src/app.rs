@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use http::HeaderValue;
 
+use crate::browser::token::{TokenKey, TokenKeyError};
 use crate::config::{Config, ServerConfig};
 use crate::events::Emitter;
 use crate::gateway::{Gateway, GatewaySettings};
@@ -30,6 +31,9 @@ pub enum StartError {
     /// The issued API keys could not be loaded.
     #[error("cannot load the issued API keys: {0}")]
     Keys(#[from] KeyError),
+    /// The browser token key could not be set up.
+    #[error(transparent)]
+    TokenKey(#[from] TokenKeyError),
     /// A route could not be compiled.
     #[error(transparent)]
     Compile(#[from] CompileError),
@@ -74,6 +78,7 @@ impl App {
         let services = Services {
             state: State::memory(STATE_MAX_ENTRIES),
             keys: KeyCache::load(store.clone())?,
+            tokens: TokenKey::load(config.server.secret.as_ref(), &store)?,
         };
         let events = Arc::new(Emitter::new());
         let gateway = Arc::new(Gateway::new(

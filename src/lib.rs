@@ -12,10 +12,12 @@
 //! - [`store`]: the SQLite file.
 //! - [`events`]: one event per request and its sinks.
 //! - [`config`]: the TOML schema, `${VAR}` expansion and lint.
+//! - [`browser`]: browser widgets (origins, CORS, single-use tokens, the JS client).
 //! - [`app`]: assembly of all the above; [`demo`]: the no-config demo. The CLI lives in the
 //!   binary (`src/cli/`).
 
 pub mod app;
+pub mod browser;
 pub mod config;
 pub mod demo;
 pub mod events;

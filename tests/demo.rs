@@ -97,3 +97,63 @@ async fn the_demo_forwards_streams_and_refuses() {
     got.assert_error(401, "unauthorized");
     task.abort();
 }
+
+#[tokio::test]
+async fn the_demo_serves_a_chat_page_whose_origin_may_use_the_widget_route() {
+    let demo = hookwarden::demo::Demo::start("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let gw = demo.addr();
+    let page_url = demo.page_url();
+    let page_origin = page_url.trim_end_matches('/').to_owned();
+    assert!(demo.instructions().contains(&page_url));
+    let task = tokio::spawn(demo.run(std::future::pending()));
+
+    let got = send(req("GET", &page_url).body(Full::default()).unwrap()).await;
+    assert_eq!(got.status, 200);
+    let html = got.text();
+    assert!(
+        html.contains(&format!("http://{gw}/_hookwarden/client.js")),
+        "{html}"
+    );
+    assert!(html.contains(r#"route: "widget""#), "{html}");
+
+    // Without the page's origin, or without a token, the widget route refuses.
+    let got = send(post_json(
+        &format!("http://{gw}/widget"),
+        r#"{"message":"hi"}"#,
+    ))
+    .await;
+    got.assert_error(403, "forbidden");
+    let token_url = format!("http://{gw}/_hookwarden/token?route=widget");
+    let got = send(
+        req("GET", &token_url)
+            .header("origin", &page_origin)
+            .body(Full::default())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(got.status, 200, "{}", got.text());
+    let token = got.json()["token"].as_str().unwrap().to_owned();
+    let resp = client()
+        .request(
+            req("POST", &format!("http://{gw}/widget"))
+                .header("origin", &page_origin)
+                .header("x-hookwarden-token", &token)
+                .header("content-type", "application/json")
+                .body(Full::new(Bytes::from_static(br#"{"message":"hi"}"#)))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    assert_eq!(
+        resp.headers()["access-control-allow-origin"],
+        page_origin.as_str()
+    );
+    assert!(resp.headers().contains_key("x-hookwarden-token"));
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert!(String::from_utf8_lossy(&body).contains(r#"{"delta":"You "}"#));
+    task.abort();
+}

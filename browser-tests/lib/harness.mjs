@@ -147,3 +147,17 @@ export function collectErrors(page) {
   page.on("pageerror", (e) => errors.push(String(e)));
   return errors;
 }
+
+/**
+ * Polls `read()` every 50 ms until `done(value)` is true or `ms` pass; returns the last value.
+ * The gateway buffers its log and flushes it every 100 ms, so log assertions wait with this.
+ */
+export async function eventually(read, done, ms = 3000) {
+  const deadline = Date.now() + ms;
+  let value = read();
+  while (!done(value) && Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 50));
+    value = read();
+  }
+  return value;
+}

@@ -59,6 +59,9 @@ struct DemoArgs {
     /// Where the demo gateway listens.
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
+    /// Where the demo chat page is served (an allowed origin of the demo's browser route).
+    #[arg(long, default_value = "127.0.0.1:8081")]
+    page_listen: SocketAddr,
 }
 
 /// Parses the arguments, runs the command and maps the result to an exit code.
@@ -78,7 +81,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve(a) => serve(&a.config),
         Command::Check(a) => Ok(check(&a.config)),
-        Command::Demo(a) => demo(a.listen),
+        Command::Demo(a) => demo(a.listen, a.page_listen),
         Command::Keys(a) => keys::run(a),
         Command::Sign(a) => sign::run(a),
     }
@@ -167,12 +170,12 @@ fn check(path: &Path) -> ExitCode {
     }
 }
 
-fn demo(listen: SocketAddr) -> anyhow::Result<ExitCode> {
+fn demo(listen: SocketAddr, page_listen: SocketAddr) -> anyhow::Result<ExitCode> {
     let rt = runtime()?;
     rt.block_on(async move {
-        let demo = hookwarden::demo::Demo::start(listen)
+        let demo = hookwarden::demo::Demo::start_with_page(listen, page_listen)
             .await
-            .with_context(|| format!("cannot start the demo on {listen}; is something else listening there? try `hookwarden demo --listen 127.0.0.1:8181`"))?;
+            .with_context(|| format!("cannot start the demo on {listen} (chat page on {page_listen}); is something else listening there? try `hookwarden demo --listen 127.0.0.1:8181 --page-listen 127.0.0.1:8182`"))?;
         println!("{}", demo.instructions());
         demo.run(shutdown_signal()).await;
         anyhow::Ok(())

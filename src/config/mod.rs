@@ -7,6 +7,7 @@
 //! but valid setups) travel with a successfully loaded config.
 
 mod auth;
+mod browser;
 mod expand;
 mod reader;
 mod route;
@@ -19,6 +20,7 @@ pub use auth::{
     Algorithm, ApiKeyConfig, AuthConfig, Encoding, HmacScheme, KeySource, OutboundScheme,
     OutboundSignConfig, PROVIDERS, Provider, SignatureConfig, TemplatePart, parse_template,
 };
+pub use browser::{BrowserConfig, DEFAULT_TOKEN_TTL, TokenBind};
 pub use reader::{Issue, Reader, Section, Severity};
 pub use route::{RouteConfig, RouteMode, UpstreamConfig};
 pub use server::{ServerConfig, StorageConfig, TlsFiles};
@@ -148,6 +150,9 @@ pub fn load_str(
         .collect();
     auth::lint(&reader, &routes, &storage);
     root.finish();
+    if let Some(w) = browser::lint_token_secret(&server, &storage, &routes) {
+        reader.push(w);
+    }
 
     if reader.has_errors() {
         return Err(ConfigError::Invalid(reader.into_issues()));

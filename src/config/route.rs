@@ -7,6 +7,7 @@ use std::time::Duration;
 use http::{HeaderName, HeaderValue, Method, Uri};
 
 use super::auth::{self, AuthConfig, OutboundSignConfig};
+use super::browser::{BrowserConfig, read_browser};
 use super::reader::Section;
 use super::resolve_path;
 use super::server::ServerConfig;
@@ -38,6 +39,8 @@ pub struct RouteConfig {
     pub upstream: UpstreamConfig,
     /// `[[route.auth]]`: every method listed must pass.
     pub auth: Vec<AuthConfig>,
+    /// `[route.browser]`: calls from web pages.
+    pub browser: Option<BrowserConfig>,
 }
 
 /// `[route.upstream]`.
@@ -150,6 +153,7 @@ pub(super) fn read_route(
         }
     };
     let auth = auth::read_auths(&s);
+    let browser = s.table("browser").map(read_browser);
     s.finish();
     Some(RouteConfig {
         name: name?,
@@ -160,6 +164,7 @@ pub(super) fn read_route(
         content_types,
         upstream: upstream?,
         auth,
+        browser,
     })
 }
 

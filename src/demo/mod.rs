@@ -1,14 +1,18 @@
-//! `hookwarden demo`: the gateway in front of a built-in test upstream, no config needed.
+//! `hookwarden demo`: the gateway in front of a built-in test upstream, no config needed, and
+//! a chat page on its own port (an allowed origin of the `widget` route) to see the browser
+//! flow.
 //!
 //! The demo config is ordinary TOML, loaded through the same code as a user's file, so what
 //! the demo shows is what a config does.
 
+mod page;
 mod upstream;
 
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 
+pub use page::DemoPage;
 pub use upstream::DemoUpstream;
 
 use crate::app::{App, StartError};
@@ -20,6 +24,14 @@ pub enum DemoError {
     /// The test upstream could not bind a port.
     #[error("cannot start the demo upstream: {0}")]
     Upstream(std::io::Error),
+    /// The chat page could not bind its port.
+    #[error("cannot serve the demo chat page on {addr}: {source}")]
+    Page {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The demo's own config is broken (a bug).
     #[error("demo config: {0}")]
     Config(#[from] ConfigError),
@@ -32,7 +44,13 @@ pub enum DemoError {
 pub struct Demo {
     app: App,
     upstream: DemoUpstream,
+    page: DemoPage,
 }
+
+/// The demo's browser route.
+const WIDGET_ROUTE: &str = "widget";
+/// Its path.
+const WIDGET_PATH: &str = "/widget";
 
 /// The secret the demo injects upstream; the echo endpoint shows it arriving there, while the
 /// client never sends it.
@@ -41,7 +59,35 @@ const DEMO_UPSTREAM_SECRET: &str = "demo-upstream-secret";
 /// The API key the demo's `/agent` route asks for (a static key; issued keys need a store file).
 pub const DEMO_API_KEY: &str = "hw_demo_key_not_for_production";
 
-fn demo_config(listen: SocketAddr, upstream: SocketAddr) -> String {
+/// How a browser on this machine reaches `addr` (a wildcard address means loopback).
+fn browser_host(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => {
+            SocketAddr::from((Ipv4Addr::LOCALHOST, addr.port()))
+        }
+        IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, addr.port()))
+        }
+        _ => addr,
+    }
+}
+
+/// The origins a browser may show for the page at `page`.
+fn page_origins(page: SocketAddr) -> Vec<String> {
+    let page = browser_host(page);
+    let mut origins = vec![format!("http://{page}")];
+    if page.ip().is_loopback() {
+        origins.push(format!("http://localhost:{}", page.port()));
+    }
+    origins
+}
+
+fn demo_config(listen: SocketAddr, upstream: SocketAddr, page: SocketAddr) -> String {
+    let origins = page_origins(page)
+        .iter()
+        .map(|o| format!("\"{o}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
     format!(
         r#"
 [server]
@@ -80,20 +126,70 @@ headers = {{ "X-Upstream-Secret" = "{DEMO_UPSTREAM_SECRET}" }}
 type = "api_key"
 header = "x-api-key"
 keys = ["{DEMO_API_KEY}"]
+
+[[route]]
+name = "{WIDGET_ROUTE}"
+path = "{WIDGET_PATH}"
+methods = ["POST"]
+max_body = "16KiB"
+content_types = ["application/json"]
+[route.browser]
+allowed_origins = [{origins}]
+token = true
+token_ttl = "10m"
+[route.upstream]
+url = "http://{upstream}/stream"
 "#
     )
 }
 
 impl Demo {
-    /// Starts the test upstream on a free local port and the gateway on `listen`.
+    /// Starts the test upstream on a free local port, the gateway on `listen` and the chat
+    /// page on a free port of the same address.
     pub async fn start(listen: SocketAddr) -> Result<Demo, DemoError> {
-        let upstream = DemoUpstream::start("127.0.0.1:0".parse().expect("literal address"))
+        let page = SocketAddr::new(browser_host(listen).ip(), 0);
+        Self::start_with_page(listen, page).await
+    }
+
+    /// Like [`Demo::start`], with the chat page on `page_listen`.
+    pub async fn start_with_page(
+        listen: SocketAddr,
+        page_listen: SocketAddr,
+    ) -> Result<Demo, DemoError> {
+        let page_listener = tokio::net::TcpListener::bind(page_listen)
+            .await
+            .map_err(|source| DemoError::Page {
+                addr: page_listen,
+                source,
+            })?;
+        let page_addr = page_listener
+            .local_addr()
+            .map_err(|source| DemoError::Page {
+                addr: page_listen,
+                source,
+            })?;
+        let upstream = DemoUpstream::start(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
             .await
             .map_err(DemoError::Upstream)?;
-        let text = demo_config(listen, upstream.addr());
+        let text = demo_config(listen, upstream.addr(), page_addr);
         let loaded = config::load_str(&text, "<demo>", Path::new("."), &|_| None)?;
         let app = App::start(&loaded.config).await?;
-        Ok(Demo { app, upstream })
+        let gateway = format!("http://{}", browser_host(app.local_addr()));
+        let html = page::render(&gateway, WIDGET_ROUTE, WIDGET_PATH);
+        let page = DemoPage::serve(page_listener, html).map_err(|source| DemoError::Page {
+            addr: page_addr,
+            source,
+        })?;
+        Ok(Demo {
+            app,
+            upstream,
+            page,
+        })
+    }
+
+    /// The chat page's URL.
+    pub fn page_url(&self) -> String {
+        format!("http://{}/", browser_host(self.page.addr()))
     }
 
     /// The gateway's address.
@@ -103,11 +199,13 @@ impl Demo {
 
     /// What to try, printed at start.
     pub fn instructions(&self) -> String {
-        let gw = self.addr();
+        let gw = browser_host(self.addr());
+        let page = browser_host(self.page.addr());
         format!(
             r#"hookwarden demo
-  gateway:  http://{gw}
-  upstream: http://{up} (built-in test upstream; only the gateway talks to it)
+  gateway:   http://{gw}
+  upstream:  http://{up} (built-in test upstream; only the gateway talks to it)
+  chat page: http://{page}/ (open it in a browser: a widget on an allowed origin, with tokens)
 
 Try it:
   # forwarded; the upstream's echo shows the X-Upstream-Secret the gateway injected
@@ -128,6 +226,14 @@ Try it:
   curl -si http://{gw}/nope                                             # 404
   curl -si --path-as-is http://{gw}/echo/../admin                       # 400
 
+The chat page's route, /widget, only answers pages on its allowed origins, with a token:
+  curl -si http://{gw}/widget -H 'content-type: application/json' -d '{{"message":"hi"}}'    # 403 origin_missing
+  curl -si http://{gw}/widget -H 'origin: http://{page}' -H 'content-type: application/json' -d '{{"message":"hi"}}'    # 403 token_missing
+  TOKEN=$(curl -s -H 'origin: http://{page}' 'http://{gw}/_hookwarden/token?route=widget' | sed 's/.*"token":"\([^"]*\)".*/\1/')
+  curl -si -N http://{gw}/widget -H 'origin: http://{page}' -H "x-hookwarden-token: $TOKEN" -H 'content-type: application/json' -d '{{"message":"hi"}}'    # 200, streamed, with the next token
+  curl -si http://{gw}/widget -H 'origin: http://{page}' -H "x-hookwarden-token: $TOKEN" -H 'content-type: application/json' -d '{{"message":"hi"}}'    # 403 token_reused
+(A forged Origin gets curl past the first check, but each call still costs a fresh single-use token.)
+
 Health: curl http://{gw}/_hookwarden/healthz
 Stop with Ctrl-C."#,
             up = self.upstream.addr()
@@ -138,5 +244,6 @@ Stop with Ctrl-C."#,
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         self.app.run(shutdown).await;
         self.upstream.stop();
+        self.page.stop();
     }
 }

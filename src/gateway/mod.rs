@@ -1,11 +1,14 @@
 //! The request pipeline: one request's life as a fixed sequence of phases.
 //!
 //! ```text
-//!  accept ─► address ─► gateway endpoint? ─► path sanity ─► route ─► method
-//!        ─► head guards ─► read body (≤ max_body, ≤ body_timeout) ─► body guards
+//!  accept ─► address ─► gateway endpoint? ─► path sanity ─► route ─► CORS preflight?
+//!        ─► method ─► head guards ─► read body (≤ max_body, ≤ body_timeout) ─► body guards
 //!        ─► forward (≤ timeout to headers) ─► stream response (idle timeout)
-//!        ─► log: one Event, on success and failure alike
+//!        ─► CORS headers (browser routes) ─► log: one Event, on success and failure alike
 //! ```
+//!
+//! `GET /_hookwarden/token?route=NAME` takes a short cut after the address phase: the named
+//! route's token-endpoint guards, then a new token (see `internal`).
 //!
 //! Each phase either hands the exchange on or ends it with a [`Denial`]; the last phase turns
 //! the result into the response ([`response::denial_response`] is the only place denials
@@ -21,11 +24,12 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
-use http::{Request, Response};
+use http::{Method, Request, Response};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::{Body, Incoming};
 use ipnet::IpNet;
 
+use crate::browser::{BrowserPolicy, cors};
 use crate::events::{Emitter, Event, Outcome, truncate_user_agent};
 use crate::forward::ForwardError;
 use crate::forward::body::{IdleTimeout, ResponseBody};
@@ -68,6 +72,20 @@ struct Finished {
     detail: Option<&'static str>,
     upstream_status: Option<u16>,
     upstream_latency: Option<Duration>,
+}
+
+impl Finished {
+    /// The gateway answered by itself (a preflight, a token): allowed, nothing forwarded.
+    fn answered(response: Response<ResponseBody>) -> Self {
+        Finished {
+            response,
+            outcome: Outcome::Allowed,
+            reason: None,
+            detail: None,
+            upstream_status: None,
+            upstream_latency: None,
+        }
+    }
 }
 
 impl Gateway {
@@ -168,12 +186,27 @@ impl Gateway {
             .map(truncate_user_agent);
 
         let routes = self.routes.load();
-        let route = routes.by_path(&ex.path).cloned();
+        // The token endpoint serves the route named in its query, so events, CORS answers and
+        // guards are that route's.
+        let token_endpoint = ex.path == internal::TOKEN_PATH;
+        let route = if token_endpoint {
+            ex.query_param("route")
+                .and_then(|name| routes.by_name(&name).cloned())
+        } else {
+            routes.by_path(&ex.path).cloned()
+        };
+        // Read now: forwarding hands the request headers to the upstream request.
+        let browser = route.as_ref().and_then(|r| r.browser.clone());
+        let cors_origin = browser
+            .as_ref()
+            .and_then(|b| b.origins.admit(&ex.headers).ok().cloned());
         let finished = if bad_xff {
             self.refuse(
                 &ex,
                 Denial::new(Reason::BadRequest).with_detail("invalid X-Forwarded-For"),
             )
+        } else if token_endpoint {
+            internal::token(self, route.as_ref(), &mut ex).await
         } else if let Err(problem) = path::check_path(&ex.path) {
             self.refuse(
                 &ex,
@@ -197,6 +230,9 @@ impl Gateway {
         if !ex.replay_claims.is_empty() && !upstream_status.is_some_and(|s| (200..300).contains(&s))
         {
             self.release_claims(&ex).await;
+        }
+        if browser.is_some() {
+            cors::decorate(response.headers_mut(), cors_origin.as_ref());
         }
         let h = response.headers_mut();
         if let Ok(v) = HeaderValue::from_str(&ex.request_id) {
@@ -236,6 +272,13 @@ impl Gateway {
         body: Incoming,
         settings: &GatewaySettings,
     ) -> Finished {
+        // A CORS preflight is answered before the method check: OPTIONS is never a route's
+        // method, and the browser sends it before the real request.
+        if ex.method == Method::OPTIONS
+            && let Some(browser) = &route.browser
+        {
+            return self.preflight(ex, browser, &browser.methods);
+        }
         if let Err(d) = route.method.check(ex) {
             return self.refuse(ex, d);
         }
@@ -309,6 +352,14 @@ impl Gateway {
             if let Err(e) = self.services.state.remove(key).await {
                 tracing::warn!(request_id = %ex.request_id, error = %e, "cannot release a replay claim");
             }
+        }
+    }
+
+    /// Answers a CORS preflight: 204 for an allowed origin, else the origin guard's refusal.
+    fn preflight(&self, ex: &Exchange, browser: &BrowserPolicy, methods: &HeaderValue) -> Finished {
+        match browser.origins.admit(&ex.headers) {
+            Ok(_) => Finished::answered(cors::preflight(methods)),
+            Err(d) => self.refuse(ex, d),
         }
     }
 

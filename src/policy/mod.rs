@@ -26,11 +26,16 @@ use std::time::Duration;
 pub use exchange::Exchange;
 pub use reason::{Denial, Reason, error_code};
 
+use crate::browser::BrowserPolicy;
+use crate::browser::token::TokenKey;
 use crate::config::{AuthConfig, Config, RouteConfig, RouteMode};
 use crate::forward::{ClientError, Upstream, UpstreamClient};
 use crate::state::State;
 use crate::store::keys::KeyCache;
-use guards::{ApiKeyGuard, BodySizeGuard, ContentTypeGuard, MethodGuard, SignatureGuard};
+use guards::{
+    ApiKeyGuard, BodySizeGuard, ContentTypeGuard, MethodGuard, OriginGuard, SignatureGuard,
+    TokenGuard,
+};
 
 /// What guards may use besides the request: shared state and stores.
 #[derive(Debug, Clone)]
@@ -39,6 +44,8 @@ pub struct Services {
     pub state: State,
     /// API keys issued with `hookwarden keys create`, in memory.
     pub keys: KeyCache,
+    /// Signs and verifies browser tokens (`server.secret`, or the generated one).
+    pub tokens: TokenKey,
 }
 
 /// One check. See the module docs for the order the compiler puts them in.
@@ -52,6 +59,10 @@ pub enum Guard {
     ApiKey(ApiKeyGuard),
     /// A provider signature over the body, then replay protection.
     Signature(SignatureGuard),
+    /// `Origin` missing or not in `allowed_origins`.
+    Origin(OriginGuard),
+    /// Browser token missing, invalid, expired or already spent.
+    Token(TokenGuard),
 }
 
 impl Guard {
@@ -63,6 +74,8 @@ impl Guard {
             Guard::ContentType(g) => g.check(ex),
             Guard::ApiKey(g) => g.check(ex, &services.keys),
             Guard::Signature(g) => g.check(ex, services).await,
+            Guard::Origin(g) => g.check(ex),
+            Guard::Token(g) => g.check(ex, services).await,
         }
     }
 }
@@ -86,6 +99,15 @@ pub struct RoutePolicy {
     pub body: Vec<Guard>,
     /// Where allowed requests go.
     pub upstream: Upstream,
+    /// `[route.browser]`: origins, CORS answers, token settings.
+    pub browser: Option<Arc<BrowserPolicy>>,
+    /// Guards run by `GET /_hookwarden/token?route=NAME` before it issues a token for this
+    /// route, in the head guards' order. Only the head guards that protect the gateway itself
+    /// and make sense for a bodiless, credential-less request belong here: ban, IP rules,
+    /// User-Agent, origin and per-IP limits (a token is an unauthenticated caller's first
+    /// request, so these must be able to refuse it). Size/type, credentials and
+    /// key/session/route limits never do. Empty unless the route has `token = true`.
+    pub token_endpoint: Vec<Guard>,
 }
 
 /// Why a route could not be compiled.
@@ -110,7 +132,19 @@ impl RoutePolicy {
         }
         let name: Arc<str> = cfg.name.as_str().into();
         let mut body = Vec::new();
-        // Credentials in head (API key | URL secret); signatures need the body.
+        let browser = cfg
+            .browser
+            .as_ref()
+            .map(|b| Arc::new(BrowserPolicy::compile(b, &cfg.methods)));
+        let mut token_endpoint = Vec::new();
+        if let Some(b) = &browser {
+            head.push(Guard::Origin(b.origins.clone()));
+            if b.token.is_some() {
+                token_endpoint.push(Guard::Origin(b.origins.clone()));
+            }
+        }
+        // Per-IP limits go here, and into `token_endpoint` too (see its docs).
+        // Credentials in head (API key | URL secret | token); signatures need the body.
         for auth in &cfg.auth {
             match auth {
                 AuthConfig::ApiKey(k) => head.push(Guard::ApiKey(ApiKeyGuard::new(&name, k))),
@@ -118,6 +152,9 @@ impl RoutePolicy {
                     body.push(Guard::Signature(SignatureGuard::new(&name, s)));
                 }
             }
+        }
+        if let Some(settings) = browser.as_ref().and_then(|b| b.token) {
+            head.push(Guard::Token(TokenGuard::new(name.clone(), settings)));
         }
         Ok(RoutePolicy {
             name,
@@ -128,12 +165,26 @@ impl RoutePolicy {
             head,
             body,
             upstream: Upstream::new(&cfg.upstream, client),
+            browser,
+            token_endpoint,
         })
     }
 
     /// Runs the head guards in order; the first refusal ends the check.
     pub async fn check_head(&self, ex: &mut Exchange, services: &Services) -> Result<(), Denial> {
         for g in &self.head {
+            g.check(ex, services).await?;
+        }
+        Ok(())
+    }
+
+    /// Runs the token endpoint's guards for this route (see [`RoutePolicy::token_endpoint`]).
+    pub async fn check_token_endpoint(
+        &self,
+        ex: &mut Exchange,
+        services: &Services,
+    ) -> Result<(), Denial> {
+        for g in &self.token_endpoint {
             g.check(ex, services).await?;
         }
         Ok(())

@@ -107,6 +107,17 @@ impl Store {
         )?;
         Ok(())
     }
+
+    /// Reads a setting, first writing `initial` if it is unset. Atomic, so two processes
+    /// starting on one file agree on the value (e.g. a generated secret).
+    pub fn get_or_init_meta(&self, key: &str, initial: &str) -> Result<String, StoreError> {
+        let conn = self.lock();
+        conn.execute(
+            "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO NOTHING",
+            [key, initial],
+        )?;
+        Ok(conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))?)
+    }
 }
 
 fn migrate(conn: &Connection, shown: &str) -> Result<(), StoreError> {
@@ -148,6 +159,14 @@ mod tests {
             .pragma_query_value(None, "journal_mode", |r| r.get(0))
             .unwrap();
         assert_eq!(mode, "wal");
+    }
+
+    #[test]
+    fn get_or_init_meta_keeps_the_first_value() {
+        let s = Store::open(Path::new(":memory:")).unwrap();
+        assert_eq!(s.get_or_init_meta("k", "first").unwrap(), "first");
+        assert_eq!(s.get_or_init_meta("k", "second").unwrap(), "first");
+        assert_eq!(s.get_meta("k").unwrap().as_deref(), Some("first"));
     }
 
     #[test]
