@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, Method, Uri};
 
+use super::abuse::AbuseConfig;
 use super::reader::Section;
 use super::resolve_path;
 use super::server::ServerConfig;
@@ -35,6 +36,8 @@ pub struct RouteConfig {
     pub content_types: Option<Vec<String>>,
     /// Where allowed requests go.
     pub upstream: UpstreamConfig,
+    /// IP and User-Agent rules, rate limits and bans.
+    pub abuse: AbuseConfig,
 }
 
 /// `[route.upstream]`.
@@ -144,6 +147,7 @@ pub(super) fn read_route(
             None
         }
     };
+    let abuse = super::abuse::read_abuse(&s);
     s.finish();
     Some(RouteConfig {
         name: name?,
@@ -153,6 +157,7 @@ pub(super) fn read_route(
         mode,
         content_types,
         upstream: upstream?,
+        abuse,
     })
 }
 
