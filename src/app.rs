@@ -17,9 +17,6 @@ use crate::server::{ConnLimits, Server};
 use crate::state::State;
 use crate::store::{Store, StoreError};
 
-/// Entries the in-memory state holds at most (about 100 bytes each).
-const STATE_MAX_ENTRIES: usize = 1_000_000;
-
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -68,7 +65,7 @@ impl App {
         let store = Store::open(&config.storage.path)?;
         let routes = RouteTable::compile(config)?;
         let services = Services {
-            state: State::memory(STATE_MAX_ENTRIES),
+            state: State::memory(config.state.max_entries),
         };
         let events = Arc::new(Emitter::new());
         let gateway = Arc::new(Gateway::new(
@@ -130,6 +127,7 @@ impl App {
             loop {
                 tick.tick().await;
                 state.sweep();
+                metrics::gauge!("hookwarden_state_entries").set(state.local_entries() as f64);
             }
         });
         self.server.run(shutdown).await;

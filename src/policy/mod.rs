@@ -29,7 +29,10 @@ pub use reason::{Denial, Reason, error_code};
 use crate::config::{Config, RouteConfig, RouteMode};
 use crate::forward::{ClientError, Upstream, UpstreamClient};
 use crate::state::State;
-use guards::{BodySizeGuard, ContentTypeGuard, MethodGuard};
+use guards::{
+    BanGuard, BodySizeGuard, ContentTypeGuard, IpGuard, LimitGuard, LimitScope, MethodGuard,
+    UserAgentGuard,
+};
 
 /// What guards may use besides the request: shared state and stores.
 #[derive(Debug, Clone)]
@@ -41,6 +44,14 @@ pub struct Services {
 /// One check. See the module docs for the order the compiler puts them in.
 #[derive(Debug)]
 pub enum Guard {
+    /// The client address is banned (`[route.ban]`).
+    Ban(BanGuard),
+    /// `[route.ip]` allow and deny lists.
+    Ip(IpGuard),
+    /// `[route.user_agent]` prefixes.
+    UserAgent(UserAgentGuard),
+    /// A group of `[[route.limit]]`.
+    Limit(LimitGuard),
     /// Declared `Content-Length` over `max_body`.
     BodySize(BodySizeGuard),
     /// Media type outside `content_types`.
@@ -50,8 +61,12 @@ pub enum Guard {
 impl Guard {
     /// Runs the check. Guards may consume credentials from the exchange and record what they
     /// learned in it.
-    pub async fn check(&self, ex: &mut Exchange, _services: &Services) -> Result<(), Denial> {
+    pub async fn check(&self, ex: &mut Exchange, services: &Services) -> Result<(), Denial> {
         match self {
+            Guard::Ban(g) => g.check(ex, services).await,
+            Guard::Ip(g) => g.check(ex),
+            Guard::UserAgent(g) => g.check(ex),
+            Guard::Limit(g) => g.check(ex, services).await,
             Guard::BodySize(g) => g.check(ex),
             Guard::ContentType(g) => g.check(ex),
         }
@@ -77,6 +92,11 @@ pub struct RoutePolicy {
     pub body: Vec<Guard>,
     /// Where allowed requests go.
     pub upstream: Upstream,
+    /// `[route.ban]`, to which the gateway reports credential failures.
+    pub ban: Option<BanGuard>,
+    /// The guards `GET /_hookwarden/token?route=NAME` runs for this route: ban, IP rules and
+    /// the per-IP limits (counted apart from the route's own requests).
+    pub token_endpoint: Vec<Guard>,
 }
 
 /// Why a route could not be compiled.
@@ -95,10 +115,43 @@ pub enum CompileError {
 impl RoutePolicy {
     /// Compiles one route, sending upstream through `client`.
     pub fn compile(cfg: &RouteConfig, client: UpstreamClient) -> Result<Self, CompileError> {
-        let mut head = vec![Guard::BodySize(BodySizeGuard::new(cfg.max_body))];
+        let abuse = &cfg.abuse;
+        let ban = abuse.ban.map(|b| BanGuard::new(&cfg.name, b));
+        let ip = abuse.ip.as_ref().map(IpGuard::new);
+        let (per_ip, per_caller): (Vec<_>, Vec<_>) =
+            abuse.limits.iter().partition(|l| l.key.is_per_ip());
+
+        let mut head = Vec::new();
+        // ban → ip → user agent
+        head.extend(ban.clone().map(Guard::Ban));
+        head.extend(ip.clone().map(Guard::Ip));
+        if let Some(ua) = &abuse.user_agent {
+            head.push(Guard::UserAgent(UserAgentGuard::new(ua)));
+        }
+        // → size/type
+        head.push(Guard::BodySize(BodySizeGuard::new(cfg.max_body)));
         if let Some(types) = &cfg.content_types {
             head.push(Guard::ContentType(ContentTypeGuard::new(types.clone())));
         }
+        // → origin → per-IP limits (count every request, failed ones too)
+        if !per_ip.is_empty() {
+            let g = LimitGuard::new(&cfg.name, &per_ip, LimitScope::Route);
+            head.push(Guard::Limit(g));
+        }
+        // → credentials → key/session/header/route limits (authenticated requests only)
+        if !per_caller.is_empty() {
+            let g = LimitGuard::new(&cfg.name, &per_caller, LimitScope::Route);
+            head.push(Guard::Limit(g));
+        }
+
+        let mut token_endpoint = Vec::new();
+        token_endpoint.extend(ban.clone().map(Guard::Ban));
+        token_endpoint.extend(ip.map(Guard::Ip));
+        if !per_ip.is_empty() {
+            let g = LimitGuard::new(&cfg.name, &per_ip, LimitScope::TokenEndpoint);
+            token_endpoint.push(Guard::Limit(g));
+        }
+
         Ok(RoutePolicy {
             name: cfg.name.as_str().into(),
             path: cfg.path.clone(),
@@ -108,7 +161,35 @@ impl RoutePolicy {
             head,
             body: Vec::new(),
             upstream: Upstream::new(&cfg.upstream, client),
+            ban,
+            token_endpoint,
         })
+    }
+
+    /// Runs the route's guards for its token endpoint (`GET /_hookwarden/token?route=NAME`):
+    /// ban, IP rules and per-IP limits, so the endpoint cannot be used to get around them.
+    /// The token endpoint calls this before issuing a token; a refusal is answered like any
+    /// other (`response::denial_response`, keeping `ex.response_headers`).
+    pub async fn check_token_endpoint(
+        &self,
+        ex: &mut Exchange,
+        services: &Services,
+    ) -> Result<(), Denial> {
+        for g in &self.token_endpoint {
+            g.check(ex, services).await?;
+        }
+        Ok(())
+    }
+
+    /// Tells the route that `denial` refused `ex`: a credential failure counts towards
+    /// `[route.ban]` (and may flag the exchange `banned`). The gateway calls this for every
+    /// refusal of a route request.
+    pub async fn record_denial(&self, ex: &mut Exchange, denial: &Denial, services: &Services) {
+        if denial.reason.is_auth_failure()
+            && let Some(ban) = &self.ban
+        {
+            ban.record_failure(ex, services).await;
+        }
     }
 
     /// Runs the head guards in order; the first refusal ends the check.
@@ -176,5 +257,119 @@ impl RouteTable {
     /// Every route.
     pub fn routes(&self) -> impl Iterator<Item = &Arc<RoutePolicy>> {
         self.by_name.values()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn compile(route_extra: &str) -> RoutePolicy {
+        let text = format!(
+            "[[route]]\nname = \"chat\"\npath = \"/chat\"\ncontent_types = [\"application/json\"]\n[route.upstream]\nurl = \"http://127.0.0.1:5678/hook\"\n{route_extra}"
+        );
+        let loaded = crate::config::load_str(&text, "t", std::path::Path::new("/"), &|_| None)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let client = UpstreamClient::new(None, Duration::from_secs(1)).unwrap();
+        RoutePolicy::compile(&loaded.config.routes[0], client).unwrap()
+    }
+
+    fn kinds(guards: &[Guard]) -> Vec<&'static str> {
+        guards
+            .iter()
+            .map(|g| match g {
+                Guard::Ban(_) => "ban",
+                Guard::Ip(_) => "ip",
+                Guard::UserAgent(_) => "user_agent",
+                Guard::Limit(_) => "limit",
+                Guard::BodySize(_) => "body_size",
+                Guard::ContentType(_) => "content_type",
+            })
+            .collect()
+    }
+
+    #[test]
+    fn guards_run_in_the_documented_order_whatever_the_config_order() {
+        // Sections deliberately listed in the "wrong" order.
+        let p = compile(
+            r#"
+[[route.limit]]
+key = "route"
+rate = "100/minute"
+[[route.limit]]
+key = "ip"
+rate = "10/minute"
+[route.user_agent]
+allow_prefixes = ["n8n"]
+[route.ip]
+deny = ["198.51.100.0/24"]
+[route.ban]
+"#,
+        );
+        assert_eq!(
+            kinds(&p.head),
+            [
+                "ban",
+                "ip",
+                "user_agent",
+                "body_size",
+                "content_type",
+                "limit",
+                "limit"
+            ]
+        );
+        assert_eq!(kinds(&p.token_endpoint), ["ban", "ip", "limit"]);
+        assert!(p.ban.is_some());
+    }
+
+    #[test]
+    fn without_abuse_sections_only_the_core_guards_run() {
+        let p = compile("");
+        assert_eq!(kinds(&p.head), ["body_size", "content_type"]);
+        assert!(p.token_endpoint.is_empty());
+        assert!(p.ban.is_none());
+    }
+
+    #[test]
+    fn a_route_with_only_caller_limits_gives_the_token_endpoint_none() {
+        let p = compile("[[route.limit]]\nkey = \"route\"\nrate = \"1/s\"\n");
+        assert_eq!(kinds(&p.head), ["body_size", "content_type", "limit"]);
+        assert!(p.token_endpoint.is_empty());
+    }
+
+    #[tokio::test]
+    async fn only_credential_failures_count_towards_a_ban() {
+        let p = compile("[route.ban]\nafter_failures = 2\n");
+        let services = Services {
+            state: State::memory(10_000),
+        };
+        let mut ex = guards::testing::exchange("203.0.113.9");
+        for reason in [
+            Reason::RateLimited,
+            Reason::IpDenied,
+            Reason::UnsupportedMediaType,
+            Reason::BodyTooLarge,
+            Reason::Banned,
+        ] {
+            p.record_denial(&mut ex, &Denial::new(reason), &services)
+                .await;
+            p.record_denial(&mut ex, &Denial::new(reason), &services)
+                .await;
+        }
+        assert_eq!(p.check_head(&mut ex, &services).await, Ok(()));
+        p.record_denial(&mut ex, &Denial::new(Reason::KeyInvalid), &services)
+            .await;
+        assert!(ex.flags.is_empty());
+        p.record_denial(&mut ex, &Denial::new(Reason::TokenReused), &services)
+            .await;
+        assert_eq!(ex.flags, [Reason::Banned]);
+        assert_eq!(
+            p.check_head(&mut ex, &services).await,
+            Err(Denial::new(Reason::Banned))
+        );
+        assert_eq!(
+            p.check_token_endpoint(&mut ex, &services).await,
+            Err(Denial::new(Reason::Banned))
+        );
     }
 }
