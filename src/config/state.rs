@@ -5,8 +5,9 @@ use super::reader::Section;
 /// `[state]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StateConfig {
-    /// Most keys the in-memory state holds (about 40 bytes each); beyond it the entries
-    /// closest to expiring are dropped. Default 1,000,000.
+    /// Most keys the in-memory state holds; beyond it the entries closest to expiring are
+    /// dropped. An entry takes 32 bytes plus the hash table's slack, about 90 bytes at worst:
+    /// the default 1,000,000 needs up to about 90 MB. Default 1,000,000.
     pub max_entries: usize,
 }
 
