@@ -355,3 +355,47 @@ async fn a_refused_caller_gets_through_again_after_retry_after() {
         .assert_error(429, "rate_limited");
     assert_eq!(up.count(), 3);
 }
+
+#[test]
+fn check_warns_about_routes_without_limits_and_limits_without_their_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hookwarden.toml");
+    std::fs::write(
+        &path,
+        r#"
+[[route]]
+name = "open"
+path = "/open"
+[route.upstream]
+url = "http://127.0.0.1:5678/open"
+
+[[route]]
+name = "bot"
+path = "/bot"
+[route.upstream]
+url = "http://127.0.0.1:5678/bot"
+[[route.limit]]
+key = "key"
+rate = "100/day"
+"#,
+    )
+    .unwrap();
+    let out = std::process::Command::new(bin())
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains(
+            "warning: route[open].limit: route has no [[route.limit]]: a leaked URL can be called without bound"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("warning: route[bot].limit[key]: is keyed by the API key, but the route has no api_key auth"),
+        "{text}"
+    );
+    assert!(text.contains("ok (2 routes, 2 warnings)"), "{text}");
+}

@@ -2,7 +2,9 @@
 //!
 //! Four operations: a GCRA check for a key and rate (or several keys at once, all or nothing), "claim this id once for a ttl" (spent
 //! tokens, seen message ids), a failure counter with a window, and bans. `State` is an enum of
-//! backends so dispatch is static; every backend runs the same [`gcra`] arithmetic.
+//! backends so dispatch is static; every backend runs the same [`gcra`] arithmetic, and
+//! `rate_many` is one atomic step in each (the memory backend holds the locks of all the keys'
+//! shards; a Redis backend runs the GCRA for all keys in one Lua script).
 
 pub mod gcra;
 pub mod memory;
