@@ -251,9 +251,9 @@ name = "daily""#,
         got.header("ratelimit"),
         Some("\"ip\";r=1;t=30, \"daily\";r=99;t=864, \"route\";r=0;t=60")
     );
-    // Now the route limit refuses C. Per-IP limits count every request that reaches them,
-    // refused ones included: C's second try is refused by its own per-IP limit... after the
-    // route one again, since C still has one per-IP request.
+    // The route's budget is spent: C is refused by the route limit twice. Per-IP limits count
+    // every request that reaches them, refused ones included, so those two refusals used up
+    // C's own 2/minute and its third request is refused by its per-IP limit.
     let got = send(from_client(&url, "203.0.113.3")).await;
     let id = got.assert_error(429, "rate_limited");
     assert_eq!(o.event_for(&id).await.detail, Some("route limit exhausted"));
