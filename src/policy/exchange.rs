@@ -45,7 +45,8 @@ pub struct Exchange {
     pub key_id: Option<String>,
     /// Browser session id from the request's token.
     pub session_id: Option<String>,
-    /// Alert-mode findings on an allowed request (e.g. `ip_not_allowed`).
+    /// Findings that did not decide the outcome: alert-mode mismatches on an allowed request
+    /// (e.g. `ip_not_allowed`), or `banned` on the refusal that started a ban.
     pub flags: Vec<Reason>,
     /// Headers to add to the response, whatever the upstream answers.
     pub response_headers: HeaderMap,
