@@ -19,9 +19,6 @@ use crate::state::State;
 use crate::store::keys::{KeyCache, KeyError};
 use crate::store::{Store, StoreError};
 
-/// Entries the in-memory state holds at most (about 100 bytes each).
-const STATE_MAX_ENTRIES: usize = 1_000_000;
-
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -76,7 +73,7 @@ impl App {
         let store = Store::open(&config.storage.path)?;
         let routes = RouteTable::compile(config)?;
         let services = Services {
-            state: State::memory(STATE_MAX_ENTRIES),
+            state: State::memory(config.state.max_entries),
             keys: KeyCache::load(store.clone())?,
             tokens: TokenKey::load(config.server.secret.as_ref(), &store)?,
         };
@@ -143,6 +140,7 @@ impl App {
             loop {
                 tick.tick().await;
                 state.sweep();
+                metrics::gauge!("hookwarden_state_entries").set(state.local_entries() as f64);
             }
         });
         let keys = self.gateway.services().keys.clone();

@@ -720,6 +720,9 @@ name = "hook"
 path = "/hook"
 [route.upstream]
 url = "http://127.0.0.1:9/x"
+[[route.limit]]
+key = "ip"
+rate = "60/minute"
 {auth}
 "#
         );
@@ -994,7 +997,7 @@ id_header = "x-id"
     fn outbound_sign_is_read_and_checked() {
         let text = |sign: &str| {
             format!(
-                "[[route]]\nname = \"h\"\npath = \"/h\"\n[route.upstream]\nurl = \"http://127.0.0.1:9/\"\nsign = {sign}\n"
+                "[[route]]\nname = \"h\"\npath = \"/h\"\n[[route.limit]]\nkey = \"ip\"\nrate = \"9/minute\"\n[route.upstream]\nurl = \"http://127.0.0.1:9/\"\nsign = {sign}\n"
             )
         };
         let loaded = load_str(
@@ -1026,7 +1029,7 @@ id_header = "x-id"
 
     #[test]
     fn memory_store_without_static_keys_is_a_warning() {
-        let text = "[storage]\npath = \":memory:\"\n[[route]]\nname = \"h\"\npath = \"/h\"\n[route.upstream]\nurl = \"http://127.0.0.1:9/\"\n[[route.auth]]\ntype = \"api_key\"\nbearer = true\n";
+        let text = "[storage]\npath = \":memory:\"\n[[route]]\nname = \"h\"\npath = \"/h\"\n[route.upstream]\nurl = \"http://127.0.0.1:9/\"\n[[route.limit]]\nkey = \"ip\"\nrate = \"9/minute\"\n[[route.auth]]\ntype = \"api_key\"\nbearer = true\n";
         let loaded = load_str(text, "t", Path::new("/tmp"), &|_| None).unwrap();
         assert_eq!(loaded.warnings.len(), 1);
         assert_eq!(loaded.warnings[0].key, "route[h].auth[#1].keys");

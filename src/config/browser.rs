@@ -139,7 +139,7 @@ mod tests {
 
     fn load(browser: &str) -> Result<Loaded, ConfigError> {
         let text = format!(
-            "[[route]]\nname = \"chat\"\npath = \"/chat\"\n[route.upstream]\nurl = \"http://127.0.0.1:9/x\"\n[route.browser]\n{browser}"
+            "[[route]]\nname = \"chat\"\npath = \"/chat\"\n[route.upstream]\nurl = \"http://127.0.0.1:9/x\"\n[[route.limit]]\nkey = \"ip\"\nrate = \"60/minute\"\n[route.browser]\n{browser}"
         );
         load_str(&text, "t", Path::new("/tmp"), &|_| None)
     }
@@ -209,7 +209,7 @@ mod tests {
 
     #[test]
     fn an_in_memory_store_without_a_secret_is_a_warning_for_token_routes() {
-        let text = "[storage]\npath = \":memory:\"\n[[route]]\nname = \"chat\"\npath = \"/chat\"\n[route.upstream]\nurl = \"http://127.0.0.1:9/x\"\n[route.browser]\nallowed_origins = [\"https://a.example\"]\ntoken = true\n";
+        let text = "[storage]\npath = \":memory:\"\n[[route]]\nname = \"chat\"\npath = \"/chat\"\n[route.upstream]\nurl = \"http://127.0.0.1:9/x\"\n[[route.limit]]\nkey = \"ip\"\nrate = \"9/minute\"\n[route.browser]\nallowed_origins = [\"https://a.example\"]\ntoken = true\n";
         let loaded = load_str(text, "t", Path::new("/tmp"), &|_| None).unwrap();
         let keys: Vec<&str> = loaded.warnings.iter().map(|w| w.key.as_str()).collect();
         assert_eq!(keys, ["server.secret"]);

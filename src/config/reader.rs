@@ -152,6 +152,12 @@ impl<'a, 'e> Section<'a, 'e> {
         self.table.contains_key(key)
     }
 
+    /// The raw value of `key` without marking it as read: for a lint that looks at a setting
+    /// another reader owns (the key is still reported as unknown if nobody reads it).
+    pub fn peek(&self, key: &str) -> Option<&'a Value> {
+        self.table.get(key)
+    }
+
     fn get(&self, key: &'static str) -> Option<&'a Value> {
         self.known.borrow_mut().push(key);
         self.table.get(key)

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, Method, Uri};
 
+use super::abuse::AbuseConfig;
 use super::auth::{self, AuthConfig, OutboundSignConfig};
 use super::browser::{BrowserConfig, read_browser};
 use super::reader::Section;
@@ -41,6 +42,8 @@ pub struct RouteConfig {
     pub auth: Vec<AuthConfig>,
     /// `[route.browser]`: calls from web pages.
     pub browser: Option<BrowserConfig>,
+    /// IP and User-Agent rules, rate limits and bans.
+    pub abuse: AbuseConfig,
 }
 
 /// `[route.upstream]`.
@@ -154,6 +157,7 @@ pub(super) fn read_route(
     };
     let auth = auth::read_auths(&s);
     let browser = s.table("browser").map(read_browser);
+    let abuse = super::abuse::read_abuse(&s);
     s.finish();
     Some(RouteConfig {
         name: name?,
@@ -165,6 +169,7 @@ pub(super) fn read_route(
         upstream: upstream?,
         auth,
         browser,
+        abuse,
     })
 }
 

@@ -65,7 +65,8 @@ pub struct Event {
     pub reason: Option<Reason>,
     /// Which step failed, for reasons with several (never a secret).
     pub detail: Option<&'static str>,
-    /// Alert-mode findings on an allowed request.
+    /// Findings that did not decide the outcome: alert-mode mismatches on an allowed request,
+    /// or `banned` on the refusal that started a ban.
     pub flags: Vec<Reason>,
     /// The API key that authenticated the request (its id, never the key).
     pub key_id: Option<String>,

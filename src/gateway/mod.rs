@@ -283,6 +283,7 @@ impl Gateway {
             return self.refuse(ex, d);
         }
         if let Err(d) = route.check_head(ex, &self.services).await {
+            route.record_denial(ex, &d, &self.services).await;
             return self.refuse(ex, d);
         }
         match read_body(body, route.max_body, settings.body_timeout).await {
@@ -290,6 +291,7 @@ impl Gateway {
             Err(d) => return self.refuse(ex, d),
         }
         if let Err(d) = route.check_body(ex, &self.services).await {
+            route.record_denial(ex, &d, &self.services).await;
             return self.refuse(ex, d);
         }
         self.forward(route, ex).await

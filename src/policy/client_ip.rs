@@ -44,13 +44,13 @@ pub fn resolve(
             forwarded_for: peer_ip.to_string(),
         });
     }
-    let mut entries: Vec<&str> = Vec::new();
-    for value in headers.get_all("x-forwarded-for") {
-        let Ok(v) = value.to_str() else {
-            return Err(InvalidForwardedFor);
-        };
-        entries.extend(v.split(',').map(str::trim));
-    }
+    // Entries are split as bytes: a header that is not visible ASCII somewhere left of the
+    // client (written by the client itself) must not make the whole request unreadable.
+    let entries: Vec<&[u8]> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .collect();
     if entries.is_empty() {
         return Ok(ClientAddr {
             ip: peer_ip,
@@ -62,7 +62,10 @@ pub fn resolve(
     let mut hops: Vec<IpAddr> = Vec::new();
     let mut client = None;
     for raw in entries.iter().rev() {
-        let ip = parse_entry(raw).ok_or(InvalidForwardedFor)?;
+        let ip = std::str::from_utf8(raw)
+            .ok()
+            .and_then(parse_entry)
+            .ok_or(InvalidForwardedFor)?;
         if is_trusted(&ip) {
             hops.push(ip);
         } else {
@@ -90,20 +93,27 @@ pub fn resolve(
     })
 }
 
-/// Parses one entry: an address, optionally with a port (`1.2.3.4:80`, `[2001:db8::1]:80`).
+/// Parses one entry: an address, optionally with a port (`1.2.3.4:80`, `[2001:db8::1]:80`)
+/// and an IPv6 zone (`fe80::1%eth0`, dropped: it only names an interface of the sender).
+/// The unspecified addresses (`0.0.0.0`, `::`) are not a client and count as invalid.
 fn parse_entry(raw: &str) -> Option<IpAddr> {
     let raw = raw.trim();
-    if let Ok(ip) = raw.parse::<IpAddr>() {
-        return Some(ip.to_canonical());
-    }
-    if let Ok(sa) = raw.parse::<SocketAddr>() {
-        return Some(sa.ip().to_canonical());
-    }
-    // A bracketed IPv6 address without a port.
-    raw.strip_prefix('[')
-        .and_then(|r| r.strip_suffix(']'))
-        .and_then(|r| r.parse::<IpAddr>().ok())
-        .map(|ip| ip.to_canonical())
+    let host = if let Some(rest) = raw.strip_prefix('[') {
+        // `[v6]` or `[v6]:port`; whatever follows the bracket is a port and is not needed.
+        let (inside, after) = rest.split_once(']')?;
+        if !(after.is_empty() || after.starts_with(':')) {
+            return None;
+        }
+        inside
+    } else if raw.matches(':').count() == 1 {
+        // `v4:port` (an IPv6 address has at least two colons).
+        raw.split_once(':').map_or(raw, |(h, _)| h)
+    } else {
+        raw
+    };
+    let addr = host.split_once('%').map_or(host, |(a, _zone)| a);
+    let ip = addr.parse::<IpAddr>().ok()?.to_canonical();
+    (!ip.is_unspecified()).then_some(ip)
 }
 
 #[cfg(test)]
@@ -213,5 +223,232 @@ mod tests {
         let r = resolve(peer("10.0.0.2"), &HeaderMap::new(), &nets(&["10.0.0.0/8"])).unwrap();
         assert_eq!(r.ip.to_string(), "10.0.0.2");
         assert_eq!(r.forwarded_for, "10.0.0.2");
+    }
+
+    /// Trusted ranges parsed the way `server.trusted_proxies` is.
+    fn configured(list: &[&str]) -> Vec<IpNet> {
+        let items: Vec<String> = list.iter().map(|s| format!("{s:?}")).collect();
+        let text = format!(
+            "[server]\ntrusted_proxies = [{}]\n[[route]]\nname = \"r\"\npath = \"/r\"\n[route.upstream]\nurl = \"http://127.0.0.1:1/\"\n",
+            items.join(", ")
+        );
+        crate::config::load_str(&text, "t", std::path::Path::new("/tmp"), &|_| None)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .config
+            .server
+            .trusted_proxies
+    }
+
+    fn walk(peer_ip: &str, xff: &[&str], trusted: &[&str]) -> Result<String, InvalidForwardedFor> {
+        resolve(peer(peer_ip), &headers(xff), &configured(trusted)).map(|a| a.ip.to_string())
+    }
+
+    // The cases below are ported from realclientip-go's `TestRightmostTrustedRangeStrategy`
+    // and, for address formats, `TestRightmostNonPrivateStrategy` and `Test_goodIPAddr`
+    // (github.com/realclientip/realclientip-go, realclientip_test.go), the reference
+    // implementation of Adam Pritchard's "The perils of the 'real' client IP"
+    // (adam-p.ca/blog/2022/03/x-forwarded-for/). Cases written there for the `Forwarded`
+    // header use `X-Forwarded-For` here, the only header hookwarden reads. realclientip-go
+    // leaves the peer check to a chained strategy; here the peer must itself be trusted
+    // before any header is read, so each case names a trusted peer.
+
+    #[test]
+    fn realclientip_rightmost_trusted_range_cases() {
+        let xff = ["2.2.2.2:3384, 3.3.3.3", "4.4.4.4"];
+        // "One range", "One IP".
+        assert_eq!(walk("4.4.4.9", &xff, &["4.4.4.0/24"]).unwrap(), "3.3.3.3");
+        assert_eq!(walk("4.4.4.4", &xff, &["4.4.4.4"]).unwrap(), "3.3.3.3");
+        // "No ranges": nothing is trusted, the peer is the client.
+        assert_eq!(walk("4.4.4.4", &xff, &[]).unwrap(), "4.4.4.4");
+        // "Many kinds of ranges": mapped and NAT64 ranges, IPv6 /128 and /64, ports.
+        assert_eq!(
+            walk(
+                "2.2.2.2",
+                &[
+                    "99.99.99.99, 4.4.4.8, [2607:f8b0:4004:83f::200e]:4747",
+                    "2.2.2.2:8883, 64:ff9b::188.0.2.200, 3.3.5.5, 2001:db7::abcd",
+                ],
+                &[
+                    "2.2.2.2/32",
+                    "2607:f8b0:4004:83f::200e/128",
+                    "3.3.0.0/16",
+                    "2001:db7::/64",
+                    "::ffff:4.4.4.4/124",
+                    "64:ff9b::188.0.2.128/112",
+                ],
+            )
+            .unwrap(),
+            "99.99.99.99"
+        );
+        // "Cloudflare ranges" (two of Cloudflare's published ranges).
+        assert_eq!(
+            walk(
+                "173.245.48.5",
+                &["2.2.2.2:3384, 3.3.3.3", "4.4.4.4", "2400:cb00::1"],
+                &["173.245.48.0/20", "2400:cb00::/32"],
+            )
+            .unwrap(),
+            "4.4.4.4"
+        );
+        // "Peer untrusted: returns peer, ignores spoofed header", with and without a header.
+        assert_eq!(
+            walk("9.9.9.9", &["1.2.3.4, 10.0.0.1"], &["10.0.0.0/8"]).unwrap(),
+            "9.9.9.9"
+        );
+        assert_eq!(walk("9.9.9.9", &[], &["10.0.0.0/8"]).unwrap(), "9.9.9.9");
+        // "Peer trusted: walks header as normal".
+        assert_eq!(
+            walk("10.0.0.5", &["3.3.3.3, 10.0.0.1"], &["10.0.0.0/8"]).unwrap(),
+            "3.3.3.3"
+        );
+        // "Fail: rightmost non-trusted IP invalid" / "... unspecified".
+        let trusted = ["2.2.2.0/24"];
+        for bad in [
+            ["nope, 2.2.2.2:3384, 2.2.2.3", "2.2.2.4"],
+            [":: , 2.2.2.2:3384, 2.2.2.3", "2.2.2.4"],
+            ["0.0.0.0, 2.2.2.2:3384, 2.2.2.3", "2.2.2.4"],
+            ["7.7.7.7.7, 2.2.2.3", "2.2.2.4"],
+        ] {
+            assert_eq!(
+                walk("2.2.2.9", &bad, &trusted),
+                Err(InvalidForwardedFor),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_entry_trusted_gives_the_furthest_hop_unlike_realclientip() {
+        // realclientip-go's "Fail: no non-trusted IP" returns no address and leaves the
+        // choice to the caller. Here every entry was vouched for by a trusted hop, so the
+        // furthest one is the client: an internal caller behind our own proxies keeps
+        // working (and is rate limited as itself) instead of getting a 400.
+        assert_eq!(
+            walk(
+                "2.2.2.9",
+                &["2.2.2.2:3384, 2.2.2.3", "2.2.2.4"],
+                &["2.2.2.0/24"]
+            )
+            .unwrap(),
+            "2.2.2.2"
+        );
+    }
+
+    #[test]
+    fn realclientip_address_formats() {
+        let t = ["10.0.0.0/8"];
+        for (entry, want) in [
+            // IPv4 and IPv6, with and without ports.
+            ("4.4.4.4:39333", "4.4.4.4"),
+            ("[2607:f8b0:4004:83f::18]:3838", "2607:f8b0:4004:83f::18"),
+            ("2607:f8b0:4004:83f::18", "2607:f8b0:4004:83f::18"),
+            // IPv4-mapped IPv6, dotted and hex, with a port: canonicalised to IPv4.
+            ("::ffff:188.0.2.128", "188.0.2.128"),
+            ("[::ffff:188.0.2.128]:48483", "188.0.2.128"),
+            ("::ffff:bc15:0006", "188.21.0.6"),
+            ("0:0:0:0:0:ffff:bc15:0006", "188.21.0.6"),
+            // NAT64 and 6to4 are IPv6 addresses in their own right and stay so.
+            ("64:ff9b::188.0.2.128", "64:ff9b::bc00:280"),
+            ("2002:c000:204::", "2002:c000:204::"),
+            // Zones are dropped; a port that is not a number is ignored like any port.
+            (
+                "[2607:f8b0:4004:83f::18%eth0]:3393",
+                "2607:f8b0:4004:83f::18",
+            ),
+            ("fe80::abcd%zone", "fe80::abcd"),
+            ("[fe80::abcd%eth0]:xyz", "fe80::abcd"),
+            ("1.1.1.1%", "1.1.1.1"),
+            ("1.1.1.1:48944", "1.1.1.1"),
+            ("::1", "::1"),
+            ("127.0.0.1", "127.0.0.1"),
+        ] {
+            assert_eq!(walk("10.0.0.2", &[entry], &t).unwrap(), want, "{entry}");
+        }
+        // Two headers with the client last: the rightmost untrusted entry wins.
+        assert_eq!(
+            walk("10.0.0.2", &["3.3.3.3", "4.4.4.4, ::ffff:188.0.2.128"], &t).unwrap(),
+            "188.0.2.128"
+        );
+        for bad in [
+            "nope%zone",
+            "nope!!",
+            "::",
+            "0.0.0.0",
+            "",
+            "[2001:db8::1",
+            "[::1]x",
+        ] {
+            assert_eq!(
+                walk("10.0.0.2", &[bad], &t),
+                Err(InvalidForwardedFor),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn realclientip_range_parsing() {
+        // `TestAddressesAndRangesToIPNets`, "Mixed input", through `server.trusted_proxies`.
+        let nets = configured(&[
+            "1.1.1.1",
+            "2607:f8b0:4004:83f::200e",
+            "1.1.1.1/32",
+            "2607:f8b0:4004:83f::200e/128",
+            "1.1.1.1/16",
+            "2607:f8b0:4004:83f::200e/56",
+            "::ffff:188.0.2.128/112",
+            "::ffff:bc15:0006/104",
+            "64:ff9b::188.0.2.128/112",
+        ]);
+        let got: Vec<String> = nets.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            got,
+            [
+                "1.1.1.1/32",
+                "2607:f8b0:4004:83f::200e/128",
+                "1.1.1.1/32",
+                "2607:f8b0:4004:83f::200e/128",
+                "1.1.0.0/16",
+                "2607:f8b0:4004:800::/56",
+                "188.0.0.0/16",
+                "188.0.0.0/8",
+                "64:ff9b::bc00:0/112",
+            ]
+        );
+        // "Error: garbage CIDR", "CIDR with zone", "garbage IP", "empty value".
+        for bad in [
+            "2607:f8b0:4004:83f::200e/nope",
+            "fe80::abcd%nope/64",
+            "1.1.1.nope",
+            "",
+        ] {
+            let text = format!(
+                "[server]\ntrusted_proxies = [{bad:?}]\n[[route]]\nname = \"r\"\npath = \"/r\"\n[route.upstream]\nurl = \"http://127.0.0.1:1/\"\n"
+            );
+            let err = crate::config::load_str(&text, "t", std::path::Path::new("/"), &|_| None)
+                .unwrap_err();
+            assert_eq!(err.issues()[0].key, "server.trusted_proxies", "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn bytes_that_are_not_ascii_left_of_the_client_do_not_matter() {
+        let mut h = HeaderMap::new();
+        h.append(
+            "x-forwarded-for",
+            HeaderValue::from_bytes(b"\xc3\xa9vil, 198.51.100.1").unwrap(),
+        );
+        let r = resolve(peer("10.0.0.2"), &h, &nets(&["10.0.0.0/8"])).unwrap();
+        assert_eq!(r.ip.to_string(), "198.51.100.1");
+        // The same bytes where the walk has to read them are an error.
+        let mut h = HeaderMap::new();
+        h.append(
+            "x-forwarded-for",
+            HeaderValue::from_bytes(b"198.51.100.1, \xc3\xa9vil").unwrap(),
+        );
+        assert_eq!(
+            resolve(peer("10.0.0.2"), &h, &nets(&["10.0.0.0/8"])),
+            Err(InvalidForwardedFor)
+        );
     }
 }

@@ -45,7 +45,8 @@ pub struct Exchange {
     pub key_id: Option<String>,
     /// Browser session id from the request's token.
     pub session_id: Option<String>,
-    /// Alert-mode findings on an allowed request (e.g. `ip_not_allowed`).
+    /// Findings that did not decide the outcome: alert-mode mismatches on an allowed request
+    /// (e.g. `ip_not_allowed`), or `banned` on the refusal that started a ban.
     pub flags: Vec<Reason>,
     /// Headers to add to the response, whatever the upstream answers.
     pub response_headers: HeaderMap,
@@ -55,6 +56,40 @@ pub struct Exchange {
 }
 
 impl Exchange {
+    /// A bodiless HTTP/1.1 exchange from `peer` (which is also the client address), as the
+    /// gateway starts one; the pipeline fills in the rest as it learns it. Tests use it to
+    /// build exchanges without listing every field.
+    pub fn new(
+        method: Method,
+        path: impl Into<String>,
+        query: Option<String>,
+        headers: HeaderMap,
+        peer: SocketAddr,
+    ) -> Exchange {
+        let client_ip = peer.ip().to_canonical();
+        Exchange {
+            request_id: crate::gateway::new_request_id(),
+            started: Instant::now(),
+            method,
+            path: path.into(),
+            original_query: query.clone(),
+            query,
+            headers,
+            version: Version::HTTP_11,
+            peer,
+            client_ip,
+            forwarded_for: client_ip.to_string(),
+            https: false,
+            has_body: false,
+            body: Bytes::new(),
+            key_id: None,
+            session_id: None,
+            flags: Vec::new(),
+            response_headers: HeaderMap::new(),
+            replay_claims: Vec::new(),
+        }
+    }
+
     /// The first value of query parameter `name` in the received query, decoded.
     pub fn query_param(&self, name: &str) -> Option<String> {
         urlenc::query_param(self.original_query.as_deref()?, name)

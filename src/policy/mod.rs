@@ -33,8 +33,8 @@ use crate::forward::{ClientError, Upstream, UpstreamClient};
 use crate::state::State;
 use crate::store::keys::KeyCache;
 use guards::{
-    ApiKeyGuard, BodySizeGuard, ContentTypeGuard, MethodGuard, OriginGuard, SignatureGuard,
-    TokenGuard,
+    ApiKeyGuard, BanGuard, BodySizeGuard, ContentTypeGuard, IpGuard, LimitGuard, LimitScope,
+    MethodGuard, OriginGuard, SignatureGuard, TokenGuard, UserAgentGuard,
 };
 
 /// What guards may use besides the request: shared state and stores.
@@ -51,6 +51,14 @@ pub struct Services {
 /// One check. See the module docs for the order the compiler puts them in.
 #[derive(Debug)]
 pub enum Guard {
+    /// The client address is banned (`[route.ban]`).
+    Ban(BanGuard),
+    /// `[route.ip]` allow and deny lists.
+    Ip(IpGuard),
+    /// `[route.user_agent]` prefixes.
+    UserAgent(UserAgentGuard),
+    /// A group of `[[route.limit]]`.
+    Limit(LimitGuard),
     /// Declared `Content-Length` over `max_body`.
     BodySize(BodySizeGuard),
     /// Media type outside `content_types`.
@@ -70,6 +78,10 @@ impl Guard {
     /// learned in it.
     pub async fn check(&self, ex: &mut Exchange, services: &Services) -> Result<(), Denial> {
         match self {
+            Guard::Ban(g) => g.check(ex, services).await,
+            Guard::Ip(g) => g.check(ex),
+            Guard::UserAgent(g) => g.check(ex),
+            Guard::Limit(g) => g.check(ex, services).await,
             Guard::BodySize(g) => g.check(ex),
             Guard::ContentType(g) => g.check(ex),
             Guard::ApiKey(g) => g.check(ex, &services.keys),
@@ -101,12 +113,12 @@ pub struct RoutePolicy {
     pub upstream: Upstream,
     /// `[route.browser]`: origins, CORS answers, token settings.
     pub browser: Option<Arc<BrowserPolicy>>,
+    /// `[route.ban]`, to which the gateway reports credential failures.
+    pub ban: Option<BanGuard>,
     /// Guards run by `GET /_hookwarden/token?route=NAME` before it issues a token for this
-    /// route, in the head guards' order. Only the head guards that protect the gateway itself
-    /// and make sense for a bodiless, credential-less request belong here: ban, IP rules,
-    /// User-Agent, origin and per-IP limits (a token is an unauthenticated caller's first
-    /// request, so these must be able to refuse it). Size/type, credentials and
-    /// key/session/route limits never do. Empty unless the route has `token = true`.
+    /// route: ban, IP rules, origin and the per-IP limits (counted apart from the route's own
+    /// requests). A token is an unauthenticated caller's first request, so these must be able
+    /// to refuse it; size/type, credentials and key/session/route limits never apply to it.
     pub token_endpoint: Vec<Guard>,
 }
 
@@ -126,25 +138,40 @@ pub enum CompileError {
 impl RoutePolicy {
     /// Compiles one route, sending upstream through `client`.
     pub fn compile(cfg: &RouteConfig, client: UpstreamClient) -> Result<Self, CompileError> {
-        let mut head = vec![Guard::BodySize(BodySizeGuard::new(cfg.max_body))];
+        let abuse = &cfg.abuse;
+        let ban = abuse.ban.map(|b| BanGuard::new(&cfg.name, b));
+        let ip = abuse.ip.as_ref().map(IpGuard::new);
+        let (per_ip, per_caller): (Vec<_>, Vec<_>) =
+            abuse.limits.iter().partition(|l| l.key.is_per_ip());
+
+        let mut head = Vec::new();
+        // ban → ip → user agent
+        head.extend(ban.clone().map(Guard::Ban));
+        head.extend(ip.clone().map(Guard::Ip));
+        if let Some(ua) = &abuse.user_agent {
+            head.push(Guard::UserAgent(UserAgentGuard::new(ua)));
+        }
+        // → size/type
+        head.push(Guard::BodySize(BodySizeGuard::new(cfg.max_body)));
         if let Some(types) = &cfg.content_types {
             head.push(Guard::ContentType(ContentTypeGuard::new(types.clone())));
         }
         let name: Arc<str> = cfg.name.as_str().into();
-        let mut body = Vec::new();
         let browser = cfg
             .browser
             .as_ref()
             .map(|b| Arc::new(BrowserPolicy::compile(b, &cfg.methods)));
-        let mut token_endpoint = Vec::new();
+        // → origin
         if let Some(b) = &browser {
             head.push(Guard::Origin(b.origins.clone()));
-            if b.token.is_some() {
-                token_endpoint.push(Guard::Origin(b.origins.clone()));
-            }
         }
-        // Per-IP limits go here, and into `token_endpoint` too (see its docs).
-        // Credentials in head (API key | URL secret | token); signatures need the body.
+        // → per-IP limits (count every request, failed ones too)
+        if !per_ip.is_empty() {
+            let g = LimitGuard::new(&cfg.name, &per_ip, LimitScope::Route);
+            head.push(Guard::Limit(g));
+        }
+        // → credentials in head (API key | URL secret | token); signatures need the body
+        let mut body = Vec::new();
         for auth in &cfg.auth {
             match auth {
                 AuthConfig::ApiKey(k) => head.push(Guard::ApiKey(ApiKeyGuard::new(&name, k))),
@@ -156,6 +183,25 @@ impl RoutePolicy {
         if let Some(settings) = browser.as_ref().and_then(|b| b.token) {
             head.push(Guard::Token(TokenGuard::new(name.clone(), settings)));
         }
+        // → key/session/header/route limits (authenticated requests only)
+        if !per_caller.is_empty() {
+            let g = LimitGuard::new(&cfg.name, &per_caller, LimitScope::Route);
+            head.push(Guard::Limit(g));
+        }
+
+        // The token endpoint: ban, IP rules, origin, per-IP limits (counted apart from the
+        // route's own requests). See `RoutePolicy::token_endpoint`.
+        let mut token_endpoint = Vec::new();
+        token_endpoint.extend(ban.clone().map(Guard::Ban));
+        token_endpoint.extend(ip.map(Guard::Ip));
+        if let Some(b) = &browser {
+            token_endpoint.push(Guard::Origin(b.origins.clone()));
+        }
+        if !per_ip.is_empty() {
+            let g = LimitGuard::new(&cfg.name, &per_ip, LimitScope::TokenEndpoint);
+            token_endpoint.push(Guard::Limit(g));
+        }
+
         Ok(RoutePolicy {
             name,
             path: cfg.path.clone(),
@@ -166,25 +212,41 @@ impl RoutePolicy {
             body,
             upstream: Upstream::new(&cfg.upstream, client),
             browser,
+            ban,
             token_endpoint,
         })
     }
 
-    /// Runs the head guards in order; the first refusal ends the check.
-    pub async fn check_head(&self, ex: &mut Exchange, services: &Services) -> Result<(), Denial> {
-        for g in &self.head {
-            g.check(ex, services).await?;
-        }
-        Ok(())
-    }
-
-    /// Runs the token endpoint's guards for this route (see [`RoutePolicy::token_endpoint`]).
+    /// Runs the route's guards for its token endpoint (`GET /_hookwarden/token?route=NAME`):
+    /// ban, IP rules, origin and per-IP limits, so the endpoint cannot be used to get around
+    /// them.
+    /// The token endpoint calls this before issuing a token; a refusal is answered like any
+    /// other (`response::denial_response`, keeping `ex.response_headers`).
     pub async fn check_token_endpoint(
         &self,
         ex: &mut Exchange,
         services: &Services,
     ) -> Result<(), Denial> {
         for g in &self.token_endpoint {
+            g.check(ex, services).await?;
+        }
+        Ok(())
+    }
+
+    /// Tells the route that `denial` refused `ex`: a credential failure counts towards
+    /// `[route.ban]` (and may flag the exchange `banned`). The gateway calls this for every
+    /// refusal of a route request.
+    pub async fn record_denial(&self, ex: &mut Exchange, denial: &Denial, services: &Services) {
+        if denial.reason.is_auth_failure()
+            && let Some(ban) = &self.ban
+        {
+            ban.record_failure(ex, services).await;
+        }
+    }
+
+    /// Runs the head guards in order; the first refusal ends the check.
+    pub async fn check_head(&self, ex: &mut Exchange, services: &Services) -> Result<(), Denial> {
+        for g in &self.head {
             g.check(ex, services).await?;
         }
         Ok(())
@@ -247,5 +309,121 @@ impl RouteTable {
     /// Every route.
     pub fn routes(&self) -> impl Iterator<Item = &Arc<RoutePolicy>> {
         self.by_name.values()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn compile(route_extra: &str) -> RoutePolicy {
+        let text = format!(
+            "[[route]]\nname = \"chat\"\npath = \"/chat\"\ncontent_types = [\"application/json\"]\n[route.upstream]\nurl = \"http://127.0.0.1:5678/hook\"\n{route_extra}"
+        );
+        let loaded = crate::config::load_str(&text, "t", std::path::Path::new("/"), &|_| None)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let client = UpstreamClient::new(None, Duration::from_secs(1)).unwrap();
+        RoutePolicy::compile(&loaded.config.routes[0], client).unwrap()
+    }
+
+    fn kinds(guards: &[Guard]) -> Vec<&'static str> {
+        guards
+            .iter()
+            .map(|g| match g {
+                Guard::Ban(_) => "ban",
+                Guard::Ip(_) => "ip",
+                Guard::UserAgent(_) => "user_agent",
+                Guard::Limit(_) => "limit",
+                Guard::BodySize(_) => "body_size",
+                Guard::ContentType(_) => "content_type",
+                Guard::Origin(_) => "origin",
+                Guard::ApiKey(_) => "api_key",
+                Guard::Token(_) => "token",
+                Guard::Signature(_) => "signature",
+            })
+            .collect()
+    }
+
+    #[test]
+    fn guards_run_in_the_documented_order_whatever_the_config_order() {
+        // Sections deliberately listed in the "wrong" order.
+        let p = compile(
+            r#"
+[[route.limit]]
+key = "route"
+rate = "100/minute"
+[[route.limit]]
+key = "ip"
+rate = "10/minute"
+[route.user_agent]
+allow_prefixes = ["n8n"]
+[route.ip]
+deny = ["198.51.100.0/24"]
+[route.ban]
+"#,
+        );
+        assert_eq!(
+            kinds(&p.head),
+            [
+                "ban",
+                "ip",
+                "user_agent",
+                "body_size",
+                "content_type",
+                "limit",
+                "limit"
+            ]
+        );
+        assert_eq!(kinds(&p.token_endpoint), ["ban", "ip", "limit"]);
+        assert!(p.ban.is_some());
+    }
+
+    #[test]
+    fn without_abuse_sections_only_the_core_guards_run() {
+        let p = compile("");
+        assert_eq!(kinds(&p.head), ["body_size", "content_type"]);
+        assert!(p.token_endpoint.is_empty());
+        assert!(p.ban.is_none());
+    }
+
+    #[test]
+    fn a_route_with_only_caller_limits_gives_the_token_endpoint_none() {
+        let p = compile("[[route.limit]]\nkey = \"route\"\nrate = \"1/s\"\n");
+        assert_eq!(kinds(&p.head), ["body_size", "content_type", "limit"]);
+        assert!(p.token_endpoint.is_empty());
+    }
+
+    #[tokio::test]
+    async fn only_credential_failures_count_towards_a_ban() {
+        let p = compile("[route.ban]\nafter_failures = 2\n");
+        let services = guards::testing::services(State::memory(10_000));
+        let mut ex = guards::testing::exchange("203.0.113.9");
+        for reason in [
+            Reason::RateLimited,
+            Reason::IpDenied,
+            Reason::UnsupportedMediaType,
+            Reason::BodyTooLarge,
+            Reason::Banned,
+        ] {
+            p.record_denial(&mut ex, &Denial::new(reason), &services)
+                .await;
+            p.record_denial(&mut ex, &Denial::new(reason), &services)
+                .await;
+        }
+        assert_eq!(p.check_head(&mut ex, &services).await, Ok(()));
+        p.record_denial(&mut ex, &Denial::new(Reason::KeyInvalid), &services)
+            .await;
+        assert!(ex.flags.is_empty());
+        p.record_denial(&mut ex, &Denial::new(Reason::TokenReused), &services)
+            .await;
+        assert_eq!(ex.flags, [Reason::Banned]);
+        assert_eq!(
+            p.check_head(&mut ex, &services).await,
+            Err(Denial::new(Reason::Banned))
+        );
+        assert_eq!(
+            p.check_token_endpoint(&mut ex, &services).await,
+            Err(Denial::new(Reason::Banned))
+        );
     }
 }

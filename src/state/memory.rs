@@ -1,15 +1,18 @@
 //! The in-memory `State`: one process's limits, claims, failure counters and bans.
 //!
-//! Every entry is a number and an expiry, kept in sharded hash maps (SipHash with a random key,
-//! since clients choose the keys). An expired entry means the same as a missing one, so idle
-//! keys are dropped without losing anything; a full shard first drops its expired entries and,
-//! only if still full, the tenth of its entries closest to expiring. Memory is therefore
-//! bounded by `max_entries` whatever a flood of distinct addresses does.
+//! Every entry is a number and an expiry, kept in sharded hash maps. Keys are not stored as
+//! text: each key is reduced to a 128-bit SipHash under two random per-process keys, so an
+//! entry has a fixed size (32 bytes plus the hash table's overhead, whatever the key's length) and
+//! clients, who choose many of the keys, can neither predict nor force collisions. An expired
+//! entry means the same as a missing one, so idle keys are dropped without losing anything; a
+//! full shard first drops its expired entries and, only if still full, the tenth of its
+//! entries closest to expiring. Memory is therefore bounded by `max_entries` whatever a flood
+//! of distinct addresses does.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
-use std::sync::Mutex;
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::gcra::{Gcra, Rate, RateDecision};
@@ -24,9 +27,32 @@ struct Entry {
     expires_ns: u64,
 }
 
+/// A key as stored: 128 bits of keyed hash.
+type KeyHash = u128;
+
+/// The map's own hasher: the keys are already uniformly random, so it passes their low bits
+/// through instead of hashing them a second time.
+#[derive(Default)]
+struct PassThrough(u64);
+
+impl Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u128` is used; fold anything else in so the hasher stays correct.
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+    fn write_u128(&mut self, n: u128) {
+        self.0 = n as u64;
+    }
+}
+
 #[derive(Default)]
 struct Shard {
-    map: HashMap<Box<str>, Entry>,
+    map: HashMap<KeyHash, Entry, BuildHasherDefault<PassThrough>>,
 }
 
 /// The process-local state backend.
@@ -34,7 +60,8 @@ pub struct MemoryState {
     start: Instant,
     /// Set in tests to drive time by hand; 0 = use the real clock.
     manual_ns: AtomicU64,
-    hasher: RandomState,
+    hash_lo: RandomState,
+    hash_hi: RandomState,
     shards: Box<[Mutex<Shard>]>,
     cap_per_shard: usize,
 }
@@ -43,20 +70,28 @@ impl std::fmt::Debug for MemoryState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MemoryState")
             .field("entries", &self.len())
+            .field("max_entries", &self.max_entries())
             .finish()
     }
 }
 
 impl MemoryState {
-    /// A state holding at most about `max_entries` keys.
+    /// A state holding at most `max_entries` keys (rounded down to a multiple of the shard
+    /// count, and at least 16 per shard).
     pub fn new(max_entries: usize) -> Self {
         MemoryState {
             start: Instant::now(),
             manual_ns: AtomicU64::new(0),
-            hasher: RandomState::new(),
+            hash_lo: RandomState::new(),
+            hash_hi: RandomState::new(),
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
             cap_per_shard: (max_entries / SHARDS).max(16),
         }
+    }
+
+    /// The most entries this state will hold.
+    pub fn max_entries(&self) -> usize {
+        self.cap_per_shard * SHARDS
     }
 
     /// Switches to a hand-driven clock starting at `at` (tests only need this).
@@ -78,15 +113,30 @@ impl MemoryState {
         }
     }
 
-    fn with_shard<R>(&self, key: &str, f: impl FnOnce(&mut Shard, u64) -> R) -> R {
-        let idx = (self.hasher.hash_one(key) as usize) % SHARDS;
-        let now = self.now_ns();
+    fn key_hash(&self, key: &str) -> KeyHash {
+        let lo = self.hash_lo.hash_one(key);
+        let hi = self.hash_hi.hash_one(key);
+        (u128::from(hi) << 64) | u128::from(lo)
+    }
+
+    fn shard_of(h: KeyHash) -> usize {
+        // The high half picks the shard, the low half the bucket inside it.
+        ((h >> 64) as usize) % SHARDS
+    }
+
+    fn lock(&self, idx: usize) -> MutexGuard<'_, Shard> {
         // A poisoned lock only means another request panicked mid-update of plain numbers;
         // the data is still consistent enough to go on with.
-        let mut shard = self.shards[idx]
+        self.shards[idx]
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        f(&mut shard, now)
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn with_shard<R>(&self, key: &str, f: impl FnOnce(&mut Shard, KeyHash, u64) -> R) -> R {
+        let h = self.key_hash(key);
+        let now = self.now_ns();
+        let mut shard = self.lock(Self::shard_of(h));
+        f(&mut shard, h, now)
     }
 
     /// Makes room for one more entry when the shard is full.
@@ -107,49 +157,73 @@ impl MemoryState {
         }
     }
 
-    fn live(shard: &Shard, key: &str, now: u64) -> Option<Entry> {
-        shard.map.get(key).copied().filter(|e| e.expires_ns > now)
+    fn live(shard: &Shard, key: KeyHash, now: u64) -> Option<Entry> {
+        shard.map.get(&key).copied().filter(|e| e.expires_ns > now)
     }
 
-    fn put(&self, shard: &mut Shard, key: &str, entry: Entry, now: u64) {
-        if let Some(e) = shard.map.get_mut(key) {
+    fn put(&self, shard: &mut Shard, key: KeyHash, entry: Entry, now: u64) {
+        if let Some(e) = shard.map.get_mut(&key) {
             *e = entry;
             return;
         }
         Self::make_room(shard, now, self.cap_per_shard);
-        shard.map.insert(key.into(), entry);
+        shard.map.insert(key, entry);
     }
 
     /// Runs the GCRA for `key`.
     pub fn rate(&self, key: &str, rate: Rate) -> RateDecision {
-        self.with_shard(key, |shard, now| {
-            let tat = Self::live(shard, key, now).map_or(0, |e| e.value);
-            let (decision, new_tat) = Gcra::decide(rate, tat, now);
-            if decision.allowed {
-                self.put(
-                    shard,
-                    key,
-                    Entry {
-                        value: new_tat,
-                        expires_ns: new_tat,
-                    },
-                    now,
-                );
+        self.rate_many(&[(key, rate)])[0]
+    }
+
+    /// Runs the GCRA for several keys as one atomic step: the request is counted against
+    /// every key when all of them allow it, and against none otherwise. Each decision is
+    /// reported as if its key had been checked alone.
+    pub fn rate_many(&self, items: &[(&str, Rate)]) -> Vec<RateDecision> {
+        let hashes: Vec<KeyHash> = items.iter().map(|(k, _)| self.key_hash(k)).collect();
+        // Lock every shard involved, in index order so that two requests can never wait for
+        // each other.
+        let mut shard_ids: Vec<usize> = hashes.iter().map(|h| Self::shard_of(*h)).collect();
+        shard_ids.sort_unstable();
+        shard_ids.dedup();
+        let mut guards: Vec<MutexGuard<'_, Shard>> =
+            shard_ids.iter().map(|i| self.lock(*i)).collect();
+        // Position of a key's shard among the locked ones (always found: built from them).
+        let slot = |h: &KeyHash| {
+            shard_ids
+                .binary_search(&Self::shard_of(*h))
+                .unwrap_or_else(|i| i)
+        };
+        let now = self.now_ns();
+        let mut decisions = Vec::with_capacity(items.len());
+        let mut new_tats = Vec::with_capacity(items.len());
+        for ((_, rate), h) in items.iter().zip(&hashes) {
+            let tat = Self::live(&guards[slot(h)], *h, now).map_or(0, |e| e.value);
+            let (decision, new_tat) = Gcra::decide(*rate, tat, now);
+            decisions.push(decision);
+            new_tats.push(new_tat);
+        }
+        if decisions.iter().all(|d| d.allowed) {
+            for (h, new_tat) in hashes.iter().zip(new_tats) {
+                let entry = Entry {
+                    value: new_tat,
+                    expires_ns: new_tat,
+                };
+                self.put(&mut guards[slot(h)], *h, entry, now);
             }
-            decision
-        })
+        }
+        decisions
     }
 
     /// Claims `key` for `ttl`: true the first time, false while the claim lives.
     pub fn claim_once(&self, key: &str, ttl: Duration) -> bool {
-        self.with_shard(key, |shard, now| {
-            if Self::live(shard, key, now).is_some() {
+        self.with_shard(key, |shard, h, now| {
+            if Self::live(shard, h, now).is_some() {
                 return false;
             }
             let expires_ns = now.saturating_add(ttl.as_nanos() as u64);
             self.put(
                 shard,
-                key,
+                h,
                 Entry {
                     value: 0,
                     expires_ns,
@@ -163,8 +237,8 @@ impl MemoryState {
     /// Counts one failure for `key` in a window that starts at the first failure; returns the
     /// count including this one.
     pub fn count_failure(&self, key: &str, window: Duration) -> u32 {
-        self.with_shard(key, |shard, now| {
-            let entry = match Self::live(shard, key, now) {
+        self.with_shard(key, |shard, h, now| {
+            let entry = match Self::live(shard, h, now) {
                 Some(e) => Entry {
                     value: e.value + 1,
                     expires_ns: e.expires_ns,
@@ -174,25 +248,25 @@ impl MemoryState {
                     expires_ns: now.saturating_add(window.as_nanos() as u64),
                 },
             };
-            self.put(shard, key, entry, now);
+            self.put(shard, h, entry, now);
             entry.value.min(u64::from(u32::MAX)) as u32
         })
     }
 
     /// Forgets `key` (a failure counter after a ban was set, for instance).
     pub fn remove(&self, key: &str) {
-        self.with_shard(key, |shard, _| {
-            shard.map.remove(key);
+        self.with_shard(key, |shard, h, _| {
+            shard.map.remove(&h);
         });
     }
 
     /// Bans `key` for `duration`.
     pub fn ban(&self, key: &str, duration: Duration) {
-        self.with_shard(key, |shard, now| {
+        self.with_shard(key, |shard, h, now| {
             let expires_ns = now.saturating_add(duration.as_nanos() as u64);
             self.put(
                 shard,
-                key,
+                h,
                 Entry {
                     value: 0,
                     expires_ns,
@@ -204,8 +278,8 @@ impl MemoryState {
 
     /// Time left on a ban of `key`, if any.
     pub fn ban_remaining(&self, key: &str) -> Option<Duration> {
-        self.with_shard(key, |shard, now| {
-            Self::live(shard, key, now).map(|e| Duration::from_nanos(e.expires_ns - now))
+        self.with_shard(key, |shard, h, now| {
+            Self::live(shard, h, now).map(|e| Duration::from_nanos(e.expires_ns - now))
         })
     }
 
@@ -317,5 +391,72 @@ mod tests {
             !s.rate("victim", slow).allowed,
             "the live limit was forgotten"
         );
+    }
+
+    #[test]
+    fn rate_many_counts_all_or_nothing() {
+        let s = state();
+        let wide = Rate::new(10, Duration::from_secs(60), 10);
+        let narrow = Rate::new(2, Duration::from_secs(60), 2);
+        let both = [("ip:a", wide), ("route", narrow)];
+        assert!(s.rate_many(&both).iter().all(|d| d.allowed));
+        assert!(s.rate_many(&both).iter().all(|d| d.allowed));
+        // The narrow limit refuses: the wide one must not be charged for it.
+        let third = s.rate_many(&both);
+        assert_eq!(
+            third.iter().map(|d| d.allowed).collect::<Vec<_>>(),
+            [true, false]
+        );
+        assert_eq!(third[0].remaining, 7, "reported as if checked alone");
+        assert_eq!(s.rate("ip:a", wide).remaining, 7, "8 of 10 left before");
+    }
+
+    #[test]
+    fn rate_many_is_exact_under_contention() {
+        let s = std::sync::Arc::new(state());
+        let r = Rate::new(7, Duration::from_secs(60), 7);
+        let other = Rate::new(1000, Duration::from_secs(60), 1000);
+        let handles: Vec<_> = (0..50)
+            .map(|i| {
+                let s = s.clone();
+                std::thread::spawn(move || {
+                    let own = format!("ip:{i}");
+                    s.rate_many(&[(own.as_str(), other), ("route", r)])
+                        .iter()
+                        .all(|d| d.allowed)
+                })
+            })
+            .collect();
+        let passed = handles
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .filter(|ok| *ok)
+            .count();
+        assert_eq!(passed, 7);
+    }
+
+    #[test]
+    fn keys_of_any_length_take_the_same_room() {
+        let s = state();
+        let long = "x".repeat(10_000);
+        let r = Rate::new(1, Duration::from_secs(60), 1);
+        assert!(s.rate(&long, r).allowed);
+        assert!(!s.rate(&long, r).allowed);
+        let mut other = long.clone();
+        other.push('y');
+        assert!(s.rate(&other, r).allowed, "a longer key is another key");
+        assert_eq!(s.len(), 2);
+    }
+
+    #[test]
+    fn max_entries_is_what_the_table_holds_at_most() {
+        let s = MemoryState::new(10_000);
+        assert_eq!(s.max_entries(), 64 * 156);
+        s.set_manual_clock(Duration::from_secs(1));
+        let r = Rate::new(1, Duration::from_secs(3600), 1);
+        for i in 0..50_000u32 {
+            s.rate(&format!("ip:{i}"), r);
+        }
+        assert!(s.len() <= s.max_entries(), "{}", s.len());
     }
 }

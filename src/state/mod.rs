@@ -1,8 +1,10 @@
 //! `State`: the shared counters the guards need, and nothing more.
 //!
-//! Four operations: a GCRA check for a key and rate, "claim this id once for a ttl" (spent
+//! Four operations: a GCRA check for a key and rate (or several keys at once, all or nothing), "claim this id once for a ttl" (spent
 //! tokens, seen message ids), a failure counter with a window, and bans. `State` is an enum of
-//! backends so dispatch is static; every backend runs the same [`gcra`] arithmetic.
+//! backends so dispatch is static; every backend runs the same [`gcra`] arithmetic, and
+//! `rate_many` is one atomic step in each (the memory backend holds the locks of all the keys'
+//! shards; a Redis backend runs the GCRA for all keys in one Lua script).
 
 pub mod gcra;
 pub mod memory;
@@ -38,6 +40,15 @@ impl State {
     pub async fn rate(&self, key: &str, rate: Rate) -> Result<RateDecision, StateError> {
         match self {
             State::Memory(m) => Ok(m.rate(key, rate)),
+        }
+    }
+
+    /// Counts a request against several limits as one atomic step: against all of them when
+    /// every one allows it, against none otherwise (so a request refused by one limit does
+    /// not spend the others). The decisions come back in the order of `items`.
+    pub async fn rate_many(&self, items: &[(&str, Rate)]) -> Result<Vec<RateDecision>, StateError> {
+        match self {
+            State::Memory(m) => Ok(m.rate_many(items)),
         }
     }
 
@@ -79,6 +90,13 @@ impl State {
     pub async fn ban_remaining(&self, key: &str) -> Result<Option<Duration>, StateError> {
         match self {
             State::Memory(m) => Ok(m.ban_remaining(key)),
+        }
+    }
+
+    /// The most entries this process holds (the in-memory table's cap).
+    pub fn local_capacity(&self) -> usize {
+        match self {
+            State::Memory(m) => m.max_entries(),
         }
     }
 

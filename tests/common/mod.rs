@@ -445,6 +445,42 @@ impl Events {
     }
 }
 
+/// A client whose connections leave from `local` (any 127.0.0.0/8 address works on Linux), to
+/// play a caller that is not the trusted proxy at 127.0.0.1.
+pub fn client_from(local: std::net::IpAddr) -> Client<HttpConnector, Full<Bytes>> {
+    let mut connector = HttpConnector::new();
+    connector.set_local_address(Some(local));
+    Client::builder(TokioExecutor::new()).build(connector)
+}
+
+/// A gateway with a handle on its core (routes, shared state, events) and the events of every
+/// request, subscribed before the first one.
+pub struct Observed {
+    pub gw: Gateway,
+    pub core: Arc<hookwarden::gateway::Gateway>,
+    pub events: tokio::sync::mpsc::Receiver<Arc<hookwarden::events::Event>>,
+}
+
+impl Observed {
+    /// The next event, waiting up to 5 s.
+    pub async fn next_event(&mut self) -> Arc<hookwarden::events::Event> {
+        tokio::time::timeout(Duration::from_secs(5), self.events.recv())
+            .await
+            .expect("no event within 5 s")
+            .expect("event channel closed")
+    }
+
+    /// The event of the request with `request_id` (skipping others).
+    pub async fn event_for(&mut self, request_id: &str) -> Arc<hookwarden::events::Event> {
+        loop {
+            let e = self.next_event().await;
+            if e.request_id == request_id {
+                return e;
+            }
+        }
+    }
+}
+
 impl Gateway {
     /// Like [`Gateway::start_with_env`], also collecting every event the gateway emits.
     pub async fn start_with_events(
@@ -498,5 +534,19 @@ where
             panic!("{what}: not within {limit:?}");
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+impl Gateway {
+    /// Starts a gateway like [`Gateway::start`] and returns it with its core and events.
+    pub async fn start_observed(text: &str, upstream: &Upstream) -> Observed {
+        let (app, dir) = Self::prepare(text, upstream, &|_| None).await;
+        let core = app.gateway().clone();
+        let events = core.events().subscribe("test-observed", 100_000);
+        Observed {
+            gw: Self::spawn(app, dir),
+            core,
+            events,
+        }
     }
 }

@@ -115,7 +115,7 @@ mod tests {
     use http::{HeaderMap, Method, Version, header};
 
     use super::*;
-    use crate::browser::token::{Claims, TokenKey};
+    use crate::browser::token::Claims;
     use crate::config::TokenBind;
     use crate::state::State;
 
@@ -123,11 +123,7 @@ mod tests {
     const ORIGIN: &str = "https://shop.example.com";
 
     fn services() -> Services {
-        Services {
-            state: State::memory(10_000),
-            keys: crate::store::keys::KeyCache::empty(),
-            tokens: TokenKey::from_secret(b"0123456789abcdef0123456789abcdef").unwrap(),
-        }
+        crate::policy::guards::testing::services(State::memory(10_000))
     }
 
     fn guard() -> TokenGuard {
