@@ -6,6 +6,8 @@
 //! them are collected so `hookwarden check` can report the whole file at once. Warnings (risky
 //! but valid setups) travel with a successfully loaded config.
 
+mod admin;
+mod alert;
 mod expand;
 mod reader;
 mod route;
@@ -14,6 +16,8 @@ pub mod units;
 
 use std::path::{Path, PathBuf};
 
+pub use admin::{AdminConfig, MIN_TOKEN_LEN};
+pub use alert::{AlertConfig, AlertFormat, AlertMatch};
 pub use reader::{Issue, Reader, Section, Severity};
 pub use route::{RouteConfig, RouteMode, UpstreamConfig};
 pub use server::{ServerConfig, StorageConfig, TlsFiles};
@@ -27,6 +31,10 @@ pub struct Config {
     pub storage: StorageConfig,
     /// `[[route]]`, in file order.
     pub routes: Vec<RouteConfig>,
+    /// `[admin]`: the admin listener; `None` when the section is absent.
+    pub admin: Option<AdminConfig>,
+    /// `[[alert]]`, in file order.
+    pub alerts: Vec<AlertConfig>,
 }
 
 /// A config together with the warnings found while loading it.
@@ -141,6 +149,11 @@ pub fn load_str(
         .into_iter()
         .filter_map(|s| route::read_route(s, &server, base, &mut seen))
         .collect();
+    let admin = root
+        .table("admin")
+        .and_then(|s| admin::read_admin(s, &server));
+    let route_names: Vec<&str> = seen.names.iter().map(String::as_str).collect();
+    let alerts = alert::read_alerts(root.tables("alert"), &route_names);
     root.finish();
 
     if reader.has_errors() {
@@ -152,9 +165,38 @@ pub fn load_str(
             server,
             storage,
             routes,
+            admin,
+            alerts,
         },
         warnings,
     })
+}
+
+/// Reads only `[storage]` of the config file at `path`, for commands that need the store but
+/// not a runnable config (`hookwarden events`): secrets of other sections need not be set.
+pub fn load_storage(path: &Path) -> Result<StorageConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let base = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| ConfigError::Syntax {
+            path: path.display().to_string(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+    let env = |name: &str| std::env::var(name).ok();
+    let reader = Reader::new(&env);
+    let root = reader.root(&table);
+    let storage = server::read_storage(root.table("storage"), base);
+    if reader.has_errors() {
+        return Err(ConfigError::Invalid(reader.into_issues()));
+    }
+    Ok(storage)
 }
 
 /// Resolves `p` against `base` unless it is absolute.

@@ -4,6 +4,8 @@
 //! Schema changes are numbered migrations applied in order at open; `PRAGMA user_version`
 //! records how far a file has come.
 
+pub mod events;
+
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -34,6 +36,8 @@ pub enum StoreError {
 const MIGRATIONS: &[&str] = &[
     // 1: key/value settings (e.g. the generated token secret).
     "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT;",
+    // 2: the audit log, counts of events recorded only in aggregate, alerts sent.
+    events::MIGRATION,
 ];
 
 /// A handle on the store. Cheap to clone; calls block, so async code runs them with
@@ -65,6 +69,16 @@ impl Store {
         Ok(Store {
             conn: Arc::new(Mutex::new(conn)),
         })
+    }
+
+    /// A second connection to the same file, for long reads (the admin API's queries) that
+    /// should not hold the writer's lock. An in-memory store has one connection: a clone.
+    pub fn reader(&self, path: &Path) -> Result<Store, StoreError> {
+        if path.as_os_str() == ":memory:" {
+            Ok(self.clone())
+        } else {
+            Store::open(path)
+        }
     }
 
     /// Locks the connection for a series of statements.
