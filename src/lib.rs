@@ -12,9 +12,11 @@
 //! - [`store`]: the SQLite file.
 //! - [`events`]: one event per request and its sinks.
 //! - [`config`]: the TOML schema, `${VAR}` expansion and lint.
+//! - [`admin`]: the admin listener: admin API, `/metrics`, dashboard, config reload.
 //! - [`app`]: assembly of all the above; [`demo`]: the no-config demo. The CLI lives in the
 //!   binary (`src/cli/`).
 
+pub mod admin;
 pub mod app;
 pub mod config;
 pub mod demo;

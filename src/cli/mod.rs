@@ -3,6 +3,8 @@
 //! `main` → `run` → exit code. Each command is a small function over the library; errors are
 //! reported with their whole cause chain and, where there is one, the next step to take.
 
+mod events;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -33,6 +35,8 @@ enum Command {
     Check(ConfigArg),
     /// Run a self-contained demo: gateway, test upstream and curl examples, no config needed.
     Demo(DemoArgs),
+    /// Query the audit log (works while the server runs).
+    Events(events::EventsArgs),
 }
 
 #[derive(Debug, Args)]
@@ -52,6 +56,9 @@ struct DemoArgs {
     /// Where the demo gateway listens.
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
+    /// Where the demo's admin API and dashboard listen.
+    #[arg(long, default_value = "127.0.0.1:9900")]
+    admin_listen: SocketAddr,
 }
 
 /// Parses the arguments, runs the command and maps the result to an exit code.
@@ -71,7 +78,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve(a) => serve(&a.config),
         Command::Check(a) => Ok(check(&a.config)),
-        Command::Demo(a) => demo(a.listen),
+        Command::Demo(a) => demo(a.listen, a.admin_listen),
+        Command::Events(a) => events::run(a),
     }
 }
 
@@ -106,14 +114,19 @@ fn serve(path: &Path) -> anyhow::Result<ExitCode> {
     let loaded = load_for_serve(path)?;
     let config = loaded.config;
     let rt = runtime(config.server.workers)?;
+    let source = path.to_owned();
     rt.block_on(async move {
-        let app = App::start(&config).await?;
+        let app = App::start_from(&config, Some(source)).await?;
         tracing::info!(
             addr = %app.local_addr(),
             tls = config.server.tls.is_some(),
             routes = config.routes.len(),
             "hookwarden listening"
         );
+        if let Some(admin) = app.admin_addr() {
+            tracing::info!(addr = %admin, "admin API, /metrics and dashboard listening");
+        }
+        reload_on_sighup(app.reloader().clone());
         app.run(shutdown_signal()).await;
         anyhow::Ok(())
     })?;
@@ -158,17 +171,38 @@ fn check(path: &Path) -> ExitCode {
     }
 }
 
-fn demo(listen: SocketAddr) -> anyhow::Result<ExitCode> {
+fn demo(listen: SocketAddr, admin_listen: SocketAddr) -> anyhow::Result<ExitCode> {
     let rt = runtime(None)?;
     rt.block_on(async move {
-        let demo = hookwarden::demo::Demo::start(listen)
+        let demo = hookwarden::demo::Demo::start_with_admin(listen, admin_listen)
             .await
-            .with_context(|| format!("cannot start the demo on {listen}; is something else listening there? try `hookwarden demo --listen 127.0.0.1:8181`"))?;
+            .with_context(|| format!("cannot start the demo on {listen} (admin {admin_listen}); is something else listening there? try `hookwarden demo --listen 127.0.0.1:8181 --admin-listen 127.0.0.1:9981`"))?;
         println!("{}", demo.instructions());
+        demo.generate_traffic().await;
         demo.run(shutdown_signal()).await;
         anyhow::Ok(())
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Reloads the config on every SIGHUP; the reloader logs the outcome (and the errors of a
+/// refused config, while the running one keeps serving).
+fn reload_on_sighup(reloader: std::sync::Arc<hookwarden::admin::reload::Reloader>) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            tracing::warn!("cannot listen for SIGHUP; reload with POST /api/reload instead");
+            return;
+        };
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP received: reloading the config");
+            let r = reloader.clone();
+            let _ = tokio::task::spawn_blocking(move || r.reload()).await;
+        }
+    });
+    #[cfg(not(unix))]
+    let _ = reloader;
 }
 
 /// Completes on Ctrl-C or SIGTERM.

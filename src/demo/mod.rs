@@ -9,6 +9,11 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
 
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
 pub use upstream::DemoUpstream;
 
 use crate::app::{App, StartError};
@@ -32,13 +37,19 @@ pub enum DemoError {
 pub struct Demo {
     app: App,
     upstream: DemoUpstream,
+    admin_token: String,
 }
 
 /// The secret the demo injects upstream; the echo endpoint shows it arriving there, while the
 /// client never sends it.
 const DEMO_UPSTREAM_SECRET: &str = "demo-upstream-secret";
 
-fn demo_config(listen: SocketAddr, upstream: SocketAddr) -> String {
+fn demo_config(
+    listen: SocketAddr,
+    upstream: SocketAddr,
+    admin: SocketAddr,
+    admin_token: &str,
+) -> String {
     format!(
         r#"
 [server]
@@ -46,6 +57,10 @@ listen = "{listen}"
 
 [storage]
 path = ":memory:"
+
+[admin]
+listen = "{admin}"
+token = "{admin_token}"
 
 [[route]]
 name = "echo"
@@ -69,15 +84,100 @@ url = "http://{upstream}/stream"
 }
 
 impl Demo {
-    /// Starts the test upstream on a free local port and the gateway on `listen`.
+    /// Starts the test upstream on a free local port, the gateway on `listen` and the admin
+    /// listener on a free local port.
     pub async fn start(listen: SocketAddr) -> Result<Demo, DemoError> {
-        let upstream = DemoUpstream::start("127.0.0.1:0".parse().expect("literal address"))
+        Demo::start_with_admin(listen, SocketAddr::from(([127, 0, 0, 1], 0))).await
+    }
+
+    /// Like [`Demo::start`], with the admin listener (dashboard) on `admin`. The admin token is
+    /// generated for this run.
+    pub async fn start_with_admin(
+        listen: SocketAddr,
+        admin: SocketAddr,
+    ) -> Result<Demo, DemoError> {
+        let upstream = DemoUpstream::start(SocketAddr::from(([127, 0, 0, 1], 0)))
             .await
             .map_err(DemoError::Upstream)?;
-        let text = demo_config(listen, upstream.addr());
+        let mut raw = [0u8; 24];
+        getrandom::fill(&mut raw).map_err(|e| DemoError::Upstream(std::io::Error::other(e)))?;
+        let admin_token = hex::encode(raw);
+        let text = demo_config(listen, upstream.addr(), admin, &admin_token);
         let loaded = config::load_str(&text, "<demo>", Path::new("."), &|_| None)?;
         let app = App::start(&loaded.config).await?;
-        Ok(Demo { app, upstream })
+        Ok(Demo {
+            app,
+            upstream,
+            admin_token,
+        })
+    }
+
+    /// The admin listener's address.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.app.admin_addr()
+    }
+
+    /// The dashboard's URL; the token travels in the fragment, which browsers never send.
+    pub fn dashboard_url(&self) -> String {
+        match self.admin_addr() {
+            Some(a) => format!("http://{a}/#token={}", self.admin_token),
+            None => String::new(),
+        }
+    }
+
+    /// The generated admin token.
+    pub fn admin_token(&self) -> &str {
+        &self.admin_token
+    }
+
+    /// Sends a few allowed and refused requests through the gateway, so the dashboard's charts
+    /// and tables have something to show. Returns (allowed, denied) counts sent.
+    pub async fn generate_traffic(&self) -> (usize, usize) {
+        let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+        let gw = self.addr();
+        let big = "x".repeat(70_000);
+        let requests: [(&str, &str, Option<&str>, &str); 12] = [
+            (
+                "POST",
+                "/echo",
+                Some("application/json"),
+                r#"{"hello":"world"}"#,
+            ),
+            ("POST", "/echo", Some("application/json"), r#"{"order":42}"#),
+            ("POST", "/chat", None, r#"{"message":"hi"}"#),
+            ("GET", "/echo", None, ""),
+            ("DELETE", "/echo", None, ""),
+            ("POST", "/echo", Some("text/plain"), "x"),
+            ("POST", "/echo", Some("application/xml"), "<x/>"),
+            ("POST", "/echo", Some("application/json"), &big),
+            ("GET", "/wp-login.php", None, ""),
+            ("GET", "/.env", None, ""),
+            ("POST", "/admin", None, ""),
+            ("GET", "/echo/../admin", None, ""),
+        ];
+        let (mut allowed, mut denied) = (0, 0);
+        for (method, path, ct, body) in requests {
+            let mut b = http::Request::builder()
+                .method(method)
+                .uri(format!("http://{gw}{path}"))
+                .header("user-agent", "hookwarden-demo-traffic");
+            if let Some(ct) = ct {
+                b = b.header("content-type", ct);
+            }
+            let Ok(req) = b.body(Full::new(Bytes::from(body.to_owned()))) else {
+                continue;
+            };
+            if let Ok(resp) = client.request(req).await {
+                if resp.status().is_success() {
+                    allowed += 1;
+                } else {
+                    denied += 1;
+                }
+                // Read streamed replies to the end so the event is complete.
+                let _ = resp.into_body().collect().await;
+            }
+        }
+        (allowed, denied)
     }
 
     /// The gateway's address.
@@ -107,9 +207,19 @@ Try it:
   curl -si http://{gw}/nope                                             # 404
   curl -si --path-as-is http://{gw}/echo/../admin                       # 400
 
+Dashboard (admin listener; the token is in the URL's #fragment, never sent to a server):
+  {dashboard}
+  admin token: {token}
+  curl -s -H 'authorization: Bearer {token}' http://{admin}/api/events?outcome=denied
+  curl -s -H 'authorization: Bearer {token}' http://{admin}/metrics
+
 Health: curl http://{gw}/_hookwarden/healthz
+Some allowed and refused requests are sent now, so the dashboard has data.
 Stop with Ctrl-C."#,
-            up = self.upstream.addr()
+            up = self.upstream.addr(),
+            dashboard = self.dashboard_url(),
+            token = self.admin_token,
+            admin = self.admin_addr().map(|a| a.to_string()).unwrap_or_default(),
         )
     }
 

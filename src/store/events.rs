@@ -397,6 +397,80 @@ pub struct EventFilter {
     pub limit: u32,
 }
 
+/// Filters as a person types them (CLI flags, API query parameters), before checking.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+pub struct FilterArgs {
+    /// Route name.
+    pub route: Option<String>,
+    /// `allowed`, `denied` or `failed`.
+    pub outcome: Option<String>,
+    /// A reason code.
+    pub reason: Option<String>,
+    /// A duration back from now, e.g. `1h`.
+    pub since: Option<String>,
+    /// A client address.
+    pub ip: Option<String>,
+    /// At most this many events.
+    pub limit: Option<u32>,
+    /// Events with a smaller id (paging back).
+    pub before: Option<i64>,
+    /// Events with a larger id, oldest first (following).
+    pub after: Option<i64>,
+}
+
+impl FilterArgs {
+    /// Checks the values; errors are sentences naming the filter and what it accepts.
+    pub fn resolve(&self, now: jiff::Timestamp, max_limit: u32) -> Result<EventFilter, String> {
+        let outcome =
+            match self.outcome.as_deref().filter(|s| !s.is_empty()) {
+                None => None,
+                Some(o) => Some(Outcome::from_code(o).ok_or_else(|| {
+                    format!("outcome \"{o}\" is not one of allowed, denied, failed")
+                })?),
+            };
+        let reason = match self.reason.as_deref().filter(|s| !s.is_empty()) {
+            None => None,
+            Some(r) => Some(Reason::from_code(r).ok_or_else(|| {
+                let known: Vec<&str> = Reason::ALL.iter().map(|r| r.as_str()).collect();
+                format!(
+                    "reason \"{r}\" is not a reason code; known codes: {}",
+                    known.join(", ")
+                )
+            })?),
+        };
+        let since = match self.since.as_deref().filter(|s| !s.is_empty()) {
+            None => None,
+            Some(s) => {
+                let d = crate::config::units::parse_duration(s)
+                    .map_err(|e| format!("since: {e}; write e.g. 30m, 1h or 7d"))?;
+                let d = jiff::SignedDuration::try_from(d)
+                    .map_err(|_| format!("since: \"{s}\" is too long"))?;
+                Some(
+                    now.checked_sub(d)
+                        .map_err(|_| format!("since: \"{s}\" is too long"))?,
+                )
+            }
+        };
+        let ip = match self.ip.as_deref().filter(|s| !s.is_empty()) {
+            None => None,
+            Some(a) => Some(
+                a.parse::<IpAddr>()
+                    .map_err(|_| format!("ip \"{a}\" is not an IP address"))?,
+            ),
+        };
+        Ok(EventFilter {
+            route: self.route.clone().filter(|s| !s.is_empty()),
+            outcome,
+            reason,
+            ip,
+            since,
+            after_id: self.after,
+            before_id: self.before,
+            limit: self.limit.unwrap_or(100).clamp(1, max_limit),
+        })
+    }
+}
+
 /// One stored event, as the CLI and the API show it.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct StoredEvent {
