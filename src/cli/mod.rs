@@ -178,7 +178,11 @@ fn demo(listen: SocketAddr, admin_listen: SocketAddr) -> anyhow::Result<ExitCode
             .await
             .with_context(|| format!("cannot start the demo on {listen} (admin {admin_listen}); is something else listening there? try `hookwarden demo --listen 127.0.0.1:8181 --admin-listen 127.0.0.1:9981`"))?;
         println!("{}", demo.instructions());
-        demo.generate_traffic().await;
+        let gw = demo.addr();
+        tokio::spawn(async move {
+            let (allowed, refused) = hookwarden::demo::generate_traffic(gw).await;
+            tracing::info!(allowed, refused, "demo traffic sent; see the dashboard");
+        });
         demo.run(shutdown_signal()).await;
         anyhow::Ok(())
     })?;

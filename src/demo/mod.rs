@@ -129,12 +129,14 @@ impl Demo {
     pub fn admin_token(&self) -> &str {
         &self.admin_token
     }
+}
 
-    /// Sends a few allowed and refused requests through the gateway, so the dashboard's charts
-    /// and tables have something to show. Returns (allowed, denied) counts sent.
-    pub async fn generate_traffic(&self) -> (usize, usize) {
+/// Sends a few allowed and refused requests through the gateway at `gw`, so the dashboard's
+/// charts and tables have something to show. The gateway must be running (spawn this next to
+/// [`Demo::run`]). Returns how many were (allowed, refused).
+pub async fn generate_traffic(gw: SocketAddr) -> (usize, usize) {
+    {
         let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-        let gw = self.addr();
         let big = "x".repeat(70_000);
         let requests: [(&str, &str, Option<&str>, &str); 12] = [
             (
@@ -179,7 +181,9 @@ impl Demo {
         }
         (allowed, denied)
     }
+}
 
+impl Demo {
     /// The gateway's address.
     pub fn addr(&self) -> SocketAddr {
         self.app.local_addr()
