@@ -153,11 +153,21 @@ impl AuditWriter {
         emitter: &Emitter,
         retention: Arc<ArcSwap<Retention>>,
     ) -> AuditWriter {
+        AuditWriter::start_with_capacity(store, emitter, retention, QUEUE_CAPACITY)
+    }
+
+    /// Like [`AuditWriter::start`] with a queue of `capacity` events.
+    pub fn start_with_capacity(
+        store: Store,
+        emitter: &Emitter,
+        retention: Arc<ArcSwap<Retention>>,
+        capacity: usize,
+    ) -> AuditWriter {
         let rollup = Arc::new(Rollup::default());
         let overflow = rollup.clone();
         let rx = emitter.subscribe_with_overflow(
             "audit",
-            QUEUE_CAPACITY,
+            capacity,
             Arc::new(move |e: &Event| overflow.add(e)),
         );
         let (stop_tx, stop_rx) = oneshot::channel();
