@@ -193,18 +193,22 @@ fn demo(listen: SocketAddr, admin_listen: SocketAddr) -> anyhow::Result<ExitCode
 /// refused config, while the running one keeps serving).
 fn reload_on_sighup(reloader: std::sync::Arc<hookwarden::admin::reload::Reloader>) {
     #[cfg(unix)]
-    tokio::spawn(async move {
+    {
         use tokio::signal::unix::{SignalKind, signal};
+        // Registered here, before the listener serves, so an early SIGHUP never hits the
+        // default action (terminate).
         let Ok(mut hup) = signal(SignalKind::hangup()) else {
             tracing::warn!("cannot listen for SIGHUP; reload with POST /api/reload instead");
             return;
         };
-        while hup.recv().await.is_some() {
-            tracing::info!("SIGHUP received: reloading the config");
-            let r = reloader.clone();
-            let _ = tokio::task::spawn_blocking(move || r.reload()).await;
-        }
-    });
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                tracing::info!("SIGHUP received: reloading the config");
+                let r = reloader.clone();
+                let _ = tokio::task::spawn_blocking(move || r.reload()).await;
+            }
+        });
+    }
     #[cfg(not(unix))]
     let _ = reloader;
 }
