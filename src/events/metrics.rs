@@ -14,7 +14,7 @@
 //! | `hookwarden_audit_backlog` | gauge | |
 //! | `hookwarden_audit_aggregated_total` | counter | |
 //! | `hookwarden_event_sink_backlog`, `hookwarden_event_sink_dropped_total` | gauge, counter | `sink` |
-//! | `hookwarden_alerts_total` | counter | `alert`, `result` (`sent`, `failed`, `dropped`) |
+//! | `hookwarden_alerts_total` | counter | `alert`, `result` (`sent`, `failed`) |
 //! | `hookwarden_config_reloads_total` | counter | `result` (`ok`, `error`) |
 
 use std::sync::Arc;
@@ -118,7 +118,7 @@ impl Metrics {
             );
             describe_counter!(
                 "hookwarden_alerts_total",
-                "Alert notifications by rule and result (sent, failed, dropped)."
+                "Alert notifications by rule and result (sent, failed)."
             );
             describe_counter!(
                 "hookwarden_config_reloads_total",
