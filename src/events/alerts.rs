@@ -238,9 +238,11 @@ mod tests {
         let mut w = Window::default();
         assert_eq!(w.hit(t0, 3, 10 * S, 60 * S), None);
         assert_eq!(w.hit(t0 + S, 3, 10 * S, 60 * S), None);
-        // The first hit slid out of the window: 2 in the last 10 s.
+        // The first hit slid out of the window (it is (now - 10 s, now]): 2 in it.
         assert_eq!(w.hit(t0 + 10 * S, 3, 10 * S, 60 * S), None);
-        assert_eq!(w.hit(t0 + 11 * S, 3, 10 * S, 60 * S), Some(3));
+        // t0 + 1 s, t0 + 10 s and now are all within the last 10 s.
+        let now = t0 + 10 * S + Duration::from_millis(500);
+        assert_eq!(w.hit(now, 3, 10 * S, 60 * S), Some(3));
     }
 
     #[test]
