@@ -239,11 +239,7 @@ async fn a_stuck_receiver_never_slows_requests_down() {
     for _ in 0..20 {
         let t = Instant::now();
         not_found(&gw).await;
-        assert!(
-            t.elapsed() < Duration::from_millis(500),
-            "{:?}",
-            t.elapsed()
-        );
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
     }
     assert!(
         !receiver
