@@ -3,19 +3,29 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use http::HeaderValue;
+use tokio::task::JoinHandle;
 
+use crate::admin::reload::Reloader;
+use crate::admin::{AdminServer, AdminState};
 use crate::browser::token::{TokenKey, TokenKeyError};
 use crate::config::{Config, ServerConfig};
 use crate::events::Emitter;
+use crate::events::alerts::AlertEngine;
+use crate::events::metrics::Metrics;
+use crate::events::notifier;
+use crate::forward::{ClientError, UpstreamClient};
 use crate::gateway::{Gateway, GatewaySettings};
 use crate::policy::{CompileError, RouteTable, Services};
 use crate::server::tls::TlsError;
 use crate::server::{ConnLimits, Server};
 use crate::state::State;
+use crate::store::events::{AuditWriter, Retention};
 use crate::store::keys::{KeyCache, KeyError};
 use crate::store::{Store, StoreError};
 
@@ -45,6 +55,17 @@ pub enum StartError {
         /// Why (typically: in use, or a privileged port).
         source: std::io::Error,
     },
+    /// The admin listen address could not be bound.
+    #[error("cannot listen on {addr} ([admin] listen): {source}")]
+    AdminBind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The HTTP client for alert notifications could not be built.
+    #[error("alert notifier: {0}")]
+    Notifier(#[from] ClientError),
 }
 
 /// A gateway ready to serve.
@@ -53,7 +74,16 @@ pub struct App {
     server: Server,
     store: Store,
     addr: SocketAddr,
+    admin: Option<AdminServer>,
+    admin_addr: Option<SocketAddr>,
+    reloader: Arc<Reloader>,
+    metrics: Arc<Metrics>,
+    audit: AuditWriter,
+    notifier: JoinHandle<()>,
 }
+
+/// Time alert notifications get to connect.
+const NOTIFIER_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The listener-wide settings the pipeline reads per request.
 pub fn gateway_settings(server: &ServerConfig) -> GatewaySettings {
@@ -68,9 +98,16 @@ pub fn gateway_settings(server: &ServerConfig) -> GatewaySettings {
 }
 
 impl App {
-    /// Opens the store, compiles the routes and binds the listener.
+    /// Opens the store, compiles the routes and binds the listeners. The config cannot be
+    /// reloaded (there is no file to re-read); see [`App::start_from`].
     pub async fn start(config: &Config) -> Result<App, StartError> {
+        App::start_from(config, None).await
+    }
+
+    /// Like [`App::start`], for a config read from `source`, which reloads re-read.
+    pub async fn start_from(config: &Config, source: Option<PathBuf>) -> Result<App, StartError> {
         let store = Store::open(&config.storage.path)?;
+        let reader = store.reader(&config.storage.path)?;
         let routes = RouteTable::compile(config)?;
         let services = Services {
             state: State::memory(config.state.max_entries),
@@ -78,6 +115,21 @@ impl App {
             tokens: TokenKey::load(config.server.secret.as_ref(), &store)?,
         };
         let events = Arc::new(Emitter::new());
+        let metrics = Metrics::new();
+        events.observe(metrics.observer());
+        let (alerts, firings) = AlertEngine::new(&config.alerts);
+        events.observe(alerts.observer());
+        let retention = Arc::new(ArcSwap::from_pointee(Retention {
+            keep: config.storage.keep,
+            max_events: config.storage.max_events,
+        }));
+        let audit = AuditWriter::start(store.clone(), &events, retention.clone());
+        let notifier = notifier::start(
+            firings,
+            UpstreamClient::new(None, NOTIFIER_CONNECT_TIMEOUT)?,
+            store.clone(),
+            metrics.clone(),
+        );
         let gateway = Arc::new(Gateway::new(
             routes,
             gateway_settings(&config.server),
@@ -109,12 +161,60 @@ impl App {
             addr: config.server.listen,
             source,
         })?;
+        let reloader = Arc::new(Reloader::new(
+            source,
+            config.clone(),
+            gateway.clone(),
+            alerts,
+            retention,
+            metrics.clone(),
+        ));
+        let (admin, admin_addr) = match &config.admin {
+            None => (None, None),
+            Some(a) => {
+                let state = AdminState {
+                    gateway: gateway.clone(),
+                    reader,
+                    metrics: metrics.clone(),
+                    active: server.active_connections(),
+                    reloader: reloader.clone(),
+                };
+                let bind_err = |source| StartError::AdminBind {
+                    addr: a.listen,
+                    source,
+                };
+                let admin = AdminServer::bind(a.listen, state).await.map_err(bind_err)?;
+                let admin_addr = admin.local_addr().map_err(bind_err)?;
+                (Some(admin), Some(admin_addr))
+            }
+        };
         Ok(App {
             gateway,
             server,
             store,
             addr,
+            admin,
+            admin_addr,
+            reloader,
+            metrics,
+            audit,
+            notifier,
         })
+    }
+
+    /// The admin listener's address, when `[admin]` is configured.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
+    }
+
+    /// Config reload (also what SIGHUP triggers).
+    pub fn reloader(&self) -> &Arc<Reloader> {
+        &self.reloader
+    }
+
+    /// The metrics recorder.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// The public listener's address.
@@ -140,15 +240,34 @@ impl App {
             loop {
                 tick.tick().await;
                 state.sweep();
-                metrics::gauge!("hookwarden_state_entries").set(state.local_entries() as f64);
             }
         });
         let keys = self.gateway.services().keys.clone();
         let key_maintenance = keys.spawn_maintenance();
+        let (stop_admin, admin_stopped) = tokio::sync::watch::channel(false);
+        let admin = self.admin.map(|a| {
+            let mut rx = admin_stopped;
+            tokio::spawn(a.run(async move {
+                let _ = rx.wait_for(|stop| *stop).await;
+            }))
+        });
         self.server.run(shutdown).await;
+        let _ = stop_admin.send(true);
+        if let Some(task) = admin {
+            let abort = task.abort_handle();
+            if tokio::time::timeout(Duration::from_secs(5), task)
+                .await
+                .is_err()
+            {
+                abort.abort();
+            }
+        }
         sweeper.abort();
         key_maintenance.abort();
         // Keep the last `last_used` times.
         let _ = tokio::task::spawn_blocking(move || keys.maintain()).await;
+        // Requests are done: write what the audit writer still holds.
+        self.audit.finish(Duration::from_secs(10)).await;
+        self.notifier.abort();
     }
 }

@@ -13,9 +13,11 @@
 //! - [`events`]: one event per request and its sinks.
 //! - [`config`]: the TOML schema, `${VAR}` expansion and lint.
 //! - [`browser`]: browser widgets (origins, CORS, single-use tokens, the JS client).
+//! - [`admin`]: the admin listener: admin API, `/metrics`, dashboard, config reload.
 //! - [`app`]: assembly of all the above; [`demo`]: the no-config demo. The CLI lives in the
 //!   binary (`src/cli/`).
 
+pub mod admin;
 pub mod app;
 pub mod browser;
 pub mod config;

@@ -157,3 +157,52 @@ async fn the_demo_serves_a_chat_page_whose_origin_may_use_the_widget_route() {
     assert!(String::from_utf8_lossy(&body).contains(r#"{"delta":"You "}"#));
     task.abort();
 }
+
+#[tokio::test]
+async fn the_demo_shows_the_dashboard_and_fills_it_with_denied_traffic() {
+    let demo = hookwarden::demo::Demo::start("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let addr = demo.addr();
+    let admin = demo.admin_addr().unwrap();
+    let token = demo.admin_token().to_owned();
+    let text = demo.instructions();
+    assert!(
+        text.contains(&format!("http://{admin}/#token={token}")),
+        "{text}"
+    );
+    let task = tokio::spawn(demo.run(std::future::pending()));
+    let (allowed, denied) = hookwarden::demo::generate_traffic(addr).await;
+    assert_eq!((allowed, denied), (3, 9));
+
+    let mut stats = serde_json::Value::Null;
+    for _ in 0..50 {
+        let got = admin_get(admin, "/api/stats?window=15m", Some(&token)).await;
+        assert_eq!(got.status, 200);
+        stats = got.json();
+        if stats["totals"]["denied"] == 9 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(stats["totals"]["denied"], 9, "{stats}");
+    assert_eq!(stats["totals"]["allowed"], 3, "{stats}");
+    let reasons: Vec<&str> = stats["denials_by_reason"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    for r in [
+        "not_found",
+        "method_not_allowed",
+        "unsupported_media_type",
+        "body_too_large",
+        "bad_request",
+    ] {
+        assert!(reasons.contains(&r), "{r} missing from {reasons:?}");
+    }
+    let page = admin_get(admin, "/", None).await;
+    assert_eq!(page.status, 200);
+    task.abort();
+}

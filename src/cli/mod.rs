@@ -3,6 +3,7 @@
 //! `main` → `run` → exit code. Each command is a small function over the library; errors are
 //! reported with their whole cause chain and, where there is one, the next step to take.
 
+mod events;
 mod keys;
 mod sign;
 
@@ -38,6 +39,8 @@ enum Command {
     Demo(DemoArgs),
     /// Issue, list, revoke and rotate API keys kept in the store.
     Keys(keys::KeysArgs),
+    /// Query the audit log (works while the server runs).
+    Events(events::EventsArgs),
     /// Print the headers a webhook sender would add to the body on stdin.
     Sign(sign::SignArgs),
 }
@@ -62,6 +65,9 @@ struct DemoArgs {
     /// Where the demo chat page is served (an allowed origin of the demo's browser route).
     #[arg(long, default_value = "127.0.0.1:8081")]
     page_listen: SocketAddr,
+    /// Where the demo's admin API and dashboard listen.
+    #[arg(long, default_value = "127.0.0.1:9900")]
+    admin_listen: SocketAddr,
 }
 
 /// Parses the arguments, runs the command and maps the result to an exit code.
@@ -81,8 +87,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve(a) => serve(&a.config),
         Command::Check(a) => Ok(check(&a.config)),
-        Command::Demo(a) => demo(a.listen, a.page_listen),
+        Command::Demo(a) => demo(a.listen, a.page_listen, a.admin_listen),
         Command::Keys(a) => keys::run(a),
+        Command::Events(a) => events::run(a),
         Command::Sign(a) => sign::run(a),
     }
 }
@@ -118,14 +125,19 @@ fn serve(path: &Path) -> anyhow::Result<ExitCode> {
     let loaded = load_for_serve(path)?;
     let config = loaded.config;
     let rt = runtime()?;
+    let source = path.to_owned();
     rt.block_on(async move {
-        let app = App::start(&config).await?;
+        let app = App::start_from(&config, Some(source)).await?;
         tracing::info!(
             addr = %app.local_addr(),
             tls = config.server.tls.is_some(),
             routes = config.routes.len(),
             "hookwarden listening"
         );
+        if let Some(admin) = app.admin_addr() {
+            tracing::info!(addr = %admin, "admin API, /metrics and dashboard listening");
+        }
+        reload_on_sighup(app.reloader().clone());
         app.run(shutdown_signal()).await;
         anyhow::Ok(())
     })?;
@@ -170,17 +182,50 @@ fn check(path: &Path) -> ExitCode {
     }
 }
 
-fn demo(listen: SocketAddr, page_listen: SocketAddr) -> anyhow::Result<ExitCode> {
+fn demo(
+    listen: SocketAddr,
+    page_listen: SocketAddr,
+    admin_listen: SocketAddr,
+) -> anyhow::Result<ExitCode> {
     let rt = runtime()?;
     rt.block_on(async move {
-        let demo = hookwarden::demo::Demo::start_with_page(listen, page_listen)
+        let demo = hookwarden::demo::Demo::start_with(listen, page_listen, admin_listen)
             .await
-            .with_context(|| format!("cannot start the demo on {listen} (chat page on {page_listen}); is something else listening there? try `hookwarden demo --listen 127.0.0.1:8181 --page-listen 127.0.0.1:8182`"))?;
+            .with_context(|| format!("cannot start the demo on {listen} (chat page on {page_listen}, admin on {admin_listen}); is something else listening there? try `hookwarden demo --listen 127.0.0.1:8181 --page-listen 127.0.0.1:8182 --admin-listen 127.0.0.1:9981`"))?;
         println!("{}", demo.instructions());
+        let gw = demo.addr();
+        tokio::spawn(async move {
+            let (allowed, refused) = hookwarden::demo::generate_traffic(gw).await;
+            tracing::info!(allowed, refused, "demo traffic sent; see the dashboard");
+        });
         demo.run(shutdown_signal()).await;
         anyhow::Ok(())
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Reloads the config on every SIGHUP; the reloader logs the outcome (and the errors of a
+/// refused config, while the running one keeps serving).
+fn reload_on_sighup(reloader: std::sync::Arc<hookwarden::admin::reload::Reloader>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        // Registered here, before the listener serves, so an early SIGHUP never hits the
+        // default action (terminate).
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            tracing::warn!("cannot listen for SIGHUP; reload with POST /api/reload instead");
+            return;
+        };
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                tracing::info!("SIGHUP received: reloading the config");
+                let r = reloader.clone();
+                let _ = tokio::task::spawn_blocking(move || r.reload()).await;
+            }
+        });
+    }
+    #[cfg(not(unix))]
+    let _ = reloader;
 }
 
 /// Completes on Ctrl-C or SIGTERM.

@@ -7,6 +7,8 @@
 //! but valid setups) travel with a successfully loaded config.
 
 mod abuse;
+mod admin;
+mod alert;
 mod auth;
 mod browser;
 mod expand;
@@ -21,6 +23,8 @@ use std::path::{Path, PathBuf};
 pub use abuse::{
     AbuseConfig, BanConfig, IpRules, LimitConfig, LimitKey, RuleMode, UserAgentRules, parse_rate,
 };
+pub use admin::{AdminConfig, MIN_TOKEN_LEN};
+pub use alert::{AlertConfig, AlertFormat, AlertMatch};
 pub use auth::{
     Algorithm, ApiKeyConfig, AuthConfig, Encoding, HmacScheme, KeySource, OutboundScheme,
     OutboundSignConfig, PROVIDERS, Provider, SignatureConfig, TemplatePart, parse_template,
@@ -42,6 +46,10 @@ pub struct Config {
     pub state: StateConfig,
     /// `[[route]]`, in file order.
     pub routes: Vec<RouteConfig>,
+    /// `[admin]`: the admin listener; `None` when the section is absent.
+    pub admin: Option<AdminConfig>,
+    /// `[[alert]]`, in file order.
+    pub alerts: Vec<AlertConfig>,
 }
 
 /// A config together with the warnings found while loading it.
@@ -158,6 +166,11 @@ pub fn load_str(
         .filter_map(|s| route::read_route(s, &server, base, &mut seen))
         .collect();
     auth::lint(&reader, &routes, &storage);
+    let admin = root
+        .table("admin")
+        .and_then(|s| admin::read_admin(s, &server));
+    let route_names: Vec<&str> = seen.names.iter().map(String::as_str).collect();
+    let alerts = alert::read_alerts(root.tables("alert"), &route_names);
     root.finish();
     if let Some(w) = browser::lint_token_secret(&server, &storage, &routes) {
         reader.push(w);
@@ -173,9 +186,38 @@ pub fn load_str(
             storage,
             state,
             routes,
+            admin,
+            alerts,
         },
         warnings,
     })
+}
+
+/// Reads only `[storage]` of the config file at `path`, for commands that need the store but
+/// not a runnable config (`hookwarden events`): secrets of other sections need not be set.
+pub fn load_storage(path: &Path) -> Result<StorageConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let base = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| ConfigError::Syntax {
+            path: path.display().to_string(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+    let env = |name: &str| std::env::var(name).ok();
+    let reader = Reader::new(&env);
+    let root = reader.root(&table);
+    let storage = server::read_storage(root.table("storage"), base);
+    if reader.has_errors() {
+        return Err(ConfigError::Invalid(reader.into_issues()));
+    }
+    Ok(storage)
 }
 
 /// Resolves `p` against `base` unless it is absolute.

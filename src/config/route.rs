@@ -82,7 +82,7 @@ const RESERVED_HEADERS: &[&str] = &[
 /// other errors.
 #[derive(Default)]
 pub(super) struct Seen {
-    names: Vec<String>,
+    pub(super) names: Vec<String>,
     paths: Vec<(String, String)>,
 }
 

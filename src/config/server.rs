@@ -53,6 +53,10 @@ pub struct TlsFiles {
 pub struct StorageConfig {
     /// The SQLite file, or `:memory:`.
     pub path: PathBuf,
+    /// Audit events older than this are deleted. Default 30 days.
+    pub keep: Duration,
+    /// At most this many audit events are kept (the oldest go first). Default 1,000,000.
+    pub max_events: u64,
 }
 
 impl StorageConfig {
@@ -63,6 +67,8 @@ impl StorageConfig {
 }
 
 const DEFAULT_MAX_BODY: u64 = 1 << 20;
+const DEFAULT_KEEP: Duration = Duration::from_secs(30 * 24 * 3600);
+const DEFAULT_MAX_EVENTS: u64 = 1_000_000;
 
 pub(super) fn read_server(section: Option<Section<'_, '_>>, base: &Path) -> ServerConfig {
     let mut cfg = ServerConfig {
@@ -222,6 +228,8 @@ pub(crate) fn parse_networks(s: &Section<'_, '_>, key: &str, list: &[String]) ->
 pub(super) fn read_storage(section: Option<Section<'_, '_>>, base: &Path) -> StorageConfig {
     let mut cfg = StorageConfig {
         path: resolve_path(base, "hookwarden.db"),
+        keep: DEFAULT_KEEP,
+        max_events: DEFAULT_MAX_EVENTS,
     };
     let Some(s) = section else {
         return cfg;
@@ -232,6 +240,20 @@ pub(super) fn read_storage(section: Option<Section<'_, '_>>, base: &Path) -> Sto
         } else {
             resolve_path(base, &p)
         };
+    }
+    if let Some(d) = s.duration("keep") {
+        if d < Duration::from_secs(60) {
+            s.error(
+                "keep",
+                "is shorter than a minute, so the audit log would be empty most of the time",
+                "use e.g. \"30d\" or \"7d\"",
+            );
+        } else {
+            cfg.keep = d;
+        }
+    }
+    if let Some(n) = s.integer("max_events", 1000, 1_000_000_000) {
+        cfg.max_events = n as u64;
     }
     s.finish();
     cfg

@@ -1,6 +1,6 @@
-//! `hookwarden demo`: the gateway in front of a built-in test upstream, no config needed, and
-//! a chat page on its own port (an allowed origin of the `widget` route) to see the browser
-//! flow.
+//! `hookwarden demo`: the gateway in front of a built-in test upstream, no config needed, a
+//! chat page on its own port (an allowed origin of the `widget` route) to see the browser flow,
+//! and the admin dashboard with some generated traffic.
 //!
 //! The demo config is ordinary TOML, loaded through the same code as a user's file, so what
 //! the demo shows is what a config does.
@@ -11,6 +11,11 @@ mod upstream;
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
 
 pub use page::DemoPage;
 pub use upstream::DemoUpstream;
@@ -45,6 +50,7 @@ pub struct Demo {
     app: App,
     upstream: DemoUpstream,
     page: DemoPage,
+    admin_token: String,
 }
 
 /// The demo's browser route.
@@ -82,7 +88,13 @@ fn page_origins(page: SocketAddr) -> Vec<String> {
     origins
 }
 
-fn demo_config(listen: SocketAddr, upstream: SocketAddr, page: SocketAddr) -> String {
+fn demo_config(
+    listen: SocketAddr,
+    upstream: SocketAddr,
+    page: SocketAddr,
+    admin: SocketAddr,
+    admin_token: &str,
+) -> String {
     let origins = page_origins(page)
         .iter()
         .map(|o| format!("\"{o}\""))
@@ -95,6 +107,10 @@ listen = "{listen}"
 
 [storage]
 path = ":memory:"
+
+[admin]
+listen = "{admin}"
+token = "{admin_token}"
 
 [[route]]
 name = "echo"
@@ -144,17 +160,19 @@ url = "http://{upstream}/stream"
 }
 
 impl Demo {
-    /// Starts the test upstream on a free local port, the gateway on `listen` and the chat
-    /// page on a free port of the same address.
+    /// Starts the test upstream on a free local port, the gateway on `listen`, and the chat
+    /// page and the admin listener on free local ports.
     pub async fn start(listen: SocketAddr) -> Result<Demo, DemoError> {
         let page = SocketAddr::new(browser_host(listen).ip(), 0);
-        Self::start_with_page(listen, page).await
+        Self::start_with(listen, page, SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await
     }
 
-    /// Like [`Demo::start`], with the chat page on `page_listen`.
-    pub async fn start_with_page(
+    /// Like [`Demo::start`], with the chat page on `page_listen` and the admin listener
+    /// (dashboard) on `admin`. The admin token is generated for this run.
+    pub async fn start_with(
         listen: SocketAddr,
         page_listen: SocketAddr,
+        admin: SocketAddr,
     ) -> Result<Demo, DemoError> {
         let page_listener = tokio::net::TcpListener::bind(page_listen)
             .await
@@ -171,7 +189,10 @@ impl Demo {
         let upstream = DemoUpstream::start(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
             .await
             .map_err(DemoError::Upstream)?;
-        let text = demo_config(listen, upstream.addr(), page_addr);
+        let mut raw = [0u8; 24];
+        getrandom::fill(&mut raw).map_err(|e| DemoError::Upstream(std::io::Error::other(e)))?;
+        let admin_token = hex::encode(raw);
+        let text = demo_config(listen, upstream.addr(), page_addr, admin, &admin_token);
         let loaded = config::load_str(&text, "<demo>", Path::new("."), &|_| None)?;
         let app = App::start(&loaded.config).await?;
         let gateway = format!("http://{}", browser_host(app.local_addr()));
@@ -184,7 +205,26 @@ impl Demo {
             app,
             upstream,
             page,
+            admin_token,
         })
+    }
+
+    /// The admin listener's address.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.app.admin_addr()
+    }
+
+    /// The dashboard's URL; the token travels in the fragment, which browsers never send.
+    pub fn dashboard_url(&self) -> String {
+        match self.admin_addr() {
+            Some(a) => format!("http://{a}/#token={}", self.admin_token),
+            None => String::new(),
+        }
+    }
+
+    /// The generated admin token.
+    pub fn admin_token(&self) -> &str {
+        &self.admin_token
     }
 
     /// The chat page's URL.
@@ -234,9 +274,19 @@ The chat page's route, /widget, only answers pages on its allowed origins, with 
   curl -si http://{gw}/widget -H 'origin: http://{page}' -H "x-hookwarden-token: $TOKEN" -H 'content-type: application/json' -d '{{"message":"hi"}}'    # 403 token_reused
 (A forged Origin gets curl past the first check, but each call still costs a fresh single-use token.)
 
+Dashboard (admin listener; the token is in the URL's #fragment, never sent to a server):
+  {dashboard}
+  admin token: {token}
+  curl -s -H 'authorization: Bearer {token}' http://{admin}/api/events?outcome=denied
+  curl -s -H 'authorization: Bearer {token}' http://{admin}/metrics
+
 Health: curl http://{gw}/_hookwarden/healthz
+Some allowed and refused requests are sent now, so the dashboard has data.
 Stop with Ctrl-C."#,
-            up = self.upstream.addr()
+            up = self.upstream.addr(),
+            dashboard = self.dashboard_url(),
+            token = self.admin_token,
+            admin = self.admin_addr().map(|a| a.to_string()).unwrap_or_default(),
         )
     }
 
@@ -245,5 +295,57 @@ Stop with Ctrl-C."#,
         self.app.run(shutdown).await;
         self.upstream.stop();
         self.page.stop();
+    }
+}
+
+/// Sends a few allowed and refused requests through the gateway at `gw`, so the dashboard's
+/// charts and tables have something to show. The gateway must be running (spawn this next to
+/// [`Demo::run`]). Returns how many were (allowed, refused).
+pub async fn generate_traffic(gw: SocketAddr) -> (usize, usize) {
+    {
+        let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+        let big = "x".repeat(70_000);
+        let requests: [(&str, &str, Option<&str>, &str); 12] = [
+            (
+                "POST",
+                "/echo",
+                Some("application/json"),
+                r#"{"hello":"world"}"#,
+            ),
+            ("POST", "/echo", Some("application/json"), r#"{"order":42}"#),
+            ("POST", "/chat", None, r#"{"message":"hi"}"#),
+            ("GET", "/echo", None, ""),
+            ("DELETE", "/echo", None, ""),
+            ("POST", "/echo", Some("text/plain"), "x"),
+            ("POST", "/echo", Some("application/xml"), "<x/>"),
+            ("POST", "/echo", Some("application/json"), &big),
+            ("GET", "/wp-login.php", None, ""),
+            ("GET", "/.env", None, ""),
+            ("POST", "/admin", None, ""),
+            ("GET", "/echo/../admin", None, ""),
+        ];
+        let (mut allowed, mut denied) = (0, 0);
+        for (method, path, ct, body) in requests {
+            let mut b = http::Request::builder()
+                .method(method)
+                .uri(format!("http://{gw}{path}"))
+                .header("user-agent", "hookwarden-demo-traffic");
+            if let Some(ct) = ct {
+                b = b.header("content-type", ct);
+            }
+            let Ok(req) = b.body(Full::new(Bytes::from(body.to_owned()))) else {
+                continue;
+            };
+            if let Ok(resp) = client.request(req).await {
+                if resp.status().is_success() {
+                    allowed += 1;
+                } else {
+                    denied += 1;
+                }
+                // Read streamed replies to the end so the event is complete.
+                let _ = resp.into_body().collect().await;
+            }
+        }
+        (allowed, denied)
     }
 }

@@ -1,13 +1,25 @@
 //! Events: one record per request, allowed or denied, fanned out to the sinks.
 //!
 //! The request path builds an [`Event`] and hands it to the [`Emitter`], which writes the
-//! request log line and offers the event to every subscriber over a bounded channel without
-//! waiting: a slow sink can never hold up a request.
+//! request log line, runs the inline observers (counters that cost a few atomic operations:
+//! metrics, alert windows) and offers the event to every subscriber over a bounded channel
+//! without waiting: a slow sink can never hold up a request. What a full subscriber could not
+//! take is counted per subscriber and handed to its overflow handler (the audit writer
+//! aggregates it into counts), so nothing is dropped silently.
+//!
+//! Sinks, one concern per file: [`metrics`] (Prometheus), [`alerts`] (rules and sliding
+//! windows), [`notifier`] (delivery of alerts); the audit writer is `store::events`.
+
+pub mod alerts;
+pub mod metrics;
+pub mod notifier;
 
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use tokio::sync::mpsc;
 
 use crate::policy::Reason;
@@ -90,16 +102,44 @@ pub fn truncate_user_agent(ua: &str) -> String {
     }
 }
 
-/// Fans events out: the request log line, then every subscriber.
-#[derive(Debug, Default)]
+/// Fans events out: the request log line, the inline observers, then every subscriber.
+#[derive(Default)]
 pub struct Emitter {
-    subscribers: Mutex<Vec<Subscriber>>,
+    sinks: ArcSwap<Sinks>,
 }
 
-#[derive(Debug)]
+impl std::fmt::Debug for Emitter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Emitter")
+    }
+}
+
+/// Called with every event on the request path: must be quick and never wait on I/O.
+pub type Observer = Arc<dyn Fn(&Event) + Send + Sync>;
+
+#[derive(Default)]
+struct Sinks {
+    observers: Vec<Observer>,
+    subscribers: Vec<Arc<Subscriber>>,
+}
+
 struct Subscriber {
     name: &'static str,
     tx: mpsc::Sender<Arc<Event>>,
+    capacity: usize,
+    dropped: AtomicU64,
+    overflow: Option<Observer>,
+}
+
+/// A subscriber's queue, for the metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SinkStats {
+    /// The subscriber's name.
+    pub name: &'static str,
+    /// Events waiting in its queue.
+    pub queued: usize,
+    /// Events it could not take since start (handed to its overflow handler, if any).
+    pub dropped: u64,
 }
 
 impl Emitter {
@@ -109,26 +149,97 @@ impl Emitter {
     }
 
     /// Adds a subscriber with a queue of `capacity` events. Events that do not fit are not
-    /// waited for; the subscriber learns of them through [`Emitter::emit`]'s return.
+    /// waited for; they are counted in [`Emitter::stats`].
     pub fn subscribe(&self, name: &'static str, capacity: usize) -> mpsc::Receiver<Arc<Event>> {
+        self.add_subscriber(name, capacity, None)
+    }
+
+    /// Like [`Emitter::subscribe`], and events that do not fit are passed to `overflow`
+    /// (on the request path: it must be quick).
+    pub fn subscribe_with_overflow(
+        &self,
+        name: &'static str,
+        capacity: usize,
+        overflow: Observer,
+    ) -> mpsc::Receiver<Arc<Event>> {
+        self.add_subscriber(name, capacity, Some(overflow))
+    }
+
+    fn add_subscriber(
+        &self,
+        name: &'static str,
+        capacity: usize,
+        overflow: Option<Observer>,
+    ) -> mpsc::Receiver<Arc<Event>> {
         let (tx, rx) = mpsc::channel(capacity);
-        self.subscribers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(Subscriber { name, tx });
+        let sub = Arc::new(Subscriber {
+            name,
+            tx,
+            capacity,
+            dropped: AtomicU64::new(0),
+            overflow,
+        });
+        self.sinks.rcu(|old| Sinks {
+            observers: old.observers.clone(),
+            subscribers: old
+                .subscribers
+                .iter()
+                .cloned()
+                .chain([sub.clone()])
+                .collect(),
+        });
         rx
     }
 
-    /// Logs `event` and offers it to every subscriber without waiting.
+    /// Adds an observer called inline with every event.
+    pub fn observe(&self, observer: Observer) {
+        self.sinks.rcu(|old| Sinks {
+            observers: old
+                .observers
+                .iter()
+                .cloned()
+                .chain([observer.clone()])
+                .collect(),
+            subscribers: old.subscribers.clone(),
+        });
+    }
+
+    /// Logs `event`, runs the observers and offers it to every subscriber without waiting.
     pub fn emit(&self, event: Event) {
         log_event(&event);
+        let sinks = self.sinks.load();
+        for o in &sinks.observers {
+            o(&event);
+        }
+        if sinks.subscribers.is_empty() {
+            return;
+        }
         let event = Arc::new(event);
-        let subs = self.subscribers.lock().unwrap_or_else(|p| p.into_inner());
-        for s in subs.iter() {
-            if let Err(mpsc::error::TrySendError::Full(_)) = s.tx.try_send(event.clone()) {
-                tracing::debug!(sink = s.name, "event sink is behind; event not queued");
+        for s in &sinks.subscribers {
+            if let Err(mpsc::error::TrySendError::Full(ev)) = s.tx.try_send(event.clone()) {
+                s.dropped.fetch_add(1, Ordering::Relaxed);
+                match &s.overflow {
+                    Some(f) => f(&ev),
+                    None => {
+                        tracing::debug!(sink = s.name, "event sink is behind; event not queued")
+                    }
+                }
             }
         }
+    }
+
+    /// Queue length and drop count of every subscriber.
+    pub fn stats(&self) -> Vec<SinkStats> {
+        self.sinks
+            .load()
+            .subscribers
+            .iter()
+            .map(|s| SinkStats {
+                name: s.name,
+                queued: s.capacity.saturating_sub(s.tx.capacity()),
+                dropped: s.dropped.load(Ordering::Relaxed),
+            })
+            .collect()
     }
 }
 

@@ -148,6 +148,23 @@ fn build_client(settings: &ClientSettings) -> PooledClient {
         .build(https)
 }
 
+impl UpstreamClient {
+    /// Sends a request that is not a route's (alert notifications) and waits for the response
+    /// headers, at most `timeout`.
+    pub async fn send(
+        &self,
+        req: Request<Full<Bytes>>,
+        timeout: Duration,
+    ) -> Result<Response<Incoming>, ForwardError> {
+        match tokio::time::timeout(timeout, self.pooled().request(req)).await {
+            Err(_) => Err(ForwardError::Timeout(timeout)),
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(e)) if e.is_connect() => Err(ForwardError::Connect(error_chain(&e))),
+            Ok(Err(e)) => Err(ForwardError::Broken(error_chain(&e))),
+        }
+    }
+}
+
 /// A route's upstream: where to send, what to inject, how long to wait.
 #[derive(Debug, Clone)]
 pub struct Upstream {

@@ -4,6 +4,7 @@
 //! Schema changes are numbered migrations applied in order at open; `PRAGMA user_version`
 //! records how far a file has come.
 
+pub mod events;
 pub mod keys;
 
 use std::path::Path;
@@ -52,6 +53,8 @@ const MIGRATIONS: &[&str] = &[
      ) STRICT;
      CREATE INDEX api_keys_route ON api_keys (route);
      INSERT INTO meta (key, value) VALUES ('keys_version', '0');",
+    // 3: the audit log, counts of events recorded only in aggregate, alerts sent.
+    events::MIGRATION,
 ];
 
 /// A handle on the store. Cheap to clone; calls block, so async code runs them with
@@ -83,6 +86,16 @@ impl Store {
         Ok(Store {
             conn: Arc::new(Mutex::new(conn)),
         })
+    }
+
+    /// A second connection to the same file, for long reads (the admin API's queries) that
+    /// should not hold the writer's lock. An in-memory store has one connection: a clone.
+    pub fn reader(&self, path: &Path) -> Result<Store, StoreError> {
+        if path.as_os_str() == ":memory:" {
+            Ok(self.clone())
+        } else {
+            Store::open(path)
+        }
     }
 
     /// Locks the connection for a series of statements.

@@ -550,3 +550,285 @@ impl Gateway {
         }
     }
 }
+/// The admin token the admin tests configure.
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdef";
+
+/// Like [`Gateway::start_with_env`], also returning the admin listener's address (the config
+/// should have `[admin] listen = "127.0.0.1:0"`).
+pub async fn start_with_admin(
+    text: &str,
+    upstream: &Upstream,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> (Gateway, SocketAddr) {
+    let (app, dir) = Gateway::prepare(text, upstream, env).await;
+    let admin = app.admin_addr().expect("the config has no [admin] section");
+    (Gateway::spawn(app, dir), admin)
+}
+
+/// A GET on the admin listener with `token` (or none).
+pub async fn admin_get(admin: SocketAddr, path: &str, token: Option<&str>) -> Got {
+    let mut b = req("GET", &format!("http://{admin}{path}"));
+    if let Some(t) = token {
+        b = b.header("authorization", format!("Bearer {t}"));
+    }
+    send(b.body(Full::new(Bytes::new())).unwrap()).await
+}
+
+/// A POST on the admin listener with `token` (or none).
+pub async fn admin_post(admin: SocketAddr, path: &str, token: Option<&str>) -> Got {
+    let mut b = req("POST", &format!("http://{admin}{path}"));
+    if let Some(t) = token {
+        b = b.header("authorization", format!("Bearer {t}"));
+    }
+    send(b.body(Full::new(Bytes::new())).unwrap()).await
+}
+
+/// Polls `GET /api/events` (newest first) until `pred` holds, or panics after 10 s.
+pub async fn wait_events(
+    admin: SocketAddr,
+    query: &str,
+    pred: impl Fn(&[serde_json::Value]) -> bool,
+) -> Vec<serde_json::Value> {
+    let mut last = Vec::new();
+    for _ in 0..100 {
+        let got = admin_get(admin, &format!("/api/events?{query}"), Some(ADMIN_TOKEN)).await;
+        assert_eq!(got.status, 200, "{}", got.text());
+        last = got.json()["events"].as_array().cloned().unwrap_or_default();
+        if pred(&last) {
+            return last;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("events never matched; last seen: {last:#?}");
+}
+
+/// A request as an alert receiver got it, with when it arrived.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub at: std::time::Instant,
+    pub path: String,
+    pub query: Option<String>,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// A tiny recording HTTP server for alert notifications. It answers the statuses in
+/// `statuses` in turn (the last one repeats), after `delay`.
+pub struct Receiver {
+    pub addr: SocketAddr,
+    got: Arc<Mutex<Vec<Received>>>,
+    task: JoinHandle<()>,
+}
+
+impl Receiver {
+    pub async fn start(statuses: &[u16], delay: Duration) -> Receiver {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let got: Arc<Mutex<Vec<Received>>> = Arc::default();
+        let statuses: Arc<Vec<u16>> = Arc::new(statuses.to_vec());
+        let g = got.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let g = g.clone();
+                let statuses = statuses.clone();
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req: Request<Incoming>| {
+                        let g = g.clone();
+                        let statuses = statuses.clone();
+                        async move {
+                            let at = std::time::Instant::now();
+                            let (parts, body) = req.into_parts();
+                            let body = body
+                                .collect()
+                                .await
+                                .map(|c| c.to_bytes())
+                                .unwrap_or_default();
+                            let n = {
+                                let mut v = g.lock().unwrap();
+                                v.push(Received {
+                                    at,
+                                    path: parts.uri.path().to_owned(),
+                                    query: parts.uri.query().map(str::to_owned),
+                                    headers: parts.headers,
+                                    body,
+                                });
+                                v.len()
+                            };
+                            tokio::time::sleep(delay).await;
+                            let status = statuses
+                                .get(n - 1)
+                                .or(statuses.last())
+                                .copied()
+                                .unwrap_or(200);
+                            let mut r = Response::new(Full::new(Bytes::from_static(b"ok")));
+                            *r.status_mut() = StatusCode::from_u16(status).unwrap();
+                            Ok::<_, Infallible>(r)
+                        }
+                    });
+                    let _ = auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        Receiver { addr, got, task }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.got.lock().unwrap().clone()
+    }
+
+    /// Waits until at least `n` requests arrived (at most `within`).
+    pub async fn wait_for(&self, n: usize, within: Duration) -> Vec<Received> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let got = self.received();
+            if got.len() >= n || tokio::time::Instant::now() >= deadline {
+                return got;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Runs the real binary's `serve` with a config file; kills it on drop. stderr is captured.
+pub struct Served {
+    pub child: std::process::Child,
+    pub addr: SocketAddr,
+    pub admin: Option<SocketAddr>,
+    pub config: PathBuf,
+    pub dir: tempfile::TempDir,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Served {
+    /// Starts `hookwarden serve` with `text` (`{listen}` and `{admin}` become free local
+    /// addresses, `{upstream}` the upstream's base, `{dir}` the temp dir) and waits until healthy.
+    pub async fn start(text: &str, upstream: &str, env: &[(&str, &str)]) -> Served {
+        let dir = tempfile::tempdir().unwrap();
+        let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let has_admin = text.contains("{admin}");
+        let config = dir.path().join("hookwarden.toml");
+        let full = text
+            .replace("{listen}", &listen.to_string())
+            .replace("{admin}", &admin.to_string())
+            .replace("{upstream}", upstream)
+            .replace("{dir}", &dir.path().display().to_string());
+        std::fs::write(&config, full).unwrap();
+        let mut cmd = std::process::Command::new(bin());
+        cmd.arg("serve")
+            .arg("--config")
+            .arg(&config)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let stderr: Arc<Mutex<String>> = Arc::default();
+        let mut pipe = child.stderr.take().unwrap();
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            use std::io::Read;
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = pipe.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        let served = Served {
+            child,
+            addr: listen,
+            admin: has_admin.then_some(admin),
+            config,
+            dir,
+            stderr,
+        };
+        for _ in 0..200 {
+            let c = client();
+            let r = req("GET", &format!("http://{listen}/_hookwarden/healthz"))
+                .body(Full::new(Bytes::new()))
+                .unwrap();
+            if let Ok(resp) = c.request(r).await
+                && resp.status() == 200
+            {
+                return served;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("hookwarden serve never became healthy: {}", served.log());
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Everything written to stderr so far.
+    pub fn log(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Sends a signal (by number) to the process.
+    pub fn signal(&self, sig: &str) {
+        let ok = std::process::Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{sig} failed");
+    }
+
+    /// SIGTERM and wait for the exit (the audit writer flushes on the way out). The temp dir
+    /// stays until `self` is dropped.
+    pub async fn stop(&mut self) -> String {
+        self.signal("TERM");
+        for _ in 0..200 {
+            if self.child.try_wait().unwrap().is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        self.log()
+    }
+
+    /// Waits until the log contains `needle` (at most 10 s).
+    pub async fn wait_log(&self, needle: &str) -> String {
+        for _ in 0..200 {
+            let log = self.log();
+            if log.contains(needle) {
+                return log;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("log never contained {needle:?}:\n{}", self.log());
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

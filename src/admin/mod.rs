@@ -1,0 +1,121 @@
+//! The admin listener: admin API, `/metrics` and the dashboard, on `[admin] listen`, never on
+//! the public port.
+//!
+//! ```text
+//!  GET  /healthz            open           200 ok
+//!  GET  /, /assets/*        open           the dashboard's static files (they hold no data)
+//!  GET  /metrics            Bearer token   Prometheus text
+//!  GET  /api/events         Bearer token   audit events, filters as `hookwarden events`
+//!  GET  /api/stats          Bearer token   counts over a window, top IPs and keys
+//!  GET  /api/routes         Bearer token   routes and their policies
+//!  GET  /api/alerts         Bearer token   alert rules and the latest alerts sent
+//!  POST /api/reload         Bearer token   re-read the config file
+//! ```
+//!
+//! Anything else answers 401 without the token and 404 with it.
+
+pub mod api;
+pub mod auth;
+pub mod dashboard;
+pub mod reload;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::middleware;
+use axum::response::Response;
+use axum::routing::{get, post};
+use http::StatusCode;
+use tokio::net::TcpListener;
+
+use crate::events::metrics::Metrics;
+use crate::gateway::Gateway;
+use crate::store::Store;
+use reload::Reloader;
+
+/// What the admin handlers share.
+#[derive(Clone)]
+pub struct AdminState {
+    /// The running gateway (routes, state, emitter).
+    pub gateway: Arc<Gateway>,
+    /// A read connection to the store.
+    pub reader: Store,
+    /// The metrics recorder.
+    pub metrics: Arc<Metrics>,
+    /// Open connections on the public listener.
+    pub active: Arc<AtomicUsize>,
+    /// Config reload, and the config and admin token in force.
+    pub reloader: Arc<Reloader>,
+}
+
+/// The admin router.
+pub fn router(state: AdminState) -> Router {
+    let protected = Router::new()
+        .route("/metrics", get(api::metrics))
+        .route("/api/events", get(api::events))
+        .route("/api/stats", get(api::stats))
+        .route("/api/routes", get(api::routes))
+        .route("/api/alerts", get(api::alerts))
+        .route("/api/reload", post(api::reload))
+        // Issued API keys (the `keys` branch) plug in here, behind the same token check:
+        //   .route("/api/keys", get(keys::list).post(keys::create))
+        //   .route("/api/keys/{id}", delete(keys::revoke))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ));
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .merge(dashboard::routes())
+        .merge(protected)
+        .fallback(fallback)
+        .with_state(state)
+}
+
+/// Unknown paths: 401 without the token (nothing is revealed), 404 with it.
+async fn fallback(State(state): State<AdminState>, req: Request) -> Response {
+    if auth::authorized(&state, req.headers()) {
+        api::error(StatusCode::NOT_FOUND, "not_found", "no such admin endpoint")
+    } else {
+        auth::unauthorized()
+    }
+}
+
+/// The admin listener, bound.
+pub struct AdminServer {
+    listener: TcpListener,
+    router: Router,
+}
+
+impl AdminServer {
+    /// Binds `addr`.
+    pub async fn bind(addr: SocketAddr, state: AdminState) -> std::io::Result<AdminServer> {
+        let listener = TcpListener::bind(addr).await?;
+        Ok(AdminServer {
+            listener,
+            router: router(state),
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` completes.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) {
+        let service = self
+            .router
+            .into_make_service_with_connect_info::<SocketAddr>();
+        if let Err(e) = axum::serve(self.listener, service)
+            .with_graceful_shutdown(shutdown)
+            .await
+        {
+            tracing::error!(error = %e, "admin listener failed");
+        }
+    }
+}

@@ -1,0 +1,203 @@
+//! Config reload: re-read the config file, and swap it in only if it is entirely valid.
+//!
+//! Triggered by `POST /api/reload` and by SIGHUP in `hookwarden serve`. A config with errors is
+//! refused with the same issues `hookwarden check` prints, and the running one keeps serving.
+//! What a reload changes: the routes and their policies, listener-wide request settings,
+//! alert rules, retention, and the admin token. What needs a restart (and is reported as
+//! such): listen addresses, TLS files, connection limits, workers, the store's path.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use serde::Serialize;
+
+use crate::app::gateway_settings;
+use crate::config::{self, Config, ConfigError, Issue, Severity};
+use crate::events::alerts::AlertEngine;
+use crate::events::metrics::Metrics;
+use crate::gateway::Gateway;
+use crate::policy::RouteTable;
+use crate::secret::Secret;
+use crate::store::events::Retention;
+
+/// Why a reload was refused. The running config is unchanged in every case.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The gateway was started without a config file (the demo, tests).
+    #[error("this gateway was not started from a config file; there is nothing to reload")]
+    NoSource,
+    /// The file could not be read or is not TOML.
+    #[error("{0}")]
+    Unreadable(String),
+    /// The file has errors.
+    #[error("{}", config::render_issues(.0))]
+    Invalid(Vec<Issue>),
+    /// The routes could not be compiled (e.g. an unreadable CA file).
+    #[error("{0}")]
+    Compile(String),
+}
+
+/// What a successful reload did.
+#[derive(Debug, Clone, Serialize)]
+pub struct Reloaded {
+    /// Routes now served.
+    pub routes: usize,
+    /// Alert rules now active.
+    pub alerts: usize,
+    /// Warnings of the new config (as `check` prints them).
+    pub warnings: Vec<String>,
+    /// Settings that changed but only take effect after a restart.
+    pub restart_needed: Vec<&'static str>,
+}
+
+/// Re-reads the config and swaps it into the running gateway.
+pub struct Reloader {
+    source: Option<PathBuf>,
+    current: ArcSwap<Config>,
+    gateway: Arc<Gateway>,
+    alerts: Arc<AlertEngine>,
+    retention: Arc<ArcSwap<Retention>>,
+    admin_token: ArcSwap<Option<Secret>>,
+    metrics: Arc<Metrics>,
+    serial: std::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for Reloader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reloader")
+            .field("source", &self.source)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Reloader {
+    /// A reloader for a gateway started with `config` (read from `source`, if any).
+    pub fn new(
+        source: Option<PathBuf>,
+        config: Config,
+        gateway: Arc<Gateway>,
+        alerts: Arc<AlertEngine>,
+        retention: Arc<ArcSwap<Retention>>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let token = config.admin.as_ref().map(|a| a.token.clone());
+        Reloader {
+            source,
+            current: ArcSwap::from_pointee(config),
+            gateway,
+            alerts,
+            retention,
+            admin_token: ArcSwap::from_pointee(token),
+            metrics,
+            serial: std::sync::Mutex::new(()),
+        }
+    }
+
+    /// The config in force.
+    pub fn current(&self) -> Arc<Config> {
+        self.current.load_full()
+    }
+
+    /// The admin token in force.
+    pub fn admin_token(&self) -> Option<Secret> {
+        (**self.admin_token.load()).clone()
+    }
+
+    /// Re-reads the config file; swaps it in when valid. Blocking (reads files): call it from
+    /// `spawn_blocking` in async code.
+    pub fn reload(&self) -> Result<Reloaded, ReloadError> {
+        let _one_at_a_time = self.serial.lock().unwrap_or_else(|p| p.into_inner());
+        let result = self.try_reload();
+        self.metrics.reload(result.is_ok());
+        match &result {
+            Ok(r) => tracing::info!(
+                routes = r.routes,
+                alerts = r.alerts,
+                warnings = r.warnings.len(),
+                restart_needed = %r.restart_needed.join(","),
+                "config reloaded"
+            ),
+            Err(e) => {
+                tracing::warn!("config reload refused; the running config stays in force:\n{e}")
+            }
+        }
+        result
+    }
+
+    fn try_reload(&self) -> Result<Reloaded, ReloadError> {
+        let path = self.source.as_ref().ok_or(ReloadError::NoSource)?;
+        let loaded = match config::load_file(path) {
+            Ok(l) => l,
+            Err(ConfigError::Invalid(issues)) => return Err(ReloadError::Invalid(issues)),
+            Err(e) => return Err(ReloadError::Unreadable(e.to_string())),
+        };
+        let new = loaded.config;
+        let routes = RouteTable::compile(&new).map_err(|e| ReloadError::Compile(e.to_string()))?;
+        let old = self.current.load_full();
+        let restart_needed = restart_needed(&old, &new);
+
+        self.gateway.swap(routes, gateway_settings(&new.server));
+        self.alerts.set_rules(&new.alerts);
+        self.retention.store(Arc::new(Retention {
+            keep: new.storage.keep,
+            max_events: new.storage.max_events,
+        }));
+        if let Some(admin) = &new.admin {
+            self.admin_token.store(Arc::new(Some(admin.token.clone())));
+        }
+        let reloaded = Reloaded {
+            routes: new.routes.len(),
+            alerts: new.alerts.len(),
+            warnings: loaded
+                .warnings
+                .iter()
+                .filter(|i| i.severity == Severity::Warning)
+                .map(|i| i.to_string())
+                .collect(),
+            restart_needed,
+        };
+        self.current.store(Arc::new(new));
+        Ok(reloaded)
+    }
+}
+
+/// Settings fixed at start whose new value differs.
+fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    let tls = |c: &Config| {
+        c.server
+            .tls
+            .as_ref()
+            .map(|t| (t.cert.clone(), t.key.clone()))
+    };
+    let checks: [(&'static str, bool); 9] = [
+        ("server.listen", old.server.listen != new.server.listen),
+        ("server.tls_cert/tls_key", tls(old) != tls(new)),
+        (
+            "server.max_connections",
+            old.server.max_connections != new.server.max_connections,
+        ),
+        (
+            "server.header_timeout",
+            old.server.header_timeout != new.server.header_timeout,
+        ),
+        (
+            "server.shutdown_timeout",
+            old.server.shutdown_timeout != new.server.shutdown_timeout,
+        ),
+        ("server.workers", old.server.workers != new.server.workers),
+        ("storage.path", old.storage.path != new.storage.path),
+        (
+            "admin.listen",
+            old.admin.as_ref().map(|a| a.listen) != new.admin.as_ref().map(|a| a.listen),
+        ),
+        ("server.secret", old.server.secret != new.server.secret),
+    ];
+    for (key, changed) in checks {
+        if changed {
+            out.push(key);
+        }
+    }
+    out
+}

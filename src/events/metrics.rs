@@ -1,0 +1,193 @@
+//! Prometheus metrics: request counters and latency histograms fed by every event, gauges read
+//! when `/metrics` is scraped.
+//!
+//! Each gateway has its own recorder (not the process-global one), so several gateways in one
+//! process (tests, the demo) never mix their numbers; the admin router renders it on scrape.
+//!
+//! | metric | type | labels |
+//! |---|---|---|
+//! | `hookwarden_requests_total` | counter | `route`, `outcome`, `reason` (`""` when none) |
+//! | `hookwarden_request_duration_seconds` | histogram | `route` |
+//! | `hookwarden_upstream_latency_seconds` | histogram | `route` |
+//! | `hookwarden_active_connections` | gauge | |
+//! | `hookwarden_state_entries` | gauge | |
+//! | `hookwarden_audit_backlog` | gauge | |
+//! | `hookwarden_audit_aggregated_total` | counter | |
+//! | `hookwarden_event_sink_backlog`, `hookwarden_event_sink_dropped_total` | gauge, counter | `sink` |
+//! | `hookwarden_alerts_total` | counter | `alert`, `result` (`sent`, `failed`) |
+//! | `hookwarden_config_reloads_total` | counter | `result` (`ok`, `error`) |
+
+use std::sync::Arc;
+
+use metrics::{
+    Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
+    with_local_recorder,
+};
+use metrics_exporter_prometheus::{
+    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
+};
+
+use super::{Event, Observer, SinkStats};
+use crate::policy::Reason;
+
+/// Histogram buckets in seconds: from 5 ms (a local refusal) to 60 s (an AI agent thinking).
+pub const LATENCY_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0,
+];
+
+/// The gateway's metrics.
+pub struct Metrics {
+    recorder: PrometheusRecorder,
+    handle: PrometheusHandle,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+/// Values read at scrape time.
+#[derive(Debug, Clone, Default)]
+pub struct Gauges {
+    /// Open client connections on the public listener.
+    pub active_connections: usize,
+    /// Entries in the limiter/state table of this process.
+    pub state_entries: usize,
+    /// The event subscribers' queues.
+    pub sinks: Vec<SinkStats>,
+}
+
+impl Metrics {
+    /// A fresh recorder with the latency buckets and descriptions set.
+    pub fn new() -> Arc<Metrics> {
+        let builder = PrometheusBuilder::new();
+        let builder = [
+            "hookwarden_upstream_latency_seconds",
+            "hookwarden_request_duration_seconds",
+        ]
+        .into_iter()
+        .fold(builder, |b, name| {
+            // The bucket list is a non-empty constant: this cannot fail.
+            match b.set_buckets_for_metric(Matcher::Full(name.into()), LATENCY_BUCKETS) {
+                Ok(b) => b,
+                Err(_) => unreachable!("LATENCY_BUCKETS is not empty"),
+            }
+        });
+        let recorder = builder.build_recorder();
+        let handle = recorder.handle();
+        let m = Metrics { recorder, handle };
+        m.with(|| {
+            describe_counter!(
+                "hookwarden_requests_total",
+                "Requests by route, outcome (allowed, denied, failed) and reason code."
+            );
+            describe_histogram!(
+                "hookwarden_request_duration_seconds",
+                Unit::Seconds,
+                "Time from request headers to response headers, by route."
+            );
+            describe_histogram!(
+                "hookwarden_upstream_latency_seconds",
+                Unit::Seconds,
+                "Time the upstream took to send response headers, by route."
+            );
+            describe_gauge!(
+                "hookwarden_active_connections",
+                "Open client connections on the public listener."
+            );
+            describe_gauge!(
+                "hookwarden_state_entries",
+                "Entries in this process's limiter/state table."
+            );
+            describe_gauge!(
+                "hookwarden_audit_backlog",
+                "Events waiting for the audit writer."
+            );
+            describe_counter!(
+                "hookwarden_audit_aggregated_total",
+                "Events the audit writer could not take one by one; stored as counts only."
+            );
+            describe_gauge!(
+                "hookwarden_event_sink_backlog",
+                "Events waiting in each event subscriber's queue."
+            );
+            describe_counter!(
+                "hookwarden_event_sink_dropped_total",
+                "Events a subscriber's full queue could not take."
+            );
+            describe_counter!(
+                "hookwarden_alerts_total",
+                "Alert notifications by rule and result (sent, failed)."
+            );
+            describe_counter!(
+                "hookwarden_config_reloads_total",
+                "Config reloads by result (ok, error)."
+            );
+        });
+        Arc::new(m)
+    }
+
+    /// Runs `f` with this gateway's recorder as the target of the `metrics` macros.
+    pub fn with<T>(&self, f: impl FnOnce() -> T) -> T {
+        with_local_recorder(&self.recorder, f)
+    }
+
+    /// Counts one request.
+    pub fn observe(&self, e: &Event) {
+        let route = e.route.as_deref().unwrap_or("").to_owned();
+        self.with(|| {
+            counter!(
+                "hookwarden_requests_total",
+                "route" => route.clone(),
+                "outcome" => e.outcome.as_str(),
+                "reason" => e.reason.map(Reason::as_str).unwrap_or(""),
+            )
+            .increment(1);
+            histogram!("hookwarden_request_duration_seconds", "route" => route.clone())
+                .record(e.latency.as_secs_f64());
+            if let Some(up) = e.upstream_latency {
+                histogram!("hookwarden_upstream_latency_seconds", "route" => route)
+                    .record(up.as_secs_f64());
+            }
+        });
+    }
+
+    /// An observer for the emitter.
+    pub fn observer(self: &Arc<Self>) -> Observer {
+        let m = self.clone();
+        Arc::new(move |e: &Event| m.observe(e))
+    }
+
+    /// Counts an alert notification.
+    pub fn alert(&self, name: &str, result: &'static str) {
+        let name = name.to_owned();
+        self.with(|| {
+            counter!("hookwarden_alerts_total", "alert" => name, "result" => result).increment(1)
+        });
+    }
+
+    /// Counts a config reload.
+    pub fn reload(&self, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.with(|| counter!("hookwarden_config_reloads_total", "result" => result).increment(1));
+    }
+
+    /// The Prometheus text exposition, with the gauges set to `g`.
+    pub fn render(&self, g: &Gauges) -> String {
+        self.with(|| {
+            gauge!("hookwarden_active_connections").set(g.active_connections as f64);
+            gauge!("hookwarden_state_entries").set(g.state_entries as f64);
+            for s in &g.sinks {
+                gauge!("hookwarden_event_sink_backlog", "sink" => s.name).set(s.queued as f64);
+                counter!("hookwarden_event_sink_dropped_total", "sink" => s.name)
+                    .absolute(s.dropped);
+                if s.name == "audit" {
+                    gauge!("hookwarden_audit_backlog").set(s.queued as f64);
+                    counter!("hookwarden_audit_aggregated_total").absolute(s.dropped);
+                }
+            }
+        });
+        self.handle.render()
+    }
+}

@@ -1,0 +1,895 @@
+//! The audit log in the store: the writer task, the queries shared by `hookwarden events` and
+//! the admin API, retention, and the record of alerts sent.
+//!
+//! One writer owns all inserts. It takes events from a bounded channel (the emitter's
+//! `try_send` is the request path's only contact with it) and writes them in batches of up to
+//! [`BATCH_MAX`] events or [`BATCH_LINGER`], one transaction per batch. When the channel is
+//! full, the emitter hands the event to [`Rollup`] instead, which counts it by minute, route,
+//! outcome and reason; the writer stores those counts in `event_counts` with its next batch.
+//! So a flood costs the detail of some events, never their existence in the numbers.
+//!
+//! Retention runs in the writer between batches, in chunks, by age (`[storage] keep`) and by
+//! count (`[storage] max_events`).
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use rusqlite::types::Value;
+use rusqlite::{Connection, params, params_from_iter};
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use super::{Store, StoreError};
+use crate::events::{Emitter, Event, Outcome};
+use crate::policy::Reason;
+
+/// Events written in one transaction at most.
+pub const BATCH_MAX: usize = 500;
+/// How long the writer waits for more events to fill a batch.
+pub const BATCH_LINGER: Duration = Duration::from_millis(200);
+/// Events the writer's queue holds; beyond it events are aggregated into counts.
+pub const QUEUE_CAPACITY: usize = 10_000;
+/// How often retention runs.
+const RETENTION_EVERY: Duration = Duration::from_secs(60);
+/// Rows deleted per retention statement, so other store users get the lock in between.
+const DELETE_CHUNK: i64 = 5_000;
+/// Granularity of the counts kept for events the writer could not take.
+const ROLLUP_BUCKET_MS: i64 = 60_000;
+
+/// Schema of the audit log (appended to the store's migrations).
+pub(super) const MIGRATION: &str = "
+CREATE TABLE events (
+    id INTEGER PRIMARY KEY,
+    time_ms INTEGER NOT NULL,
+    request_id TEXT NOT NULL,
+    route TEXT,
+    client_ip TEXT NOT NULL,
+    method TEXT NOT NULL,
+    status INTEGER NOT NULL,
+    outcome TEXT NOT NULL,
+    reason TEXT,
+    detail TEXT,
+    flags TEXT,
+    key_id TEXT,
+    session_id TEXT,
+    latency_us INTEGER NOT NULL,
+    upstream_status INTEGER,
+    upstream_latency_us INTEGER,
+    user_agent TEXT
+) STRICT;
+CREATE INDEX events_time ON events (time_ms);
+CREATE INDEX events_request_id ON events (request_id);
+CREATE INDEX events_client_ip ON events (client_ip, time_ms);
+CREATE TABLE event_counts (
+    bucket_ms INTEGER NOT NULL,
+    route TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    count INTEGER NOT NULL,
+    PRIMARY KEY (bucket_ms, route, outcome, reason)
+) STRICT;
+CREATE TABLE alerts (
+    id INTEGER PRIMARY KEY,
+    time_ms INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    matched INTEGER NOT NULL,
+    threshold INTEGER NOT NULL,
+    window_ms INTEGER NOT NULL,
+    route TEXT,
+    result TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    http_status INTEGER,
+    error TEXT
+) STRICT;
+CREATE INDEX alerts_time ON alerts (time_ms);
+";
+
+/// How long and how many audit events are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Age limit.
+    pub keep: Duration,
+    /// Count limit.
+    pub max_events: u64,
+}
+
+/// Counts of events the writer could not take one by one, by minute, route, outcome, reason.
+#[derive(Debug, Default)]
+pub struct Rollup {
+    counts: Mutex<HashMap<RollupKey, i64>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct RollupKey {
+    bucket_ms: i64,
+    route: Arc<str>,
+    outcome: &'static str,
+    reason: &'static str,
+}
+
+impl Rollup {
+    /// Counts one event.
+    pub fn add(&self, e: &Event) {
+        let key = RollupKey {
+            bucket_ms: e.time.as_millisecond().div_euclid(ROLLUP_BUCKET_MS) * ROLLUP_BUCKET_MS,
+            route: e.route.clone().unwrap_or_else(|| Arc::from("")),
+            outcome: e.outcome.as_str(),
+            reason: e.reason.map(Reason::as_str).unwrap_or(""),
+        };
+        *self
+            .counts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(key)
+            .or_insert(0) += 1;
+    }
+
+    fn take(&self) -> HashMap<RollupKey, i64> {
+        std::mem::take(&mut *self.counts.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    fn put_back(&self, counts: HashMap<RollupKey, i64>) {
+        let mut map = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        for (k, n) in counts {
+            *map.entry(k).or_insert(0) += n;
+        }
+    }
+}
+
+/// The running audit writer.
+pub struct AuditWriter {
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl AuditWriter {
+    /// Subscribes to `emitter` and starts the writer on `store`.
+    pub fn start(
+        store: Store,
+        emitter: &Emitter,
+        retention: Arc<ArcSwap<Retention>>,
+    ) -> AuditWriter {
+        AuditWriter::start_with_capacity(store, emitter, retention, QUEUE_CAPACITY)
+    }
+
+    /// Like [`AuditWriter::start`] with a queue of `capacity` events.
+    pub fn start_with_capacity(
+        store: Store,
+        emitter: &Emitter,
+        retention: Arc<ArcSwap<Retention>>,
+        capacity: usize,
+    ) -> AuditWriter {
+        let rollup = Arc::new(Rollup::default());
+        let overflow = rollup.clone();
+        let rx = emitter.subscribe_with_overflow(
+            "audit",
+            capacity,
+            Arc::new(move |e: &Event| overflow.add(e)),
+        );
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let task = tokio::spawn(run_writer(store, rx, rollup, retention, stop_rx));
+        AuditWriter {
+            stop: Some(stop_tx),
+            task: Some(task),
+        }
+    }
+
+    /// Writes what is queued and stops (waits at most `timeout`).
+    pub async fn finish(mut self, timeout: Duration) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take()
+            && tokio::time::timeout(timeout, t).await.is_err()
+        {
+            tracing::warn!("audit writer did not finish in time; some events may be missing");
+        }
+    }
+}
+
+impl Drop for AuditWriter {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+async fn run_writer(
+    store: Store,
+    mut rx: mpsc::Receiver<Arc<Event>>,
+    rollup: Arc<Rollup>,
+    retention: Arc<ArcSwap<Retention>>,
+    mut stop: oneshot::Receiver<()>,
+) {
+    let mut tick = tokio::time::interval(RETENTION_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let mut batch: Vec<Arc<Event>> = Vec::with_capacity(64);
+        let mut stopping = false;
+        tokio::select! {
+            biased;
+            _ = &mut stop => stopping = true,
+            n = rx.recv_many(&mut batch, BATCH_MAX) => {
+                if n == 0 {
+                    stopping = true;
+                }
+            }
+            _ = tick.tick() => {
+                let r = **retention.load();
+                let s = store.clone();
+                let rollup = rollup.clone();
+                let _ = tokio::task::spawn_blocking(move || {
+                    write_batch(&s, &[], &rollup);
+                    if let Err(e) = apply_retention(&s, jiff::Timestamp::now(), r) {
+                        tracing::error!(error = %e, "audit retention failed");
+                    }
+                })
+                .await;
+                continue;
+            }
+        }
+        if stopping {
+            while let Ok(e) = rx.try_recv() {
+                batch.push(e);
+            }
+        } else {
+            let deadline = tokio::time::Instant::now() + BATCH_LINGER;
+            while batch.len() < BATCH_MAX {
+                let room = BATCH_MAX - batch.len();
+                match tokio::time::timeout_at(deadline, rx.recv_many(&mut batch, room)).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+        }
+        let s = store.clone();
+        let r = rollup.clone();
+        let _ = tokio::task::spawn_blocking(move || write_batch(&s, &batch, &r)).await;
+        if stopping {
+            return;
+        }
+    }
+}
+
+/// Writes `batch` and the pending rollup counts in one transaction. On failure the counts are
+/// kept for the next try and the events are logged as lost (they are still in the log lines).
+fn write_batch(store: &Store, batch: &[Arc<Event>], rollup: &Rollup) {
+    let counts = rollup.take();
+    if batch.is_empty() && counts.is_empty() {
+        return;
+    }
+    let mut conn = store.lock();
+    match insert(&mut conn, batch, &counts) {
+        Ok(()) => {}
+        Err(e) => {
+            drop(conn);
+            rollup.put_back(counts);
+            tracing::error!(error = %e, lost = batch.len(), "cannot write audit events");
+        }
+    }
+}
+
+fn insert(
+    conn: &mut Connection,
+    batch: &[Arc<Event>],
+    counts: &HashMap<RollupKey, i64>,
+) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    {
+        let mut stmt = tx.prepare_cached(
+            "INSERT INTO events (time_ms, request_id, route, client_ip, method, status, outcome,
+                reason, detail, flags, key_id, session_id, latency_us, upstream_status,
+                upstream_latency_us, user_agent)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+        )?;
+        for e in batch {
+            let flags = (!e.flags.is_empty()).then(|| {
+                e.flags
+                    .iter()
+                    .map(|f| f.as_str())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            });
+            stmt.execute(params![
+                e.time.as_millisecond(),
+                e.request_id,
+                e.route.as_deref(),
+                e.client_ip.to_string(),
+                e.method,
+                e.status,
+                e.outcome.as_str(),
+                e.reason.map(Reason::as_str),
+                e.detail,
+                flags,
+                e.key_id,
+                e.session_id,
+                micros(e.latency),
+                e.upstream_status,
+                e.upstream_latency.map(micros),
+                e.user_agent,
+            ])?;
+        }
+        let mut up = tx.prepare_cached(
+            "INSERT INTO event_counts (bucket_ms, route, outcome, reason, count)
+             VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (bucket_ms, route, outcome, reason)
+             DO UPDATE SET count = count + excluded.count",
+        )?;
+        for (k, n) in counts {
+            up.execute(params![k.bucket_ms, &*k.route, k.outcome, k.reason, n])?;
+        }
+    }
+    tx.commit()
+}
+
+fn micros(d: Duration) -> i64 {
+    i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
+}
+
+/// Deletes events (and counts and alert records) older than `keep`, then the oldest events
+/// beyond `max_events`. Returns the number of events deleted.
+pub fn apply_retention(
+    store: &Store,
+    now: jiff::Timestamp,
+    r: Retention,
+) -> Result<u64, StoreError> {
+    let keep_ms = i64::try_from(r.keep.as_millis()).unwrap_or(i64::MAX);
+    let cutoff = now.as_millisecond().saturating_sub(keep_ms);
+    let mut deleted = 0u64;
+    loop {
+        let n = store.lock().execute(
+            "DELETE FROM events WHERE id IN
+               (SELECT id FROM events WHERE time_ms < ?1 ORDER BY time_ms LIMIT ?2)",
+            params![cutoff, DELETE_CHUNK],
+        )?;
+        deleted += n as u64;
+        if (n as i64) < DELETE_CHUNK {
+            break;
+        }
+    }
+    {
+        let conn = store.lock();
+        conn.execute("DELETE FROM event_counts WHERE bucket_ms < ?1", [cutoff])?;
+        conn.execute("DELETE FROM alerts WHERE time_ms < ?1", [cutoff])?;
+    }
+    let max = i64::try_from(r.max_events).unwrap_or(i64::MAX);
+    let cut: Option<i64> = {
+        let conn = store.lock();
+        let mut stmt = conn.prepare("SELECT id FROM events ORDER BY id DESC LIMIT 1 OFFSET ?1")?;
+        let mut rows = stmt.query([max])?;
+        match rows.next()? {
+            Some(row) => Some(row.get(0)?),
+            None => None,
+        }
+    };
+    if let Some(cut) = cut {
+        loop {
+            let n = store.lock().execute(
+                "DELETE FROM events WHERE id IN
+                   (SELECT id FROM events WHERE id <= ?1 ORDER BY id LIMIT ?2)",
+                params![cut, DELETE_CHUNK],
+            )?;
+            deleted += n as u64;
+            if (n as i64) < DELETE_CHUNK {
+                break;
+            }
+        }
+    }
+    if deleted > 0 {
+        tracing::info!(deleted, "audit retention: old events deleted");
+    }
+    Ok(deleted)
+}
+
+/// Which events to list. Empty fields match everything.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventFilter {
+    /// Route name.
+    pub route: Option<String>,
+    /// Outcome.
+    pub outcome: Option<Outcome>,
+    /// Reason code.
+    pub reason: Option<Reason>,
+    /// Client address.
+    pub ip: Option<IpAddr>,
+    /// Events at or after this time.
+    pub since: Option<jiff::Timestamp>,
+    /// Events with an id above this one, oldest first (for `--follow`); otherwise newest first.
+    pub after_id: Option<i64>,
+    /// Events with an id below this one (paging back).
+    pub before_id: Option<i64>,
+    /// At most this many.
+    pub limit: u32,
+}
+
+/// Filters as a person types them (CLI flags, API query parameters), before checking.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+pub struct FilterArgs {
+    /// Route name.
+    pub route: Option<String>,
+    /// `allowed`, `denied` or `failed`.
+    pub outcome: Option<String>,
+    /// A reason code.
+    pub reason: Option<String>,
+    /// A duration back from now, e.g. `1h`.
+    pub since: Option<String>,
+    /// A client address.
+    pub ip: Option<String>,
+    /// At most this many events.
+    pub limit: Option<u32>,
+    /// Events with a smaller id (paging back).
+    pub before: Option<i64>,
+    /// Events with a larger id, oldest first (following).
+    pub after: Option<i64>,
+}
+
+impl FilterArgs {
+    /// Checks the values; errors are sentences naming the filter and what it accepts.
+    pub fn resolve(&self, now: jiff::Timestamp, max_limit: u32) -> Result<EventFilter, String> {
+        let outcome =
+            match self.outcome.as_deref().filter(|s| !s.is_empty()) {
+                None => None,
+                Some(o) => Some(Outcome::from_code(o).ok_or_else(|| {
+                    format!("outcome \"{o}\" is not one of allowed, denied, failed")
+                })?),
+            };
+        let reason = match self.reason.as_deref().filter(|s| !s.is_empty()) {
+            None => None,
+            Some(r) => Some(Reason::from_code(r).ok_or_else(|| {
+                let known: Vec<&str> = Reason::ALL.iter().map(|r| r.as_str()).collect();
+                format!(
+                    "reason \"{r}\" is not a reason code; known codes: {}",
+                    known.join(", ")
+                )
+            })?),
+        };
+        let since = match self.since.as_deref().filter(|s| !s.is_empty()) {
+            None => None,
+            Some(s) => {
+                let d = crate::config::units::parse_duration(s)
+                    .map_err(|e| format!("since: {e}; write e.g. 30m, 1h or 7d"))?;
+                let d = jiff::SignedDuration::try_from(d)
+                    .map_err(|_| format!("since: \"{s}\" is too long"))?;
+                Some(
+                    now.checked_sub(d)
+                        .map_err(|_| format!("since: \"{s}\" is too long"))?,
+                )
+            }
+        };
+        let ip = match self.ip.as_deref().filter(|s| !s.is_empty()) {
+            None => None,
+            Some(a) => Some(
+                a.parse::<IpAddr>()
+                    .map_err(|_| format!("ip \"{a}\" is not an IP address"))?,
+            ),
+        };
+        Ok(EventFilter {
+            route: self.route.clone().filter(|s| !s.is_empty()),
+            outcome,
+            reason,
+            ip,
+            since,
+            after_id: self.after,
+            before_id: self.before,
+            limit: self.limit.unwrap_or(100).clamp(1, max_limit),
+        })
+    }
+}
+
+/// One stored event, as the CLI and the API show it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct StoredEvent {
+    /// Row id: increases with every event written.
+    pub id: i64,
+    /// When the request arrived (RFC 3339, UTC).
+    pub time: String,
+    /// The request id.
+    pub request_id: String,
+    /// The route, when the path matched one.
+    pub route: Option<String>,
+    /// The client address.
+    pub client_ip: String,
+    /// The method.
+    pub method: String,
+    /// The status sent.
+    pub status: u16,
+    /// `allowed`, `denied` or `failed`.
+    pub outcome: String,
+    /// The reason code.
+    pub reason: Option<String>,
+    /// Which step failed, for reasons with several.
+    pub detail: Option<String>,
+    /// Alert-mode findings.
+    pub flags: Vec<String>,
+    /// The API key's id.
+    pub key_id: Option<String>,
+    /// The browser session.
+    pub session_id: Option<String>,
+    /// Time to response headers, in milliseconds.
+    pub latency_ms: f64,
+    /// The upstream's status.
+    pub upstream_status: Option<u16>,
+    /// The upstream's time to response headers, in milliseconds.
+    pub upstream_latency_ms: Option<f64>,
+    /// The User-Agent, truncated.
+    pub user_agent: Option<String>,
+}
+
+/// Lists events matching `f`.
+pub fn list_events(conn: &Connection, f: &EventFilter) -> Result<Vec<StoredEvent>, StoreError> {
+    let mut sql = String::from(
+        "SELECT id, time_ms, request_id, route, client_ip, method, status, outcome, reason,
+                detail, flags, key_id, session_id, latency_us, upstream_status,
+                upstream_latency_us, user_agent
+         FROM events WHERE 1 = 1",
+    );
+    let mut args: Vec<Value> = Vec::new();
+    let mut add = |cond: &str, v: Value| {
+        args.push(v);
+        sql.push_str(&format!(" AND {cond} ?{}", args.len()));
+    };
+    if let Some(r) = &f.route {
+        add("route =", Value::Text(r.clone()));
+    }
+    if let Some(o) = f.outcome {
+        add("outcome =", Value::Text(o.as_str().into()));
+    }
+    if let Some(r) = f.reason {
+        add("reason =", Value::Text(r.as_str().into()));
+    }
+    if let Some(ip) = f.ip {
+        add("client_ip =", Value::Text(ip.to_canonical().to_string()));
+    }
+    if let Some(t) = f.since {
+        add("time_ms >=", Value::Integer(t.as_millisecond()));
+    }
+    if let Some(id) = f.after_id {
+        add("id >", Value::Integer(id));
+    }
+    if let Some(id) = f.before_id {
+        add("id <", Value::Integer(id));
+    }
+    sql.push_str(if f.after_id.is_some() {
+        " ORDER BY id ASC"
+    } else {
+        " ORDER BY id DESC"
+    });
+    args.push(Value::Integer(i64::from(f.limit.max(1))));
+    sql.push_str(&format!(" LIMIT ?{}", args.len()));
+    let mut stmt = conn.prepare(&sql)?;
+    let rows = stmt.query_map(params_from_iter(args), |r| {
+        let time_ms: i64 = r.get(1)?;
+        let flags: Option<String> = r.get(10)?;
+        let latency_us: i64 = r.get(13)?;
+        let up_us: Option<i64> = r.get(15)?;
+        Ok(StoredEvent {
+            id: r.get(0)?,
+            time: format_ms(time_ms),
+            request_id: r.get(2)?,
+            route: r.get(3)?,
+            client_ip: r.get(4)?,
+            method: r.get(5)?,
+            status: r.get(6)?,
+            outcome: r.get(7)?,
+            reason: r.get(8)?,
+            detail: r.get(9)?,
+            flags: flags
+                .map(|s| s.split(',').map(str::to_owned).collect())
+                .unwrap_or_default(),
+            key_id: r.get(11)?,
+            session_id: r.get(12)?,
+            latency_ms: latency_us as f64 / 1000.0,
+            upstream_status: r.get(14)?,
+            upstream_latency_ms: up_us.map(|u| u as f64 / 1000.0),
+            user_agent: r.get(16)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Number of events recorded only as counts (the writer was behind) since `since`.
+pub fn aggregated_since(conn: &Connection, since: jiff::Timestamp) -> Result<i64, StoreError> {
+    let bucket = since.as_millisecond().div_euclid(ROLLUP_BUCKET_MS) * ROLLUP_BUCKET_MS;
+    Ok(conn.query_row(
+        "SELECT COALESCE(SUM(count), 0) FROM event_counts WHERE bucket_ms >= ?1",
+        [bucket],
+        |r| r.get(0),
+    )?)
+}
+
+fn format_ms(ms: i64) -> String {
+    jiff::Timestamp::from_millisecond(ms)
+        .map(|t| t.to_string())
+        .unwrap_or_else(|_| ms.to_string())
+}
+
+/// Counts over a time window, for the dashboard and `GET /api/stats`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Stats {
+    /// The window, in seconds.
+    pub window_seconds: u64,
+    /// The width of one point of `series`, in seconds.
+    pub bucket_seconds: u64,
+    /// Start of the window (RFC 3339).
+    pub since: String,
+    /// Totals by outcome.
+    pub totals: OutcomeCounts,
+    /// Requests per bucket by outcome, oldest first; buckets without requests are included.
+    pub series: Vec<SeriesPoint>,
+    /// Counts by route, outcome and reason, largest first.
+    pub counts: Vec<Count>,
+    /// Denials by reason, largest first.
+    pub denials_by_reason: Vec<Named>,
+    /// Client addresses with the most denials.
+    pub top_ips: Vec<Named>,
+    /// API keys with the most denials.
+    pub top_keys: Vec<Named>,
+    /// Events in the window recorded only as counts (the audit writer was behind).
+    pub aggregated: i64,
+}
+
+/// Counts by outcome.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct OutcomeCounts {
+    /// Forwarded.
+    pub allowed: i64,
+    /// Refused.
+    pub denied: i64,
+    /// Upstream failed.
+    pub failed: i64,
+}
+
+impl OutcomeCounts {
+    fn add(&mut self, outcome: &str, n: i64) {
+        match outcome {
+            "allowed" => self.allowed += n,
+            "denied" => self.denied += n,
+            "failed" => self.failed += n,
+            _ => {}
+        }
+    }
+}
+
+/// One point of the time series.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct SeriesPoint {
+    /// Bucket start (RFC 3339).
+    pub t: String,
+    /// Counts in the bucket.
+    #[serde(flatten)]
+    pub counts: OutcomeCounts,
+}
+
+/// A count by route, outcome and reason.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Count {
+    /// Route (`""` for requests that matched none).
+    pub route: String,
+    /// Outcome.
+    pub outcome: String,
+    /// Reason (`""` for allowed requests).
+    pub reason: String,
+    /// How many.
+    pub count: i64,
+}
+
+/// A name with a count.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Named {
+    /// The reason, address or key id.
+    pub name: String,
+    /// How many.
+    pub count: i64,
+}
+
+/// Bucket widths the series uses; the smallest giving at most 60 points is taken.
+const BUCKETS_S: &[u64] = &[
+    10,
+    30,
+    60,
+    300,
+    900,
+    1800,
+    3600,
+    3 * 3600,
+    6 * 3600,
+    12 * 3600,
+    86400,
+];
+
+/// Counts over the `window` before `now`.
+pub fn stats(
+    conn: &Connection,
+    now: jiff::Timestamp,
+    window: Duration,
+) -> Result<Stats, StoreError> {
+    let window_s = window.as_secs().max(60);
+    let bucket_s = BUCKETS_S
+        .iter()
+        .copied()
+        .find(|b| window_s / b <= 60)
+        .unwrap_or(86400);
+    let bucket_ms = (bucket_s * 1000) as i64;
+    let now_ms = now.as_millisecond();
+    let last_bucket = now_ms.div_euclid(bucket_ms) * bucket_ms;
+    let points = window_s.div_ceil(bucket_s) as i64;
+    let first_bucket = last_bucket - (points - 1) * bucket_ms;
+    let since_ms = now_ms - (window_s * 1000) as i64;
+
+    let mut series: Vec<SeriesPoint> = (0..points)
+        .map(|i| SeriesPoint {
+            t: format_ms(first_bucket + i * bucket_ms),
+            counts: OutcomeCounts::default(),
+        })
+        .collect();
+    let mut totals = OutcomeCounts::default();
+    let mut by_key: HashMap<(String, String, String), i64> = HashMap::new();
+    let mut aggregated = 0i64;
+    // Individual events, then the counts of events the writer could not take one by one.
+    let mut collect = |sql: &str, from: i64, agg: bool| -> Result<(), StoreError> {
+        let mut stmt = conn.prepare(sql)?;
+        let mut rows = stmt.query(params![from, bucket_ms])?;
+        while let Some(r) = rows.next()? {
+            let b: i64 = r.get(0)?;
+            let route: String = r.get(1)?;
+            let outcome: String = r.get(2)?;
+            let reason: String = r.get(3)?;
+            let n: i64 = r.get(4)?;
+            let idx = (b - first_bucket).div_euclid(bucket_ms);
+            if let Some(p) = usize::try_from(idx).ok().and_then(|i| series.get_mut(i)) {
+                p.counts.add(&outcome, n);
+            }
+            totals.add(&outcome, n);
+            if agg {
+                aggregated += n;
+            }
+            *by_key.entry((route, outcome, reason)).or_insert(0) += n;
+        }
+        Ok(())
+    };
+    collect(
+        "SELECT (time_ms / ?2) * ?2, COALESCE(route, ''), outcome, COALESCE(reason, ''), COUNT(*)
+           FROM events WHERE time_ms >= ?1
+          GROUP BY 1, 2, 3, 4",
+        since_ms,
+        false,
+    )?;
+    collect(
+        "SELECT (bucket_ms / ?2) * ?2, route, outcome, reason, SUM(count)
+           FROM event_counts WHERE bucket_ms >= ?1
+          GROUP BY 1, 2, 3, 4",
+        since_ms.div_euclid(ROLLUP_BUCKET_MS) * ROLLUP_BUCKET_MS,
+        true,
+    )?;
+
+    let mut counts: Vec<Count> = by_key
+        .into_iter()
+        .map(|((route, outcome, reason), count)| Count {
+            route,
+            outcome,
+            reason,
+            count,
+        })
+        .collect();
+    counts.sort_by(|a, b| {
+        b.count
+            .cmp(&a.count)
+            .then_with(|| (&a.route, &a.outcome, &a.reason).cmp(&(&b.route, &b.outcome, &b.reason)))
+    });
+    let mut reasons: HashMap<String, i64> = HashMap::new();
+    for c in counts
+        .iter()
+        .filter(|c| c.outcome != "allowed" && !c.reason.is_empty())
+    {
+        *reasons.entry(c.reason.clone()).or_insert(0) += c.count;
+    }
+    let mut denials_by_reason: Vec<Named> = reasons
+        .into_iter()
+        .map(|(name, count)| Named { name, count })
+        .collect();
+    denials_by_reason.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.name.cmp(&b.name)));
+
+    let top = |column: &str| -> Result<Vec<Named>, StoreError> {
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {column}, COUNT(*) FROM events
+              WHERE time_ms >= ?1 AND outcome = 'denied' AND {column} IS NOT NULL
+              GROUP BY {column} ORDER BY 2 DESC, 1 LIMIT 10"
+        ))?;
+        let rows = stmt.query_map([since_ms], |r| {
+            Ok(Named {
+                name: r.get(0)?,
+                count: r.get(1)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    };
+    Ok(Stats {
+        window_seconds: window_s,
+        bucket_seconds: bucket_s,
+        since: format_ms(since_ms),
+        totals,
+        series,
+        counts,
+        denials_by_reason,
+        top_ips: top("client_ip")?,
+        top_keys: top("key_id")?,
+        aggregated,
+    })
+}
+
+/// An alert that was sent (or could not be), as recorded in the store.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct AlertRecord {
+    /// When the rule fired (RFC 3339).
+    pub time: String,
+    /// The rule's name.
+    pub name: String,
+    /// Matching events in the window when it fired.
+    pub matched: i64,
+    /// The rule's threshold.
+    pub threshold: i64,
+    /// The rule's window, in seconds.
+    pub window_seconds: i64,
+    /// The rule's route filter.
+    pub route: Option<String>,
+    /// `sent` or `failed`.
+    pub result: String,
+    /// Delivery attempts made.
+    pub attempts: i64,
+    /// The receiver's last HTTP status.
+    pub http_status: Option<u16>,
+    /// Why delivery failed (never the URL).
+    pub error: Option<String>,
+}
+
+/// Records an alert delivery.
+pub fn record_alert(conn: &Connection, a: &AlertRecord, time_ms: i64) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO alerts (time_ms, name, matched, threshold, window_ms, route, result,
+                             attempts, http_status, error)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        params![
+            time_ms,
+            a.name,
+            a.matched,
+            a.threshold,
+            a.window_seconds * 1000,
+            a.route,
+            a.result,
+            a.attempts,
+            a.http_status,
+            a.error,
+        ],
+    )?;
+    Ok(())
+}
+
+/// The latest alert records, newest first.
+pub fn recent_alerts(conn: &Connection, limit: u32) -> Result<Vec<AlertRecord>, StoreError> {
+    let mut stmt = conn.prepare(
+        "SELECT time_ms, name, matched, threshold, window_ms, route, result, attempts,
+                http_status, error
+           FROM alerts ORDER BY id DESC LIMIT ?1",
+    )?;
+    let rows = stmt.query_map([limit], |r| {
+        let window_ms: i64 = r.get(4)?;
+        Ok(AlertRecord {
+            time: format_ms(r.get(0)?),
+            name: r.get(1)?,
+            matched: r.get(2)?,
+            threshold: r.get(3)?,
+            window_seconds: window_ms / 1000,
+            route: r.get(5)?,
+            result: r.get(6)?,
+            attempts: r.get(7)?,
+            http_status: r.get(8)?,
+            error: r.get(9)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
