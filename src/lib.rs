@@ -12,11 +12,13 @@
 //! - [`store`]: the SQLite file.
 //! - [`events`]: one event per request and its sinks.
 //! - [`config`]: the TOML schema, `${VAR}` expansion and lint.
+//! - [`decrypt`]: PHP `openssl_decrypt`-compatible body decryption.
 //! - [`app`]: assembly of all the above; [`demo`]: the no-config demo. The CLI lives in the
 //!   binary (`src/cli/`).
 
 pub mod app;
 pub mod config;
+pub mod decrypt;
 pub mod demo;
 pub mod events;
 pub mod forward;

@@ -6,6 +6,7 @@
 //! them are collected so `hookwarden check` can report the whole file at once. Warnings (risky
 //! but valid setups) travel with a successfully loaded config.
 
+mod decrypt;
 mod expand;
 mod reader;
 mod route;
@@ -14,6 +15,7 @@ pub mod units;
 
 use std::path::{Path, PathBuf};
 
+pub use decrypt::DecryptConfig;
 pub use reader::{Issue, Reader, Section, Severity};
 pub use route::{RouteConfig, RouteMode, UpstreamConfig};
 pub use server::{ServerConfig, StorageConfig, TlsFiles};

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, Method, Uri};
 
+use super::DecryptConfig;
 use super::reader::Section;
 use super::resolve_path;
 use super::server::ServerConfig;
@@ -35,6 +36,8 @@ pub struct RouteConfig {
     pub content_types: Option<Vec<String>>,
     /// Where allowed requests go.
     pub upstream: UpstreamConfig,
+    /// `[route.decrypt]`: decrypt the body before forwarding.
+    pub decrypt: Option<DecryptConfig>,
 }
 
 /// `[route.upstream]`.
@@ -144,6 +147,7 @@ pub(super) fn read_route(
             None
         }
     };
+    let decrypt = s.table("decrypt").and_then(super::decrypt::read_decrypt);
     s.finish();
     Some(RouteConfig {
         name: name?,
@@ -153,6 +157,7 @@ pub(super) fn read_route(
         mode,
         content_types,
         upstream: upstream?,
+        decrypt,
     })
 }
 

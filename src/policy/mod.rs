@@ -29,7 +29,7 @@ pub use reason::{Denial, Reason, error_code};
 use crate::config::{Config, RouteConfig, RouteMode};
 use crate::forward::{ClientError, Upstream, UpstreamClient};
 use crate::state::State;
-use guards::{BodySizeGuard, ContentTypeGuard, MethodGuard};
+use guards::{BodySizeGuard, ContentTypeGuard, DecryptGuard, MethodGuard};
 
 /// What guards may use besides the request: shared state and stores.
 #[derive(Debug, Clone)]
@@ -45,6 +45,8 @@ pub enum Guard {
     BodySize(BodySizeGuard),
     /// Media type outside `content_types`.
     ContentType(ContentTypeGuard),
+    /// Body that does not decrypt (`[route.decrypt]`); replaces the body by its plaintext.
+    Decrypt(DecryptGuard),
 }
 
 impl Guard {
@@ -54,6 +56,7 @@ impl Guard {
         match self {
             Guard::BodySize(g) => g.check(ex),
             Guard::ContentType(g) => g.check(ex),
+            Guard::Decrypt(g) => g.check(ex),
         }
     }
 }
@@ -99,6 +102,12 @@ impl RoutePolicy {
         if let Some(types) = &cfg.content_types {
             head.push(Guard::ContentType(ContentTypeGuard::new(types.clone())));
         }
+        let mut body = Vec::new();
+        // Decryption replaces the body, so it runs after every guard that reads the body
+        // as received (signatures are computed over the ciphertext).
+        if let Some(d) = &cfg.decrypt {
+            body.push(Guard::Decrypt(DecryptGuard::new(d)));
+        }
         Ok(RoutePolicy {
             name: cfg.name.as_str().into(),
             path: cfg.path.clone(),
@@ -106,7 +115,7 @@ impl RoutePolicy {
             method: MethodGuard::new(&cfg.methods),
             max_body: cfg.max_body,
             head,
-            body: Vec::new(),
+            body,
             upstream: Upstream::new(&cfg.upstream, client),
         })
     }

@@ -3,8 +3,10 @@
 
 mod body_size;
 mod content_type;
+mod decrypt;
 mod method;
 
 pub use body_size::BodySizeGuard;
 pub use content_type::ContentTypeGuard;
+pub use decrypt::DecryptGuard;
 pub use method::MethodGuard;
