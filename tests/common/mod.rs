@@ -177,12 +177,14 @@ async fn answer(req: Request<Incoming>, recs: Arc<Mutex<Vec<Recorded>>>) -> Resp
     r
 }
 
-/// A gateway started in-process from config text.
+/// A gateway started in-process from config text. Its events are kept so tests can assert
+/// the exact audit reason of a refusal ([`Gateway::assert_refused`]).
 pub struct Gateway {
     pub addr: SocketAddr,
     pub dir: tempfile::TempDir,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
+    events: tokio::sync::Mutex<tokio::sync::mpsc::Receiver<Arc<hookwarden::events::Event>>>,
 }
 
 /// Completes config text for tests: `{upstream}` becomes the upstream's base URL, the listener
@@ -227,6 +229,7 @@ impl Gateway {
             .unwrap_or_else(|e| panic!("test config invalid: {e}"));
         let app = hookwarden::app::App::start(&loaded.config).await.unwrap();
         let addr = app.local_addr();
+        let events = app.gateway().events().subscribe("test", 100_000);
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             app.run(async {
@@ -239,7 +242,37 @@ impl Gateway {
             dir,
             shutdown: Some(tx),
             task: Some(task),
+            events: tokio::sync::Mutex::new(events),
         }
+    }
+
+    /// The event of request `id`. Events are emitted before the response is sent, so the
+    /// event of a request whose response arrived is always there.
+    pub async fn event(&self, id: &str) -> Arc<hookwarden::events::Event> {
+        let mut rx = self.events.lock().await;
+        loop {
+            let ev = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+                .await
+                .unwrap_or_else(|_| panic!("no event for request {id}"))
+                .expect("event channel closed");
+            if ev.request_id == id {
+                return ev;
+            }
+        }
+    }
+
+    /// Asserts a refusal: the status, the public error code, and the audit reason.
+    pub async fn assert_refused(
+        &self,
+        got: &Got,
+        status: u16,
+        code: &str,
+        reason: hookwarden::policy::Reason,
+    ) -> Arc<hookwarden::events::Event> {
+        let id = got.assert_error(status, code);
+        let ev = self.event(&id).await;
+        assert_eq!(ev.reason, Some(reason), "request {id}: {ev:?}");
+        ev
     }
 
     pub fn url(&self, path: &str) -> String {
