@@ -9,8 +9,8 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use http::{HeaderMap, HeaderValue};
 
 use hookwarden::policy::{client_ip, path};
-use hookwarden::state::gcra::{Gcra, Rate};
 use hookwarden::state::MemoryState;
+use hookwarden::state::gcra::{Gcra, Rate};
 
 fn bench_path(c: &mut Criterion) {
     c.bench_function("path::check_path plain", |b| {
@@ -34,7 +34,13 @@ fn bench_client_ip(c: &mut Criterion) {
     });
     let untrusted: SocketAddr = "203.0.113.9:4000".parse().unwrap();
     c.bench_function("client_ip::resolve direct client", |b| {
-        b.iter(|| client_ip::resolve(black_box(untrusted), black_box(&headers), black_box(&trusted)))
+        b.iter(|| {
+            client_ip::resolve(
+                black_box(untrusted),
+                black_box(&headers),
+                black_box(&trusted),
+            )
+        })
     });
 }
 
@@ -51,7 +57,9 @@ fn bench_rate(c: &mut Criterion) {
         })
     });
     let state = MemoryState::new(1_000_000);
-    let keys: Vec<String> = (0..10_000).map(|i| format!("rl:chat:ip:10.1.{}.{}", i / 256, i % 256)).collect();
+    let keys: Vec<String> = (0..10_000)
+        .map(|i| format!("rl:chat:ip:10.1.{}.{}", i / 256, i % 256))
+        .collect();
     c.bench_function("MemoryState::rate over 10k keys", |b| {
         let mut i = 0;
         b.iter(|| {

@@ -17,7 +17,9 @@ use aes_gcm::aead::AeadInOut;
 use aes_gcm::aead::consts::{U12, U16};
 use aes_gcm::{AesGcm, KeyInit, Tag};
 use base64::Engine;
-use cbc::cipher::{BlockModeDecrypt, BlockModeEncrypt, KeyIvInit, StreamCipher, block_padding::Pkcs7};
+use cbc::cipher::{
+    BlockModeDecrypt, BlockModeEncrypt, KeyIvInit, StreamCipher, block_padding::Pkcs7,
+};
 
 /// The supported ciphers, named as PHP names them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -159,7 +161,9 @@ impl DecryptError {
             DecryptError::IvLength => "iv has the wrong length",
             DecryptError::TagMissing => "tag is missing",
             DecryptError::TagInvalid => "tag is not 16 bytes of hex",
-            DecryptError::CiphertextLength => "ciphertext length is not a multiple of the block size",
+            DecryptError::CiphertextLength => {
+                "ciphertext length is not a multiple of the block size"
+            }
             DecryptError::BadPadding => "bad padding",
             DecryptError::TagMismatch => "authentication tag mismatch",
             DecryptError::NotJson => "plaintext is not JSON",
@@ -329,7 +333,11 @@ impl Decryptor {
 
     /// Encrypts like PHP's `openssl_encrypt($plaintext, $cipher, $key, 0, $iv, $tag)`:
     /// returns the base64 body and, for GCM, the tag. For `hookwarden encrypt` and tests.
-    pub fn encrypt(&self, plaintext: &[u8], iv: &[u8]) -> Result<(String, Option<Vec<u8>>), DecryptError> {
+    pub fn encrypt(
+        &self,
+        plaintext: &[u8],
+        iv: &[u8],
+    ) -> Result<(String, Option<Vec<u8>>), DecryptError> {
         if !self.cipher.iv_lens().contains(&iv.len()) {
             return Err(DecryptError::IvLength);
         }
@@ -406,7 +414,9 @@ macro_rules! gcm_decrypt {
                 .map_err(|_| DecryptError::IvLength)?
                 .decrypt_inout_detached(&nonce, b"", data.as_mut_slice().into(), &tag)
         };
-        verified.map(|()| data).map_err(|_| DecryptError::TagMismatch)
+        verified
+            .map(|()| data)
+            .map_err(|_| DecryptError::TagMismatch)
     }};
 }
 
@@ -449,7 +459,10 @@ mod tests {
     fn keys_are_fitted_like_php() {
         assert_eq!(
             fit_key(Cipher::Aes128Ctr, b"short"),
-            (b"short\0\0\0\0\0\0\0\0\0\0\0".to_vec(), KeyFit::Padded { given: 5 })
+            (
+                b"short\0\0\0\0\0\0\0\0\0\0\0".to_vec(),
+                KeyFit::Padded { given: 5 }
+            )
         );
         let long = [7u8; 40];
         assert_eq!(
@@ -463,7 +476,8 @@ mod tests {
     /// counter mode and key handling.
     #[test]
     fn ctr_matches_nist_sp800_38a() {
-        let key = hex::decode("603deb1015ca71be2b73aef0857d77811f352c073b6108d72d9810a30914dff4").unwrap();
+        let key = hex::decode("603deb1015ca71be2b73aef0857d77811f352c073b6108d72d9810a30914dff4")
+            .unwrap();
         let iv = "f0f1f2f3f4f5f6f7f8f9fafbfcfdfeff";
         let ct = hex::decode("601ec313775789a5b7a7f504bbf3d228").unwrap();
         let body = base64::engine::general_purpose::STANDARD.encode(ct);
@@ -481,9 +495,15 @@ mod tests {
         let pt = hex::decode("6bc1bee22e409f96e93d7e117393172a").unwrap();
         let d = Decryptor::new(Cipher::Aes128Cbc, &key);
         let (body, _) = d.encrypt(&pt, &iv).unwrap();
-        let raw = base64::engine::general_purpose::STANDARD.decode(&body).unwrap();
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(&body)
+            .unwrap();
         assert_eq!(hex::encode(&raw[..16]), "7649abac8119b246cee98e9b12e9197d");
-        assert_eq!(d.decrypt(body.as_bytes(), Some(&hex::encode(&iv)), None).unwrap(), pt);
+        assert_eq!(
+            d.decrypt(body.as_bytes(), Some(&hex::encode(&iv)), None)
+                .unwrap(),
+            pt
+        );
     }
 
     #[test]
@@ -508,13 +528,31 @@ mod tests {
         let d = Decryptor::new(Cipher::Aes256Cbc, b"k");
         let iv = "00".repeat(16);
         assert_eq!(d.decrypt(b"", Some(&iv), None), Err(DecryptError::Empty));
-        assert_eq!(d.decrypt(b"not base64!!", Some(&iv), None), Err(DecryptError::NotBase64));
-        assert_eq!(d.decrypt(b"AAAA", Some("zz"), None), Err(DecryptError::IvNotHex));
-        assert_eq!(d.decrypt(b"AAAA", Some("00ff"), None), Err(DecryptError::IvLength));
-        assert_eq!(d.decrypt(b"AAAA", Some(&iv), None), Err(DecryptError::CiphertextLength));
+        assert_eq!(
+            d.decrypt(b"not base64!!", Some(&iv), None),
+            Err(DecryptError::NotBase64)
+        );
+        assert_eq!(
+            d.decrypt(b"AAAA", Some("zz"), None),
+            Err(DecryptError::IvNotHex)
+        );
+        assert_eq!(
+            d.decrypt(b"AAAA", Some("00ff"), None),
+            Err(DecryptError::IvLength)
+        );
+        assert_eq!(
+            d.decrypt(b"AAAA", Some(&iv), None),
+            Err(DecryptError::CiphertextLength)
+        );
         let g = Decryptor::new(Cipher::Aes128Gcm, b"k");
-        assert_eq!(g.decrypt(b"AAAA", None, None), Err(DecryptError::TagMissing));
-        assert_eq!(g.decrypt(b"AAAA", None, Some("abcd")), Err(DecryptError::TagInvalid));
+        assert_eq!(
+            g.decrypt(b"AAAA", None, None),
+            Err(DecryptError::TagMissing)
+        );
+        assert_eq!(
+            g.decrypt(b"AAAA", None, Some("abcd")),
+            Err(DecryptError::TagInvalid)
+        );
     }
 
     #[test]
@@ -532,7 +570,11 @@ mod tests {
         let wrong = Decryptor::new(Cipher::Aes256Gcm, b"wrong key");
         let (body, tag) = right.encrypt(b"{\"a\":1}", &[3u8; 12]).unwrap();
         assert_eq!(
-            wrong.decrypt(body.as_bytes(), Some(&"03".repeat(12)), Some(&hex::encode(tag.unwrap()))),
+            wrong.decrypt(
+                body.as_bytes(),
+                Some(&"03".repeat(12)),
+                Some(&hex::encode(tag.unwrap()))
+            ),
             Err(DecryptError::TagMismatch)
         );
     }
@@ -542,7 +584,10 @@ mod tests {
         let want = b"\xfb\xff\xbe hello".to_vec();
         let clean = base64::engine::general_purpose::STANDARD.encode(&want);
         assert!(clean.contains('+') || clean.contains('/'));
-        assert!(clean.starts_with('+'), "the vector must start with a '+' to test the edge");
+        assert!(
+            clean.starts_with('+'),
+            "the vector must start with a '+' to test the edge"
+        );
         let wrapped = format!("  {}\r\n{}\n  ", &clean[..4], &clean[4..]);
         assert_eq!(decode_body(wrapped.as_bytes()).unwrap(), want);
         let spaced = clean.replace('+', " ");

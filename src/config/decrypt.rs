@@ -53,14 +53,22 @@ pub(super) fn read_decrypt(s: Section<'_, '_>) -> Option<DecryptConfig> {
             "hex" => match hex::decode(k.expose().trim()) {
                 Ok(b) => Some(b),
                 Err(_) => {
-                    s.error("key", "is not valid hex (key_encoding = \"hex\")", "write the key as hex digits, or set key_encoding = \"raw\"");
+                    s.error(
+                        "key",
+                        "is not valid hex (key_encoding = \"hex\")",
+                        "write the key as hex digits, or set key_encoding = \"raw\"",
+                    );
                     None
                 }
             },
             "base64" => match base64::engine::general_purpose::STANDARD.decode(k.expose().trim()) {
                 Ok(b) => Some(b),
                 Err(_) => {
-                    s.error("key", "is not valid base64 (key_encoding = \"base64\")", "write the key as standard base64, or set key_encoding = \"raw\"");
+                    s.error(
+                        "key",
+                        "is not valid base64 (key_encoding = \"base64\")",
+                        "write the key as standard base64, or set key_encoding = \"raw\"",
+                    );
                     None
                 }
             },
@@ -76,7 +84,11 @@ pub(super) fn read_decrypt(s: Section<'_, '_>) -> Option<DecryptConfig> {
     });
     if let (Some(m), Some(c)) = (&material, cipher) {
         if m.is_empty() {
-            s.error("key", "is empty", "set the secret key the sender encrypts with");
+            s.error(
+                "key",
+                "is empty",
+                "set the secret key the sender encrypts with",
+            );
         } else {
             match fit_key(c, m).1 {
                 KeyFit::Exact => {}
@@ -110,7 +122,11 @@ pub(super) fn read_decrypt(s: Section<'_, '_>) -> Option<DecryptConfig> {
     let tag_param = s.string("tag_param").unwrap_or_else(|| "tag".into());
     for (key, v) in [("iv_param", &iv_param), ("tag_param", &tag_param)] {
         if v.is_empty() || v.contains(['&', '=', '#', ' ']) {
-            s.error(key, format!("\"{v}\" is not a usable query parameter name"), "use a plain name such as \"iv\"");
+            s.error(
+                key,
+                format!("\"{v}\" is not a usable query parameter name"),
+                "use a plain name such as \"iv\"",
+            );
         }
     }
     let forward_content_type = match s.string("forward_content_type") {

@@ -46,13 +46,12 @@ impl DecryptGuard {
             .decryptor
             .decrypt(&ex.body, iv.as_deref(), tag.as_deref())
             .map_err(refuse)?;
-        if self.require_json
-            && serde_json::from_slice::<serde::de::IgnoredAny>(&plain).is_err()
-        {
+        if self.require_json && serde_json::from_slice::<serde::de::IgnoredAny>(&plain).is_err() {
             return Err(refuse(DecryptError::NotJson));
         }
         ex.body = Bytes::from(plain);
-        ex.headers.insert(header::CONTENT_TYPE, self.content_type.clone());
+        ex.headers
+            .insert(header::CONTENT_TYPE, self.content_type.clone());
         ex.consume_query_param(&self.iv_param);
         if self.decryptor.cipher().mode() == Mode::Gcm {
             ex.consume_query_param(&self.tag_param);
