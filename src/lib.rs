@@ -14,6 +14,7 @@
 //! - [`config`]: the TOML schema, `${VAR}` expansion and lint.
 //! - [`browser`]: browser widgets (origins, CORS, single-use tokens, the JS client).
 //! - [`admin`]: the admin listener: admin API, `/metrics`, dashboard, config reload.
+//! - [`decrypt`]: PHP `openssl_decrypt`-compatible body decryption.
 //! - [`app`]: assembly of all the above; [`demo`]: the no-config demo. The CLI lives in the
 //!   binary (`src/cli/`).
 
@@ -21,6 +22,7 @@ pub mod admin;
 pub mod app;
 pub mod browser;
 pub mod config;
+pub mod decrypt;
 pub mod demo;
 pub mod events;
 pub mod forward;

@@ -11,6 +11,7 @@ mod admin;
 mod alert;
 mod auth;
 mod browser;
+mod decrypt;
 mod expand;
 mod reader;
 mod route;
@@ -30,6 +31,7 @@ pub use auth::{
     OutboundSignConfig, PROVIDERS, Provider, SignatureConfig, TemplatePart, parse_template,
 };
 pub use browser::{BrowserConfig, DEFAULT_TOKEN_TTL, TokenBind};
+pub use decrypt::DecryptConfig;
 pub use reader::{Issue, Reader, Section, Severity};
 pub use route::{RouteConfig, RouteMode, UpstreamConfig};
 pub use server::{ServerConfig, StorageConfig, TlsFiles};

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, Method, Uri};
 
+use super::DecryptConfig;
 use super::abuse::AbuseConfig;
 use super::auth::{self, AuthConfig, OutboundSignConfig};
 use super::browser::{BrowserConfig, read_browser};
@@ -44,6 +45,8 @@ pub struct RouteConfig {
     pub browser: Option<BrowserConfig>,
     /// IP and User-Agent rules, rate limits and bans.
     pub abuse: AbuseConfig,
+    /// `[route.decrypt]`: decrypt the body before forwarding.
+    pub decrypt: Option<DecryptConfig>,
 }
 
 /// `[route.upstream]`.
@@ -158,6 +161,14 @@ pub(super) fn read_route(
     let auth = auth::read_auths(&s);
     let browser = s.table("browser").map(read_browser);
     let abuse = super::abuse::read_abuse(&s);
+    let decrypt = s.table("decrypt").and_then(super::decrypt::read_decrypt);
+    if decrypt.is_some() && auth.is_empty() {
+        s.warn(
+            "decrypt",
+            "decrypts bodies for any caller: without [[route.auth]], anyone who finds the URL can make the gateway do crypto work and reach the upstream with whatever decrypts",
+            "add the sender's URL secret, e.g. [[route.auth]] type = \"api_key\", query = \"secret-key\", keys = [\"${VCC_SECRET_KEY}\"]",
+        );
+    }
     s.finish();
     Some(RouteConfig {
         name: name?,
@@ -170,6 +181,7 @@ pub(super) fn read_route(
         auth,
         browser,
         abuse,
+        decrypt,
     })
 }
 

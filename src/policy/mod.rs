@@ -33,8 +33,8 @@ use crate::forward::{ClientError, Upstream, UpstreamClient};
 use crate::state::State;
 use crate::store::keys::KeyCache;
 use guards::{
-    ApiKeyGuard, BanGuard, BodySizeGuard, ContentTypeGuard, IpGuard, LimitGuard, LimitScope,
-    MethodGuard, OriginGuard, SignatureGuard, TokenGuard, UserAgentGuard,
+    ApiKeyGuard, BanGuard, BodySizeGuard, ContentTypeGuard, DecryptGuard, IpGuard, LimitGuard,
+    LimitScope, MethodGuard, OriginGuard, SignatureGuard, TokenGuard, UserAgentGuard,
 };
 
 /// What guards may use besides the request: shared state and stores.
@@ -71,6 +71,8 @@ pub enum Guard {
     Origin(OriginGuard),
     /// Browser token missing, invalid, expired or already spent.
     Token(TokenGuard),
+    /// Body that does not decrypt (`[route.decrypt]`); replaces the body by its plaintext.
+    Decrypt(DecryptGuard),
 }
 
 impl Guard {
@@ -88,6 +90,7 @@ impl Guard {
             Guard::Signature(g) => g.check(ex, services).await,
             Guard::Origin(g) => g.check(ex),
             Guard::Token(g) => g.check(ex, services).await,
+            Guard::Decrypt(g) => g.check(ex),
         }
     }
 }
@@ -182,6 +185,11 @@ impl RoutePolicy {
         }
         if let Some(settings) = browser.as_ref().and_then(|b| b.token) {
             head.push(Guard::Token(TokenGuard::new(name.clone(), settings)));
+        }
+        // Decryption replaces the body, so it runs after every guard that reads the body as
+        // received (signatures are computed over the ciphertext).
+        if let Some(d) = &cfg.decrypt {
+            body.push(Guard::Decrypt(DecryptGuard::new(d)));
         }
         // → key/session/header/route limits (authenticated requests only)
         if !per_caller.is_empty() {
@@ -340,6 +348,7 @@ mod tests {
                 Guard::ApiKey(_) => "api_key",
                 Guard::Token(_) => "token",
                 Guard::Signature(_) => "signature",
+                Guard::Decrypt(_) => "decrypt",
             })
             .collect()
     }

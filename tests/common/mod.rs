@@ -261,6 +261,35 @@ impl Gateway {
         }
     }
 
+    /// The event of request `id`. Events are emitted before the response is sent, so the
+    /// event of a request whose response arrived is always there.
+    pub async fn event(&self, id: &str) -> Arc<hookwarden::events::Event> {
+        let mut rx = self.events.lock().await;
+        loop {
+            let ev = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+                .await
+                .unwrap_or_else(|_| panic!("no event for request {id}"))
+                .expect("event channel closed");
+            if ev.request_id == id {
+                return ev;
+            }
+        }
+    }
+
+    /// Asserts a refusal: the status, the public error code, and the audit reason.
+    pub async fn assert_refused(
+        &self,
+        got: &Got,
+        status: u16,
+        code: &str,
+        reason: hookwarden::policy::Reason,
+    ) -> Arc<hookwarden::events::Event> {
+        let id = got.assert_error(status, code);
+        let ev = self.event(&id).await;
+        assert_eq!(ev.reason, Some(reason), "request {id}: {ev:?}");
+        ev
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
