@@ -357,4 +357,27 @@ headers = { "X-Auth" = "${BAD}" }
         assert!(msg.contains("route[chat].upstream.headers.X-Auth"), "{msg}");
         assert!(!msg.contains("top-secret"), "{msg}");
     }
+
+    #[test]
+    fn ipv4_mapped_networks_become_ipv4_and_too_short_ones_are_flagged() {
+        let text = MINIMAL.replace(
+            "[[route]]",
+            "[server]\ntrusted_proxies = [\"::ffff:10.0.0.0/104\", \"::ffff:0:0/80\"]\n[[route]]",
+        );
+        let loaded = load(&text).unwrap();
+        let nets: Vec<String> = loaded
+            .config
+            .server
+            .trusted_proxies
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        assert_eq!(nets, ["10.0.0.0/8", "::/80"]);
+        let w: Vec<&str> = loaded.warnings.iter().map(|w| w.key.as_str()).collect();
+        assert!(
+            w.contains(&"server.trusted_proxies"),
+            "{:?}",
+            loaded.warnings
+        );
+    }
 }

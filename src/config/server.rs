@@ -214,6 +214,14 @@ pub(crate) fn parse_networks(s: &Section<'_, '_>, key: &str, list: &[String]) ->
                     .map(|a| IpNet::from(a.to_canonical()))
             });
         match parsed {
+            Ok(IpNet::V6(v6)) if v6.prefix_len() < 96 && v6.addr().to_ipv4_mapped().is_some() => {
+                s.warn(
+                    key,
+                    format!("\"{item}\" is an IPv4-mapped network shorter than /96: IPv4 clients are matched as IPv4 addresses, so it only matches IPv6 ones"),
+                    "write the IPv4 network instead, e.g. \"10.0.0.0/8\"",
+                );
+                out.push(IpNet::V6(v6.trunc()));
+            }
             Ok(n) => out.push(n.trunc()),
             Err(_) => s.error(
                 key,

@@ -247,6 +247,8 @@ fn log_event(e: &Event) {
     let latency_ms = e.latency.as_secs_f64() * 1000.0;
     let route = e.route.as_deref().unwrap_or("-");
     let reason = e.reason.map(Reason::as_str).unwrap_or("-");
+    let key_id = e.key_id.as_deref().unwrap_or("-");
+    let session_id = e.session_id.as_deref().unwrap_or("-");
     match e.outcome {
         Outcome::Allowed => tracing::info!(
             target: "hookwarden::request",
@@ -257,6 +259,8 @@ fn log_event(e: &Event) {
             outcome = e.outcome.as_str(),
             latency_ms,
             client_ip = %e.client_ip,
+            key_id,
+            session_id,
             "request"
         ),
         Outcome::Denied | Outcome::Failed => tracing::warn!(
@@ -270,6 +274,8 @@ fn log_event(e: &Event) {
             detail = e.detail.unwrap_or("-"),
             latency_ms,
             client_ip = %e.client_ip,
+            key_id,
+            session_id,
             "request"
         ),
     }

@@ -41,6 +41,18 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     headers.remove("proxy-connection");
 }
 
+/// Puts the gateway's own response headers (`ours`) on `target`: each name in `ours` replaces
+/// every value `target` had under it, and keeps all of its own values (a guard may add a field
+/// more than once).
+pub fn overlay(target: &mut HeaderMap, ours: &HeaderMap) {
+    for name in ours.keys() {
+        target.remove(name);
+    }
+    for (name, value) in ours {
+        target.append(name, value.clone());
+    }
+}
+
 /// Prepares client headers for the upstream: hop-by-hop, `Host`, framing and the gateway's own
 /// headers go; what only the client may claim about itself (`Forwarded`, `X-Real-IP`) goes too,
 /// because the gateway sets the authoritative `X-Forwarded-*` instead.
@@ -82,6 +94,20 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn overlay_replaces_names_and_keeps_every_value_of_ours() {
+        let mut target = HeaderMap::new();
+        target.insert("ratelimit", HeaderValue::from_static("upstream"));
+        target.insert("x-upstream", HeaderValue::from_static("1"));
+        let mut ours = HeaderMap::new();
+        ours.append("ratelimit", HeaderValue::from_static("a"));
+        ours.append("ratelimit", HeaderValue::from_static("b"));
+        overlay(&mut target, &ours);
+        let values: Vec<_> = target.get_all("ratelimit").iter().collect();
+        assert_eq!(values, ["a", "b"]);
+        assert_eq!(target["x-upstream"], "1");
     }
 
     #[test]

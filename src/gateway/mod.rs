@@ -33,7 +33,7 @@ use crate::browser::{BrowserPolicy, cors};
 use crate::events::{Emitter, Event, Outcome, truncate_user_agent};
 use crate::forward::ForwardError;
 use crate::forward::body::{IdleTimeout, ResponseBody};
-use crate::forward::headers::{X_REQUEST_ID, strip_hop_by_hop};
+use crate::forward::headers::{X_REQUEST_ID, overlay, strip_hop_by_hop};
 use crate::policy::{Denial, Exchange, Reason, RoutePolicy, RouteTable, Services, client_ip, path};
 
 /// Facts about the connection a request came in on.
@@ -306,11 +306,7 @@ impl Gateway {
                 let upstream_latency = Some(sent.elapsed());
                 let (mut parts, body) = resp.into_parts();
                 strip_hop_by_hop(&mut parts.headers);
-                for (name, value) in ex.response_headers.drain() {
-                    if let Some(name) = name {
-                        parts.headers.insert(name, value);
-                    }
-                }
+                overlay(&mut parts.headers, &ex.response_headers);
                 let upstream_status = Some(parts.status.as_u16());
                 // The response is always HTTP/1.1 or HTTP/2 as the client spoke; hyper sets it.
                 parts.version = http::Version::default();
@@ -369,9 +365,7 @@ impl Gateway {
     /// limit fields) are kept: the client needs them most on a refusal.
     fn refuse(&self, ex: &Exchange, denial: Denial) -> Finished {
         let mut response = response::denial_response(&denial, &ex.request_id);
-        for (name, value) in &ex.response_headers {
-            response.headers_mut().insert(name, value.clone());
-        }
+        overlay(response.headers_mut(), &ex.response_headers);
         Finished {
             response,
             outcome: Outcome::Denied,

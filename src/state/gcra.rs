@@ -24,7 +24,8 @@ impl Rate {
     pub fn new(count: u32, period: Duration, burst: u32) -> Rate {
         let count = count.max(1);
         Rate {
-            interval_ns: (period.as_nanos() / u128::from(count)).max(1) as u64,
+            interval_ns: u64::try_from((period.as_nanos() / u128::from(count)).max(1))
+                .unwrap_or(u64::MAX),
             burst: burst.max(1),
         }
     }

@@ -96,14 +96,12 @@ impl MemoryState {
 
     /// Switches to a hand-driven clock starting at `at` (tests only need this).
     pub fn set_manual_clock(&self, at: Duration) {
-        self.manual_ns
-            .store(at.as_nanos().max(1) as u64, Ordering::Relaxed);
+        self.manual_ns.store(nanos(at).max(1), Ordering::Relaxed);
     }
 
     /// Advances the hand-driven clock.
     pub fn advance(&self, by: Duration) {
-        self.manual_ns
-            .fetch_add(by.as_nanos() as u64, Ordering::Relaxed);
+        self.manual_ns.fetch_add(nanos(by), Ordering::Relaxed);
     }
 
     fn now_ns(&self) -> u64 {
@@ -150,7 +148,17 @@ impl MemoryState {
             let nth = expiries.len() / 10;
             let (_, threshold, _) = expiries.select_nth_unstable(nth);
             let threshold = *threshold;
-            shard.map.retain(|_, e| e.expires_ns > threshold);
+            // Exactly a tenth (and one) goes, among those expiring first: when many entries
+            // share the threshold expiry, a plain `expires > threshold` would drop them all.
+            let mut budget = nth + 1;
+            shard.map.retain(|_, e| {
+                if budget > 0 && e.expires_ns <= threshold {
+                    budget -= 1;
+                    false
+                } else {
+                    true
+                }
+            });
         }
         if shard.map.capacity() > cap * 2 {
             shard.map.shrink_to(cap);
@@ -220,7 +228,7 @@ impl MemoryState {
             if Self::live(shard, h, now).is_some() {
                 return false;
             }
-            let expires_ns = now.saturating_add(ttl.as_nanos() as u64);
+            let expires_ns = now.saturating_add(nanos(ttl));
             self.put(
                 shard,
                 h,
@@ -245,7 +253,7 @@ impl MemoryState {
                 },
                 None => Entry {
                     value: 1,
-                    expires_ns: now.saturating_add(window.as_nanos() as u64),
+                    expires_ns: now.saturating_add(nanos(window)),
                 },
             };
             self.put(shard, h, entry, now);
@@ -263,7 +271,7 @@ impl MemoryState {
     /// Bans `key` for `duration`.
     pub fn ban(&self, key: &str, duration: Duration) {
         self.with_shard(key, |shard, h, now| {
-            let expires_ns = now.saturating_add(duration.as_nanos() as u64);
+            let expires_ns = now.saturating_add(nanos(duration));
             self.put(
                 shard,
                 h,
@@ -307,6 +315,12 @@ impl MemoryState {
             }
         }
     }
+}
+
+/// A duration in nanoseconds, saturating (a `u64` of nanoseconds is 584 years; a longer
+/// configured ban or TTL means "for ever", not a wrap to a tiny value).
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]
@@ -362,6 +376,24 @@ mod tests {
         assert!(s.rate("other", r).allowed);
         s.advance(Duration::from_secs(30));
         assert!(s.rate("k", r).allowed);
+    }
+
+    #[test]
+    fn eviction_of_entries_with_one_expiry_drops_a_tenth_not_all() {
+        let s = MemoryState::new(SHARDS * 100);
+        s.set_manual_clock(Duration::from_secs(1));
+        // Every ban expires at the same instant; the table just overflows (about half the
+        // shards get more than their 100). Dropping everything at the shared expiry would
+        // leave those shards nearly empty.
+        for i in 0..(SHARDS * 105) {
+            s.ban(&format!("ban:{i}"), Duration::from_secs(900));
+        }
+        let held = s.len();
+        assert!(held <= SHARDS * 100, "{held}");
+        assert!(
+            held >= SHARDS * 100 * 8 / 10,
+            "eviction dropped too much: {held}"
+        );
     }
 
     #[test]

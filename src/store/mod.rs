@@ -19,6 +19,14 @@ pub enum StoreError {
     /// SQLite refused.
     #[error("store: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// The file could not be created.
+    #[error("cannot create the store {path}: {source}")]
+    Create {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
     /// The file was written by a newer hookwarden.
     #[error(
         "store {path} has schema version {found}, newer than this hookwarden ({supported}); upgrade hookwarden"
@@ -76,6 +84,7 @@ impl Store {
         let conn = if path.as_os_str() == ":memory:" {
             Connection::open_in_memory()?
         } else {
+            create_private(path)?;
             Connection::open(path)?
         };
         conn.busy_timeout(Duration::from_secs(5))?;
@@ -133,6 +142,24 @@ impl Store {
     }
 }
 
+/// Creates the store file readable by its owner only (it holds the generated token key, key
+/// digests and the audit log). SQLite gives its WAL and shared-memory files the same mode. An
+/// existing file keeps the mode its owner chose.
+fn create_private(path: &Path) -> Result<(), StoreError> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    match opts.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(StoreError::Create {
+            path: path.display().to_string(),
+            source: e,
+        }),
+    }
+}
+
 fn migrate(conn: &Connection, shown: &str) -> Result<(), StoreError> {
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     let supported = MIGRATIONS.len() as i64;
@@ -180,6 +207,23 @@ mod tests {
         assert_eq!(s.get_or_init_meta("k", "first").unwrap(), "first");
         assert_eq!(s.get_or_init_meta("k", "second").unwrap(), "first");
         assert_eq!(s.get_meta("k").unwrap().as_deref(), Some("first"));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_new_store_file_is_private_to_its_owner() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hw.db");
+        let s = Store::open(&path).unwrap();
+        s.set_meta("a", "1").unwrap();
+        for f in ["hw.db", "hw.db-wal"] {
+            let mode = std::fs::metadata(dir.path().join(f))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o077, 0, "{f} is readable by others: {mode:o}");
+        }
     }
 
     #[test]
