@@ -235,11 +235,18 @@ impl App {
     /// Serves until `shutdown` completes and the in-flight requests are done.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let state = self.gateway.services().state.clone();
+        let metrics = self.metrics.clone();
+        // Housekeeping: expired state entries, and the metrics' histogram samples.
         let sweeper = tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(10));
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            let mut n: u64 = 0;
             loop {
                 tick.tick().await;
-                state.sweep();
+                metrics.run_upkeep();
+                n += 1;
+                if n % 2 == 0 {
+                    state.sweep();
+                }
             }
         });
         let keys = self.gateway.services().keys.clone();

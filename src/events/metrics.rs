@@ -17,11 +17,12 @@
 //! | `hookwarden_alerts_total` | counter | `alert`, `result` (`sent`, `failed`) |
 //! | `hookwarden_config_reloads_total` | counter | `result` (`ok`, `error`) |
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 
 use metrics::{
-    Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
-    with_local_recorder,
+    Counter, Histogram, Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge,
+    histogram, with_local_recorder,
 };
 use metrics_exporter_prometheus::{
     Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
@@ -39,6 +40,24 @@ pub const LATENCY_BUCKETS: &[f64] = &[
 pub struct Metrics {
     recorder: PrometheusRecorder,
     handle: PrometheusHandle,
+    /// Handles of the per-request metrics, looked up once per label set: building a metric key
+    /// and searching the registry on every request costs allocations and hashing the handles
+    /// avoid.
+    requests: RwLock<HashMap<RequestLabels, Counter>>,
+    latencies: RwLock<HashMap<Arc<str>, RouteHistograms>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct RequestLabels {
+    route: Option<Arc<str>>,
+    outcome: super::Outcome,
+    reason: Option<Reason>,
+}
+
+#[derive(Clone)]
+struct RouteHistograms {
+    duration: Histogram,
+    upstream: Histogram,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -76,7 +95,12 @@ impl Metrics {
         });
         let recorder = builder.build_recorder();
         let handle = recorder.handle();
-        let m = Metrics { recorder, handle };
+        let m = Metrics {
+            recorder,
+            handle,
+            requests: RwLock::default(),
+            latencies: RwLock::default(),
+        };
         m.with(|| {
             describe_counter!(
                 "hookwarden_requests_total",
@@ -135,22 +159,72 @@ impl Metrics {
 
     /// Counts one request.
     pub fn observe(&self, e: &Event) {
-        let route = e.route.as_deref().unwrap_or("").to_owned();
-        self.with(|| {
-            counter!(
-                "hookwarden_requests_total",
-                "route" => route.clone(),
-                "outcome" => e.outcome.as_str(),
-                "reason" => e.reason.map(Reason::as_str).unwrap_or(""),
-            )
-            .increment(1);
-            histogram!("hookwarden_request_duration_seconds", "route" => route.clone())
-                .record(e.latency.as_secs_f64());
-            if let Some(up) = e.upstream_latency {
-                histogram!("hookwarden_upstream_latency_seconds", "route" => route)
-                    .record(up.as_secs_f64());
+        let labels = RequestLabels {
+            route: e.route.clone(),
+            outcome: e.outcome,
+            reason: e.reason,
+        };
+        let cached = self
+            .requests
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&labels)
+            .cloned();
+        let requests = match cached {
+            Some(c) => c,
+            None => {
+                let route = labels.route.as_deref().unwrap_or("").to_owned();
+                let reason = labels.reason.map(Reason::as_str).unwrap_or("");
+                let outcome = labels.outcome.as_str();
+                let c = self.with(|| {
+                    counter!(
+                        "hookwarden_requests_total",
+                        "route" => route,
+                        "outcome" => outcome,
+                        "reason" => reason,
+                    )
+                });
+                self.requests
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(labels, c.clone());
+                c
             }
-        });
+        };
+        requests.increment(1);
+        let route: Arc<str> = e.route.clone().unwrap_or_else(|| Arc::from(""));
+        let cached = self
+            .latencies
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&route)
+            .cloned();
+        let h = match cached {
+            Some(h) => h,
+            None => {
+                let name = route.to_string();
+                let h = self.with(|| RouteHistograms {
+                    duration: histogram!("hookwarden_request_duration_seconds", "route" => name.clone()),
+                    upstream: histogram!("hookwarden_upstream_latency_seconds", "route" => name),
+                });
+                self.latencies
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(route, h.clone());
+                h
+            }
+        };
+        h.duration.record(e.latency.as_secs_f64());
+        if let Some(up) = e.upstream_latency {
+            h.upstream.record(up.as_secs_f64());
+        }
+    }
+
+    /// Folds the histograms' recent samples into their buckets. The Prometheus recorder keeps
+    /// raw samples until this runs (or a scrape renders them), so it runs periodically whether
+    /// or not anyone scrapes `/metrics`: otherwise memory grows with every request.
+    pub fn run_upkeep(&self) {
+        self.handle.run_upkeep();
     }
 
     /// An observer for the emitter.

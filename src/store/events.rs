@@ -237,13 +237,15 @@ async fn run_writer(
             while let Ok(e) = rx.try_recv() {
                 batch.push(e);
             }
-        } else {
-            let deadline = tokio::time::Instant::now() + BATCH_LINGER;
+        } else if batch.len() < BATCH_MAX {
+            // Sleep, then take what arrived, rather than awaiting each event: waiting on the
+            // channel would have every request wake this task from a listener thread (a
+            // futex call per request); a sleeping task is woken at most once.
+            tokio::time::sleep(BATCH_LINGER).await;
             while batch.len() < BATCH_MAX {
-                let room = BATCH_MAX - batch.len();
-                match tokio::time::timeout_at(deadline, rx.recv_many(&mut batch, room)).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) => {}
+                match rx.try_recv() {
+                    Ok(e) => batch.push(e),
+                    Err(_) => break,
                 }
             }
         }
