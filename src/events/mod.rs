@@ -244,7 +244,8 @@ impl Emitter {
 }
 
 fn log_event(e: &Event) {
-    let latency_ms = e.latency.as_secs_f64() * 1000.0;
+    // Whole microseconds, so the line shows 0.051 rather than 0.050374999999999996.
+    let latency_ms = e.latency.as_micros() as f64 / 1000.0;
     let route = e.route.as_deref().unwrap_or("-");
     let reason = e.reason.map(Reason::as_str).unwrap_or("-");
     let key_id = e.key_id.as_deref().unwrap_or("-");
