@@ -135,6 +135,7 @@ impl App {
             gateway_settings(&config.server),
             services,
             events,
+            config.server.max_buffered_body,
         ));
         let tls = match &config.server.tls {
             Some(files) => Some(Arc::new(crate::server::tls::server_config(
@@ -145,7 +146,11 @@ impl App {
         };
         let limits = ConnLimits {
             max_connections: config.server.max_connections,
+            max_connections_per_ip: config.server.max_connections_per_ip,
+            per_ip_exempt: config.server.trusted_proxies.clone(),
             header_timeout: config.server.header_timeout,
+            keepalive_timeout: config.server.keepalive_timeout,
+            send_timeout: config.server.send_timeout,
             shutdown_timeout: config.server.shutdown_timeout,
             workers: config.server.workers.unwrap_or_else(|| {
                 std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)

@@ -133,6 +133,13 @@ pub(super) fn read_route(
         None => vec![Method::POST],
     };
     let max_body = s.size("max_body").unwrap_or(server.max_body);
+    if max_body > server.max_buffered_body {
+        s.error(
+            "max_body",
+            "is larger than server.max_buffered_body, so a request at the limit could never be read",
+            "lower max_body or raise server.max_buffered_body",
+        );
+    }
     let mode = match s.string("mode").as_deref() {
         None | Some("sync") => RouteMode::Sync,
         Some(other) => {

@@ -27,12 +27,18 @@ pub struct ServerConfig {
     pub hsts: Option<String>,
     /// Cap on open client connections; further clients wait in the listen backlog.
     pub max_connections: usize,
+    /// Cap on open connections from one client address (0 = none); trusted proxies exempt.
+    pub max_connections_per_ip: usize,
+    /// Cap on the request bytes buffered by all requests together (bodies are read whole).
+    pub max_buffered_body: u64,
     /// Time a client has to send a request's headers (and finish a TLS handshake).
     pub header_timeout: Duration,
     /// Time a client has to send a request body once the headers arrived.
     pub body_timeout: Duration,
-    /// How long an idle keep-alive connection is kept open.
+    /// How long a connection (HTTP/1.1 or HTTP/2) with no request in flight is kept open.
     pub keepalive_timeout: Duration,
+    /// How long a write to a client that does not read may stay blocked.
+    pub send_timeout: Duration,
     /// How long a graceful shutdown waits for in-flight requests.
     pub shutdown_timeout: Duration,
     /// Listener threads, each with its own socket and runtime; default: one per CPU.
@@ -79,9 +85,12 @@ pub(super) fn read_server(section: Option<Section<'_, '_>>, base: &Path) -> Serv
         tls: None,
         hsts: None,
         max_connections: 10_000,
+        max_connections_per_ip: 256,
+        max_buffered_body: 256 << 20,
         header_timeout: Duration::from_secs(10),
         body_timeout: Duration::from_secs(30),
         keepalive_timeout: Duration::from_secs(60),
+        send_timeout: Duration::from_secs(60),
         shutdown_timeout: Duration::from_secs(30),
         workers: None,
     };
@@ -159,6 +168,12 @@ pub(super) fn read_server(section: Option<Section<'_, '_>>, base: &Path) -> Serv
     if let Some(n) = s.integer("max_connections", 1, 10_000_000) {
         cfg.max_connections = n as usize;
     }
+    if let Some(n) = s.integer("max_connections_per_ip", 0, 10_000_000) {
+        cfg.max_connections_per_ip = n as usize;
+    }
+    if let Some(n) = s.size("max_buffered_body") {
+        cfg.max_buffered_body = n;
+    }
     if let Some(d) = s.duration("header_timeout") {
         cfg.header_timeout = d;
     }
@@ -167,6 +182,9 @@ pub(super) fn read_server(section: Option<Section<'_, '_>>, base: &Path) -> Serv
     }
     if let Some(d) = s.duration("keepalive_timeout") {
         cfg.keepalive_timeout = d;
+    }
+    if let Some(d) = s.duration("send_timeout") {
+        cfg.send_timeout = d;
     }
     if let Some(d) = s.duration("shutdown_timeout") {
         cfg.shutdown_timeout = d;
@@ -178,6 +196,7 @@ pub(super) fn read_server(section: Option<Section<'_, '_>>, base: &Path) -> Serv
         ("header_timeout", cfg.header_timeout),
         ("body_timeout", cfg.body_timeout),
         ("keepalive_timeout", cfg.keepalive_timeout),
+        ("send_timeout", cfg.send_timeout),
     ] {
         if d.is_zero() {
             s.error(
@@ -186,6 +205,13 @@ pub(super) fn read_server(section: Option<Section<'_, '_>>, base: &Path) -> Serv
                 "use a positive duration such as \"10s\"",
             );
         }
+    }
+    if cfg.max_buffered_body < cfg.max_body {
+        s.error(
+            "max_buffered_body",
+            "is smaller than max_body, so a single request at the limit could never be read",
+            "raise max_buffered_body (default 256MiB) or lower max_body",
+        );
     }
     s.finish();
     cfg

@@ -62,6 +62,10 @@ pub struct Gateway {
     settings: ArcSwap<GatewaySettings>,
     services: Services,
     events: Arc<Emitter>,
+    /// Bytes all requests together may hold in memory while their bodies are read and
+    /// forwarded (`server.max_buffered_body`): `max_body` bounds one request, this bounds the
+    /// sum, so many slow bodies at the limit cannot exhaust memory.
+    body_budget: Arc<tokio::sync::Semaphore>,
 }
 
 /// How a request ended, before it becomes a response and an event.
@@ -95,12 +99,17 @@ impl Gateway {
         settings: GatewaySettings,
         services: Services,
         events: Arc<Emitter>,
+        max_buffered_body: u64,
     ) -> Self {
+        let budget = usize::try_from(max_buffered_body)
+            .unwrap_or(usize::MAX)
+            .min(tokio::sync::Semaphore::MAX_PERMITS);
         Gateway {
             routes: ArcSwap::from_pointee(routes),
             settings: ArcSwap::from_pointee(settings),
             services,
             events,
+            body_budget: Arc::new(tokio::sync::Semaphore::new(budget)),
         }
     }
 
@@ -286,6 +295,27 @@ impl Gateway {
             route.record_denial(ex, &d, &self.services).await;
             return self.refuse(ex, d);
         }
+        // Reserve the body's bytes (its declared length, or the route's limit when it has
+        // none) until the request has been forwarded.
+        let reserve = if ex.has_body {
+            declared_length(ex)
+                .unwrap_or(route.max_body)
+                .min(route.max_body)
+        } else {
+            0
+        };
+        let _budget = match u32::try_from(reserve)
+            .ok()
+            .and_then(|n| self.body_budget.clone().try_acquire_many_owned(n).ok())
+        {
+            Some(permit) => permit,
+            None => {
+                let mut d =
+                    Denial::new(Reason::Overloaded).with_detail("request body budget exhausted");
+                d.retry_after = Some(Duration::from_secs(1));
+                return self.refuse(ex, d);
+            }
+        };
         match read_body(body, route.max_body, settings.body_timeout).await {
             Ok(bytes) => ex.body = bytes,
             Err(d) => return self.refuse(ex, d),
@@ -375,6 +405,17 @@ impl Gateway {
             upstream_latency: None,
         }
     }
+}
+
+/// The request's `Content-Length`, when it has a valid one.
+fn declared_length(ex: &Exchange) -> Option<u64> {
+    ex.headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// Reads a whole request body, at most `max` bytes within `timeout`.

@@ -72,6 +72,8 @@ pub enum Reason {
     BodyTimeout,
     /// The gateway itself failed (a bug or a broken store); details are in the log.
     InternalError,
+    /// The gateway is at a resource limit (`server.max_buffered_body`); retry later.
+    Overloaded,
 }
 
 impl Reason {
@@ -108,6 +110,7 @@ impl Reason {
         Reason::DeliveryFailed,
         Reason::BodyTimeout,
         Reason::InternalError,
+        Reason::Overloaded,
     ];
 
     /// The stable code, as in the audit log.
@@ -144,6 +147,7 @@ impl Reason {
             Reason::DeliveryFailed => "delivery_failed",
             Reason::BodyTimeout => "body_timeout",
             Reason::InternalError => "internal_error",
+            Reason::Overloaded => "overloaded",
         }
     }
 
@@ -178,7 +182,9 @@ impl Reason {
             | Reason::TimestampOutOfWindow => StatusCode::UNAUTHORIZED,
             Reason::Duplicate => StatusCode::OK,
             Reason::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-            Reason::StateUnavailable | Reason::QueueFull => StatusCode::SERVICE_UNAVAILABLE,
+            Reason::StateUnavailable | Reason::QueueFull | Reason::Overloaded => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Reason::UpstreamUnreachable | Reason::DeliveryFailed => StatusCode::BAD_GATEWAY,
             Reason::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Reason::BodyTimeout => StatusCode::REQUEST_TIMEOUT,

@@ -6,42 +6,49 @@
 //! connections over them and a connection's whole life (accept, TLS, parsing, guards, the
 //! upstream exchange) stays on one thread with no cross-thread wake-ups.
 //!
-//! Connection phase defences, in order: a cap on open connections shared by all workers (a
-//! semaphore taken before `accept`, so excess clients wait in the kernel's backlog instead of
-//! costing memory), a deadline for the TLS handshake or, on plain connections, for the bytes
-//! that tell HTTP/1.1 from HTTP/2, and then hyper's header-read timeout, which in hyper 1.x
-//! also bounds the idle time between requests on a keep-alive connection.
+//! Connection defences, in order: a cap on open connections shared by all workers (a semaphore
+//! taken before `accept`, so excess clients wait in the kernel's backlog instead of costing
+//! memory) and a cap per client address (so one host cannot take every slot); a deadline for
+//! the TLS handshake or, on plain connections, for the bytes that tell HTTP/1.1 from HTTP/2;
+//! hyper's header-read timeout for each HTTP/1.1 request; `keepalive_timeout` for a connection
+//! with no request in flight (HTTP/2 included, see `conn`); and `send_timeout` for a client
+//! that stops reading (`io`).
 
+mod conn;
+pub mod io;
 pub mod tls;
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use ipnet::IpNet;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 
-use crate::gateway::{ConnInfo, Gateway};
-
-/// The HTTP/2 connection preface; a plain connection that starts with it speaks h2c.
-const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+use crate::gateway::Gateway;
+use conn::{Connection, PerIp};
 
 /// Connection-level limits.
 #[derive(Debug, Clone)]
 pub struct ConnLimits {
     /// Open connections at most, over all workers.
     pub max_connections: usize,
-    /// Time for the TLS handshake, the request headers, and idle keep-alive gaps.
+    /// Open connections per client address at most (0 = no limit); `per_ip_exempt` excluded.
+    pub max_connections_per_ip: usize,
+    /// Networks the per-address limit does not apply to (the trusted proxies).
+    pub per_ip_exempt: Vec<IpNet>,
+    /// Time for the TLS handshake, the request headers, and idle HTTP/1.1 keep-alive gaps.
     pub header_timeout: Duration,
+    /// Time a connection (HTTP/2 included) may stay open with no request in flight.
+    pub keepalive_timeout: Duration,
+    /// Time a write to a client may stay blocked (the client not reading).
+    pub send_timeout: Duration,
     /// Time in-flight requests get to finish on shutdown.
     pub shutdown_timeout: Duration,
     /// Listener threads (each with its own socket and runtime).
@@ -119,6 +126,7 @@ impl Server {
         } = self;
         let builder = Arc::new(connection_builder(&limits));
         let permits = Arc::new(Semaphore::new(limits.max_connections));
+        let per_ip = PerIp::new(limits.max_connections_per_ip, limits.per_ip_exempt.clone());
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut done = Vec::with_capacity(sockets.len());
         for (i, socket) in sockets.into_iter().enumerate() {
@@ -130,6 +138,7 @@ impl Server {
                 tls: tls.clone(),
                 limits: limits.clone(),
                 permits: permits.clone(),
+                per_ip: per_ip.clone(),
                 active: active.clone(),
                 stop: stop_rx.clone(),
             };
@@ -167,10 +176,12 @@ fn connection_builder(limits: &ConnLimits) -> auto::Builder<TokioExecutor> {
         .header_read_timeout(limits.header_timeout)
         .keep_alive(true)
         .max_buf_size(64 * 1024);
+    // 64 streams per connection: each may buffer a body of up to max_body, so this bounds
+    // what one HTTP/2 connection can hold (the body budget bounds all of them together).
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_concurrent_streams(256)
+        .max_concurrent_streams(64)
         .max_header_list_size(64 * 1024)
         .keep_alive_interval(Some(Duration::from_secs(30)))
         .keep_alive_timeout(Duration::from_secs(20));
@@ -184,6 +195,7 @@ struct Worker {
     tls: Option<TlsAcceptor>,
     limits: ConnLimits,
     permits: Arc<Semaphore>,
+    per_ip: Arc<PerIp>,
     active: Arc<AtomicUsize>,
     stop: watch::Receiver<bool>,
 }
@@ -197,7 +209,9 @@ impl Worker {
                 return;
             }
         };
-        let graceful = GracefulShutdown::new();
+        // Every connection task holds a clone of `done_tx`; when all are gone, `done_rx`
+        // closes, which is how shutdown knows the last connection has finished.
+        let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
         let mut stop = self.stop.clone();
         let stopped = async move {
             let _ = stop.wait_for(|s| *s).await;
@@ -225,134 +239,41 @@ impl Worker {
                     }
                 },
             };
+            let Some(slot) = self.per_ip.admit(peer.ip()) else {
+                tracing::debug!(peer = %peer, "too many connections from this address; closed");
+                continue;
+            };
             let _ = stream.set_nodelay(true);
             let conn = Connection {
                 gateway: self.gateway.clone(),
                 builder: self.builder.clone(),
                 header_timeout: self.limits.header_timeout,
+                keepalive_timeout: self.limits.keepalive_timeout,
+                send_timeout: self.limits.send_timeout,
                 peer,
+                stop: self.stop.clone(),
+                done: done_tx.clone(),
             };
             let tls = self.tls.clone();
-            let watcher = graceful.watcher();
             let active = self.active.clone();
             tokio::spawn(async move {
                 active.fetch_add(1, Ordering::Relaxed);
                 match tls {
-                    Some(acceptor) => conn.serve_tls(stream, acceptor, watcher).await,
-                    None => conn.serve_plain(stream, watcher).await,
+                    Some(acceptor) => conn.serve_tls(stream, acceptor).await,
+                    None => conn.serve_plain(stream).await,
                 }
                 active.fetch_sub(1, Ordering::Relaxed);
-                drop(permit);
+                drop((permit, slot));
             });
         }
         drop(listener);
-        match tokio::time::timeout(self.limits.shutdown_timeout, graceful.shutdown()).await {
-            Ok(()) => tracing::debug!("worker: all connections closed"),
+        drop(done_tx);
+        match tokio::time::timeout(self.limits.shutdown_timeout, done_rx.recv()).await {
+            Ok(_) => tracing::debug!("worker: all connections closed"),
             Err(_) => tracing::warn!(
                 open = self.active.load(Ordering::Relaxed),
                 "shutdown timeout reached; closing the remaining connections"
             ),
-        }
-    }
-}
-
-struct Connection {
-    gateway: Arc<Gateway>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
-    header_timeout: Duration,
-    peer: SocketAddr,
-}
-
-impl Connection {
-    async fn serve_plain(self, stream: TcpStream, watcher: hyper_util::server::graceful::Watcher) {
-        // hyper-util reads the first bytes to tell HTTP/1.1 from h2c without a timer; make sure
-        // they are there (or the client is gone) before handing the socket over.
-        if !preface_ready(&stream, self.header_timeout).await {
-            return;
-        }
-        let info = ConnInfo {
-            peer: self.peer,
-            tls: false,
-        };
-        self.serve_io(stream, info, None, watcher).await;
-    }
-
-    async fn serve_tls(
-        self,
-        stream: TcpStream,
-        acceptor: TlsAcceptor,
-        watcher: hyper_util::server::graceful::Watcher,
-    ) {
-        let tls = match tokio::time::timeout(self.header_timeout, acceptor.accept(stream)).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
-                tracing::debug!(peer = %self.peer, error = %e, "TLS handshake failed");
-                return;
-            }
-            Err(_) => {
-                tracing::debug!(peer = %self.peer, "TLS handshake timed out");
-                return;
-            }
-        };
-        let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-        let info = ConnInfo {
-            peer: self.peer,
-            tls: true,
-        };
-        self.serve_io(tls, info, Some(h2), watcher).await;
-    }
-
-    async fn serve_io<I>(
-        self,
-        io: I,
-        info: ConnInfo,
-        alpn_h2: Option<bool>,
-        watcher: hyper_util::server::graceful::Watcher,
-    ) where
-        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    {
-        let gateway = self.gateway;
-        let svc = service_fn(move |req| {
-            let gateway = gateway.clone();
-            async move { Ok::<_, Infallible>(gateway.handle(req, info).await) }
-        });
-        let io = TokioIo::new(io);
-        // With ALPN the protocol is known; skipping detection also skips its untimed read.
-        let builder = match alpn_h2 {
-            Some(true) => (*self.builder).clone().http2_only(),
-            Some(false) => (*self.builder).clone().http1_only(),
-            None => (*self.builder).clone(),
-        };
-        let conn = builder.serve_connection(io, svc);
-        if let Err(e) = watcher.watch(conn.into_owned()).await {
-            tracing::debug!(peer = %info.peer, error = %e, "connection ended with an error");
-        }
-    }
-}
-
-/// Waits until the plain connection has sent enough to tell its protocol: a first byte that
-/// is not the start of the HTTP/2 preface, or the whole preface. False when the client sends
-/// nothing in time or hangs up.
-async fn preface_ready(stream: &TcpStream, timeout: Duration) -> bool {
-    let deadline = tokio::time::Instant::now() + timeout;
-    let mut buf = [0u8; 24];
-    loop {
-        let peeked = tokio::time::timeout_at(deadline, stream.peek(&mut buf)).await;
-        match peeked {
-            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return false,
-            Ok(Ok(n)) => {
-                if n >= H2_PREFACE.len() || buf[..n] != H2_PREFACE[..n] {
-                    return true;
-                }
-                // A partial preface: wait for more without spinning on the same bytes.
-                if tokio::time::timeout_at(deadline, stream.readable())
-                    .await
-                    .is_err()
-                {
-                    return false;
-                }
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
         }
     }
 }

@@ -41,6 +41,7 @@ type UpBody = http_body_util::Either<Full<Bytes>, Channel<Bytes, Infallible>>;
 /// - `/sse`: three Server-Sent Events, `SSE_PAUSE` apart;
 /// - `/slow-headers`: waits 3 s before answering;
 /// - `/stall`: sends headers and one chunk, then nothing;
+/// - `/flood`: streams 64 KiB chunks for as long as anyone reads;
 /// - `/status/NNN`: answers NNN;
 /// - anything else: 200 `{"ok":true}` with an `X-Upstream` header and hop-by-hop headers.
 pub struct Upstream {
@@ -148,6 +149,15 @@ async fn answer(req: Request<Incoming>, recs: Arc<Mutex<Vec<Recorded>>>) -> Resp
         r.headers_mut()
             .insert("content-type", "text/event-stream".parse().unwrap());
         return r;
+    }
+    if path == "/flood" {
+        // An endless stream, for clients that stop reading.
+        let (mut tx, chan) = Channel::<Bytes, Infallible>::new(1);
+        tokio::spawn(async move {
+            let chunk = Bytes::from(vec![b'x'; 64 * 1024]);
+            while tx.send_data(chunk.clone()).await.is_ok() {}
+        });
+        return Response::new(UpBody::Right(chan));
     }
     if path == "/slow-headers" {
         tokio::time::sleep(Duration::from_secs(3)).await;

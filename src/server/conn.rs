@@ -1,0 +1,353 @@
+//! One client connection: TLS or protocol detection, HTTP/1.1 or HTTP/2, and the connection's
+//! life: it ends when the client leaves, when the gateway shuts down (gracefully: requests in
+//! flight finish), or when it has been idle for `keepalive_timeout`.
+//!
+//! The idle rule exists for HTTP/2: hyper closes idle HTTP/1.1 connections through its
+//! header-read timeout, but an HTTP/2 connection with no stream open is kept for ever, and its
+//! keep-alive pings only prove the peer is alive. Without it, a host could hold every
+//! connection slot with silent HTTP/2 connections.
+
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
+
+use super::io::SendTimeout;
+use crate::forward::body::{BoxError, ResponseBody};
+use crate::gateway::{ConnInfo, Gateway};
+
+/// The HTTP/2 connection preface; a plain connection that starts with it speaks h2c.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// How long an idle connection being closed may take to say goodbye.
+const IDLE_CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// Everything a connection task needs.
+pub(super) struct Connection {
+    pub gateway: Arc<Gateway>,
+    pub builder: Arc<auto::Builder<TokioExecutor>>,
+    pub header_timeout: Duration,
+    pub keepalive_timeout: Duration,
+    pub send_timeout: Duration,
+    pub peer: SocketAddr,
+    /// Completes the worker's shutdown.
+    pub stop: watch::Receiver<bool>,
+    /// Dropped when the connection ends; the worker waits for all of them on shutdown.
+    pub done: mpsc::Sender<()>,
+}
+
+impl Connection {
+    /// Serves a plain TCP connection.
+    pub async fn serve_plain(self, stream: TcpStream) {
+        // hyper-util reads the first bytes to tell HTTP/1.1 from h2c without a timer; make sure
+        // they are there (or the client is gone) before handing the socket over.
+        if !preface_ready(&stream, self.header_timeout).await {
+            return;
+        }
+        let info = ConnInfo {
+            peer: self.peer,
+            tls: false,
+        };
+        let io = SendTimeout::new(stream, self.send_timeout);
+        self.serve_io(io, info, None).await;
+    }
+
+    /// Serves a TLS connection; ALPN decides between HTTP/2 and HTTP/1.1.
+    pub async fn serve_tls(self, stream: TcpStream, acceptor: TlsAcceptor) {
+        let io = SendTimeout::new(stream, self.send_timeout);
+        let tls = match tokio::time::timeout(self.header_timeout, acceptor.accept(io)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                tracing::debug!(peer = %self.peer, error = %e, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(peer = %self.peer, "TLS handshake timed out");
+                return;
+            }
+        };
+        let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+        let info = ConnInfo {
+            peer: self.peer,
+            tls: true,
+        };
+        self.serve_io(tls, info, Some(h2)).await;
+    }
+
+    async fn serve_io<I>(self, io: I, info: ConnInfo, alpn_h2: Option<bool>)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let activity = Arc::new(Activity::new());
+        let gateway = self.gateway;
+        let tracked = activity.clone();
+        let svc = service_fn(move |req| {
+            let gateway = gateway.clone();
+            // Taken before the request is handled and released when its response body is
+            // finished (or dropped), so a long stream keeps the connection busy.
+            let in_flight = tracked.begin();
+            async move {
+                let resp = gateway.handle(req, info).await;
+                Ok::<_, Infallible>(resp.map(|body| Tracked {
+                    body,
+                    _in_flight: in_flight,
+                }))
+            }
+        });
+        // With ALPN the protocol is known; skipping detection also skips its untimed read.
+        let builder = match alpn_h2 {
+            Some(true) => (*self.builder).clone().http2_only(),
+            Some(false) => (*self.builder).clone().http1_only(),
+            None => (*self.builder).clone(),
+        };
+        let conn = builder.serve_connection(TokioIo::new(io), svc);
+        tokio::pin!(conn);
+        let mut stop = self.stop;
+        let mut closing = false;
+        // An idle connection has nothing to finish; HTTP/2's graceful close still waits for the
+        // peer to acknowledge a ping, which a hostile peer never does.
+        let idle_close = tokio::time::sleep(Duration::from_secs(3600));
+        tokio::pin!(idle_close);
+        let mut idle_closing = false;
+        loop {
+            tokio::select! {
+                res = conn.as_mut() => {
+                    if let Err(e) = res {
+                        tracing::debug!(peer = %info.peer, error = %e, "connection ended with an error");
+                    }
+                    break;
+                }
+                _ = stop.wait_for(|s| *s), if !closing => {
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+                () = activity.idle_for(self.keepalive_timeout), if !closing => {
+                    tracing::debug!(peer = %info.peer, "closing an idle connection");
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                    idle_closing = true;
+                    idle_close.as_mut().reset(Instant::now() + IDLE_CLOSE_GRACE);
+                }
+                () = &mut idle_close, if idle_closing => break,
+            }
+        }
+        drop(self.done);
+    }
+}
+
+/// Requests in flight on one connection, and since when it has had none.
+struct Activity {
+    started: Instant,
+    in_flight: AtomicUsize,
+    /// Milliseconds after `started` when the last request finished.
+    idle_since_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Activity {
+            started: Instant::now(),
+            in_flight: AtomicUsize::new(0),
+            idle_since_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn begin(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        InFlight(self.clone())
+    }
+
+    /// Completes once the connection has had no request in flight for `idle`.
+    async fn idle_for(&self, idle: Duration) {
+        loop {
+            let wait = if self.in_flight.load(Ordering::Acquire) > 0 {
+                idle
+            } else {
+                let since = self.started
+                    + Duration::from_millis(self.idle_since_ms.load(Ordering::Acquire));
+                let quiet = since.elapsed();
+                if quiet >= idle {
+                    return;
+                }
+                idle - quiet
+            };
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+/// One request in flight; dropping it marks the end.
+struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let a = &self.0;
+        let ms = a.started.elapsed().as_millis() as u64;
+        a.idle_since_ms.store(ms, Ordering::Release);
+        a.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A response body that keeps its request counted as in flight until it is done.
+struct Tracked {
+    body: ResponseBody,
+    _in_flight: InFlight,
+}
+
+impl Body for Tracked {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// Open connections per client address, shared by all workers, so one host cannot take every
+/// slot of `max_connections`. Trusted proxies are exempt: all their clients share their address.
+#[derive(Debug)]
+pub(super) struct PerIp {
+    max: usize,
+    exempt: Vec<ipnet::IpNet>,
+    open: Mutex<std::collections::HashMap<IpAddr, usize>>,
+}
+
+impl PerIp {
+    /// At most `max` connections per address (0 = no limit), `exempt` networks excluded.
+    pub fn new(max: usize, exempt: Vec<ipnet::IpNet>) -> Arc<PerIp> {
+        Arc::new(PerIp {
+            max,
+            exempt,
+            open: Mutex::default(),
+        })
+    }
+
+    /// Counts a connection from `ip`, or refuses it when the address is at its limit.
+    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<PerIpSlot> {
+        let ip = ip.to_canonical();
+        if self.max == 0 || self.exempt.iter().any(|n| n.contains(&ip)) {
+            return Some(PerIpSlot { owner: None, ip });
+        }
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let n = open.entry(ip).or_insert(0);
+        if *n >= self.max {
+            return None;
+        }
+        *n += 1;
+        Some(PerIpSlot {
+            owner: Some(self.clone()),
+            ip,
+        })
+    }
+}
+
+/// A counted connection; dropping it frees the slot.
+pub(super) struct PerIpSlot {
+    owner: Option<Arc<PerIp>>,
+    ip: IpAddr,
+}
+
+impl Drop for PerIpSlot {
+    fn drop(&mut self) {
+        if let Some(owner) = &self.owner {
+            let mut open = owner.open.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(n) = open.get_mut(&self.ip) {
+                *n -= 1;
+                if *n == 0 {
+                    open.remove(&self.ip);
+                }
+            }
+        }
+    }
+}
+
+/// Waits until the plain connection has sent enough to tell its protocol: a first byte that
+/// is not the start of the HTTP/2 preface, or the whole preface. False when the client sends
+/// nothing in time or hangs up.
+async fn preface_ready(stream: &TcpStream, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    let mut buf = [0u8; 24];
+    loop {
+        let peeked = tokio::time::timeout_at(deadline, stream.peek(&mut buf)).await;
+        match peeked {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return false,
+            Ok(Ok(n)) => {
+                if n >= H2_PREFACE.len() || buf[..n] != H2_PREFACE[..n] {
+                    return true;
+                }
+                // A partial preface: wait for more without spinning on the same bytes.
+                if tokio::time::timeout_at(deadline, stream.readable())
+                    .await
+                    .is_err()
+                {
+                    return false;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_ip_slots_are_counted_and_freed() {
+        let p = PerIp::new(2, vec!["10.0.0.0/8".parse().unwrap()]);
+        let ip: IpAddr = "203.0.113.7".parse().unwrap();
+        let a = p.admit(ip).unwrap();
+        let b = p.admit(ip).unwrap();
+        assert!(p.admit(ip).is_none());
+        // Another address and a trusted proxy are unaffected.
+        assert!(p.admit("203.0.113.8".parse().unwrap()).is_some());
+        let proxy: IpAddr = "10.1.2.3".parse().unwrap();
+        let held: Vec<_> = (0..10).map(|_| p.admit(proxy).unwrap()).collect();
+        drop(a);
+        assert!(p.admit(ip).is_some());
+        drop((b, held));
+        assert!(p.open.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_means_no_request_for_the_whole_duration() {
+        let a = Arc::new(Activity::new());
+        let idle = Duration::from_secs(60);
+        let guard = a.begin();
+        // Busy: never idle, however long.
+        assert!(
+            tokio::time::timeout(Duration::from_secs(600), a.idle_for(idle))
+                .await
+                .is_err()
+        );
+        drop(guard);
+        let t0 = Instant::now();
+        a.idle_for(idle).await;
+        assert!(t0.elapsed() >= idle);
+    }
+}
