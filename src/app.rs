@@ -24,7 +24,7 @@ use crate::gateway::{Gateway, GatewaySettings};
 use crate::policy::{CompileError, RouteTable, Services};
 use crate::server::tls::TlsError;
 use crate::server::{ConnLimits, Server};
-use crate::state::State;
+use crate::state::{State, StateError};
 use crate::store::events::{AuditWriter, Retention};
 use crate::store::keys::{KeyCache, KeyError};
 use crate::store::{Store, StoreError};
@@ -66,6 +66,9 @@ pub enum StartError {
     /// The HTTP client for alert notifications could not be built.
     #[error("alert notifier: {0}")]
     Notifier(#[from] ClientError),
+    /// The shared state could not be set up.
+    #[error(transparent)]
+    State(#[from] StateError),
 }
 
 /// A gateway ready to serve.
@@ -110,7 +113,7 @@ impl App {
         let reader = store.reader(&config.storage.path)?;
         let routes = RouteTable::compile(config)?;
         let services = Services {
-            state: State::memory(config.state.max_entries),
+            state: State::from_config(&config.state, config.server.secret.as_ref()).await?,
             keys: KeyCache::load(store.clone())?,
             tokens: TokenKey::load(config.server.secret.as_ref(), &store)?,
         };
@@ -234,14 +237,7 @@ impl App {
 
     /// Serves until `shutdown` completes and the in-flight requests are done.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
-        let state = self.gateway.services().state.clone();
-        let sweeper = tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(10));
-            loop {
-                tick.tick().await;
-                state.sweep();
-            }
-        });
+        let sweeper = tokio::spawn(self.gateway.services().state.clone().maintain());
         let keys = self.gateway.services().keys.clone();
         let key_maintenance = keys.spawn_maintenance();
         let (stop_admin, admin_stopped) = tokio::sync::watch::channel(false);

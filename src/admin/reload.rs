@@ -171,7 +171,7 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
             .as_ref()
             .map(|t| (t.cert.clone(), t.key.clone()))
     };
-    let checks: [(&'static str, bool); 9] = [
+    let checks: [(&'static str, bool); 10] = [
         ("server.listen", old.server.listen != new.server.listen),
         ("server.tls_cert/tls_key", tls(old) != tls(new)),
         (
@@ -193,6 +193,7 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
             old.admin.as_ref().map(|a| a.listen) != new.admin.as_ref().map(|a| a.listen),
         ),
         ("server.secret", old.server.secret != new.server.secret),
+        ("state", old.state != new.state),
     ];
     for (key, changed) in checks {
         if changed {
