@@ -107,17 +107,20 @@ const REDIS_KEYS: [&str; 6] = [
     "connect_timeout",
 ];
 
-pub(super) fn read_state(section: Option<Section<'_, '_>>) -> StateConfig {
+/// Reads `[state]`; the flag says whether a shared backend was asked for (even one whose
+/// settings are wrong), for [`lint_shared_secret`].
+pub(super) fn read_state(section: Option<Section<'_, '_>>) -> (StateConfig, bool) {
     let mut cfg = StateConfig::default();
     let Some(s) = section else {
-        return cfg;
+        return (cfg, false);
     };
     if let Some(n) = s.integer("max_entries", 1_024, 1_000_000_000) {
         cfg.max_entries = n as usize;
     }
-    let redis = match s.string("backend").as_deref() {
-        None | Some("memory") => false,
-        Some("redis") => true,
+    // (a shared backend was asked for, the Redis keys are read)
+    let (shared, redis_keys) = match s.string("backend").as_deref() {
+        None | Some("memory") => (false, false),
+        Some("redis") => (true, true),
         Some(other) => {
             s.error(
                 "backend",
@@ -125,10 +128,10 @@ pub(super) fn read_state(section: Option<Section<'_, '_>>) -> StateConfig {
                 "use \"memory\" (this process only, the default) or \"redis\" (shared by several instances)",
             );
             // Read the Redis keys anyway so their own mistakes are reported too.
-            true
+            (false, true)
         }
     };
-    if redis {
+    if redis_keys {
         if let Some(r) = read_redis(&s) {
             cfg.backend = StateBackend::Redis(r);
         }
@@ -144,7 +147,7 @@ pub(super) fn read_state(section: Option<Section<'_, '_>>) -> StateConfig {
         }
     }
     s.finish();
-    cfg
+    (cfg, shared)
 }
 
 fn read_redis(s: &Section<'_, '_>) -> Option<RedisConfig> {
@@ -314,8 +317,8 @@ fn check_url(url: &Secret, separate_password: bool) -> Result<String, (String, S
 
 /// `server.secret` must be set explicitly with a shared state: a token minted by one
 /// instance is checked by another, and the state's key names are derived from it.
-pub(super) fn lint_shared_secret(server: &ServerConfig, state: &StateConfig) -> Option<Issue> {
-    (state.redis().is_some() && server.secret.is_none()).then(|| Issue {
+pub(super) fn lint_shared_secret(server: &ServerConfig, shared: bool) -> Option<Issue> {
+    (shared && server.secret.is_none()).then(|| Issue {
         severity: Severity::Error,
         key: "server.secret".into(),
         problem: "is required with [state] backend = \"redis\": a browser token minted by one instance is checked by another, and the shared state's key names are derived from it".into(),
