@@ -113,8 +113,15 @@ impl RedisState {
         max_entries: usize,
     ) -> Result<RedisState, StateError> {
         let state = Self::new(cfg, secret, max_entries)?;
-        if let Err(e) = state.ping(cfg.connect_timeout + cfg.timeout).await {
-            state.mark_down(&e);
+        match state.ping(cfg.connect_timeout + cfg.timeout).await {
+            Ok(()) => tracing::info!(
+                target: "hookwarden::state",
+                redis = %state.endpoint,
+                prefix = %state.prefix,
+                on_error = state.on_error.as_str(),
+                "shared state in Redis"
+            ),
+            Err(e) => state.mark_down(&e),
         }
         Ok(state)
     }
@@ -389,11 +396,12 @@ impl RedisState {
         // The first call after a failure may only start a reconnection (and report the old
         // error); the second waits for it.
         let budget = self.connect_timeout + self.timeout;
-        let ok = match self.ping(budget).await {
-            Ok(()) => true,
-            Err(_) => self.ping(budget).await.is_ok(),
-        };
-        if ok {
+        if self.ping(budget).await.is_err() && self.ping(budget).await.is_err() {
+            return;
+        }
+        // Connected: used again only once it answers within the calls' own timeout, so a
+        // Redis that is up but too slow is not let in and out at every recheck.
+        if self.ping(self.timeout).await.is_ok() {
             self.mark_up();
         }
     }
