@@ -24,6 +24,7 @@ const SECRET: &str = "state-suite-secret-0123456789abcdef";
 fn redis_config(url: &str, prefix: &str, on_error: OnError) -> RedisConfig {
     RedisConfig {
         url: Secret::new(url),
+        ca_file: None,
         password: None,
         endpoint: url.trim_start_matches("redis://").into(),
         on_error,
@@ -609,4 +610,48 @@ async fn local_mode_answers_from_memory_during_an_outage_and_goes_back_to_redis(
     assert!(!s.claim_once("tok:outage", minute).await.unwrap());
     assert!(s.ban_remaining("ban:outage").await.unwrap().is_some());
     assert!(s.claim_once("tok:fresh", minute).await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_to_redis_checks_its_certificate_against_ca_file() {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "hookwarden test Redis CA");
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()])
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    let redis = OwnRedis::start_tls(&ca.pem(), &cert.pem(), &key.serialize_pem()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("redis-ca.pem");
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    let connect = |url: String, ca_file: Option<std::path::PathBuf>| async move {
+        let mut cfg = redis_config(&url, "hwtest:tls:", OnError::Deny);
+        cfg.ca_file = ca_file;
+        RedisState::connect(&cfg, &Secret::new(SECRET), 10_000)
+            .await
+            .unwrap()
+    };
+
+    // Trusting the private CA: connected, and the state works.
+    let r = connect(redis.url(), Some(ca_file)).await;
+    assert!(r.is_up(), "TLS with ca_file");
+    let minute = Duration::from_secs(60);
+    assert!(r.claim_once("tok:tls", minute).await.unwrap());
+    assert!(!r.claim_once("tok:tls", minute).await.unwrap());
+    // The public web PKI does not vouch for this server: refused.
+    let r = connect(redis.url(), None).await;
+    assert!(!r.is_up(), "a certificate no trusted CA signed");
+    assert!(matches!(
+        r.claim_once("tok:tls", minute).await.unwrap_err(),
+        StateError::Unavailable(_)
+    ));
+    // Plain text to the TLS port: no answer either.
+    let plain = redis.url().replace("rediss://", "redis://");
+    assert!(!connect(plain, None).await.is_up());
 }

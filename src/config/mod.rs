@@ -152,7 +152,7 @@ pub fn load_str(
     let root = reader.root(&table);
     let server = server::read_server(root.table("server"), base);
     let storage = server::read_storage(root.table("storage"), base);
-    let (state, shared_state) = state::read_state(root.table("state"));
+    let (state, shared_state) = state::read_state(root.table("state"), base);
     let route_sections = root.tables("route");
     if route_sections.is_empty() {
         reader.push(Issue {

@@ -2,9 +2,11 @@
 //! process (`backend = "memory"`, the default) or in a Redis shared by several instances
 //! (`backend = "redis"`).
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::reader::{Issue, Section, Severity};
+use super::resolve_path;
 use super::server::ServerConfig;
 use crate::secret::Secret;
 
@@ -32,12 +34,16 @@ pub enum StateBackend {
 /// The settings of `backend = "redis"`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedisConfig {
-    /// `url`: `redis://[user[:password]@]host[:port][/db]` or `unix:///path/redis.sock`.
-    /// Held as a secret since it may carry a password.
+    /// `url`: `redis://[user[:password]@]host[:port][/db]`, `rediss://…` (TLS) or
+    /// `unix:///path/redis.sock`. Held as a secret since it may carry a password.
     pub url: Secret,
+    /// `ca_file`: with `rediss://`, the CA certificates (PEM) to trust for Redis instead of the
+    /// public web PKI.
+    pub ca_file: Option<PathBuf>,
     /// `password`, when kept apart from the URL.
     pub password: Option<Secret>,
-    /// Where the server is, without credentials, for log lines (`host:port/db`).
+    /// Where the server is, without credentials, for log lines (`host:port/db`, with
+    /// `rediss://` in front for TLS).
     pub endpoint: String,
     /// What to do while Redis cannot be reached. Default [`OnError::Deny`].
     pub on_error: OnError,
@@ -98,9 +104,10 @@ impl StateConfig {
 }
 
 /// The keys that only mean something with `backend = "redis"`.
-const REDIS_KEYS: [&str; 6] = [
+const REDIS_KEYS: [&str; 7] = [
     "url",
     "password",
+    "ca_file",
     "on_error",
     "prefix",
     "timeout",
@@ -109,7 +116,7 @@ const REDIS_KEYS: [&str; 6] = [
 
 /// Reads `[state]`; the flag says whether a shared backend was asked for (even one whose
 /// settings are wrong), for [`lint_shared_secret`].
-pub(super) fn read_state(section: Option<Section<'_, '_>>) -> (StateConfig, bool) {
+pub(super) fn read_state(section: Option<Section<'_, '_>>, base: &Path) -> (StateConfig, bool) {
     let mut cfg = StateConfig::default();
     let Some(s) = section else {
         return (cfg, false);
@@ -132,7 +139,7 @@ pub(super) fn read_state(section: Option<Section<'_, '_>>) -> (StateConfig, bool
         }
     };
     if redis_keys {
-        if let Some(r) = read_redis(&s) {
+        if let Some(r) = read_redis(&s, base) {
             cfg.backend = StateBackend::Redis(r);
         }
     } else {
@@ -150,7 +157,7 @@ pub(super) fn read_state(section: Option<Section<'_, '_>>) -> (StateConfig, bool
     (cfg, shared)
 }
 
-fn read_redis(s: &Section<'_, '_>) -> Option<RedisConfig> {
+fn read_redis(s: &Section<'_, '_>, base: &Path) -> Option<RedisConfig> {
     let on_error = match s.string("on_error").as_deref() {
         None | Some("deny") => Some(OnError::Deny),
         Some("local") => Some(OnError::Local),
@@ -200,6 +207,16 @@ fn read_redis(s: &Section<'_, '_>) -> Option<RedisConfig> {
         Duration::from_secs(60),
     );
     let password = s.secret("password");
+    let ca_file = s.string("ca_file").map(|p| resolve_path(base, &p));
+    if let Some(path) = &ca_file
+        && let Err(e) = crate::forward::tls::read_ca_file(path)
+    {
+        s.error(
+            "ca_file",
+            e.to_string(),
+            "point it to a PEM file with the CA certificate(s) that signed Redis's certificate",
+        );
+    }
     let url = match s.secret("url") {
         Some(u) => u,
         None => {
@@ -218,8 +235,16 @@ fn read_redis(s: &Section<'_, '_>) -> Option<RedisConfig> {
             return None;
         }
     };
+    if ca_file.is_some() && !endpoint.starts_with("rediss://") {
+        s.error(
+            "ca_file",
+            "is set but the url does not use TLS",
+            "use a rediss:// url, or remove ca_file",
+        );
+    }
     Some(RedisConfig {
         url,
+        ca_file,
         password,
         endpoint,
         on_error: on_error?,
@@ -264,10 +289,11 @@ fn check_url(url: &Secret, separate_password: bool) -> Result<String, (String, S
         return Err(("is not a Redis URL".into(), FORM.into()));
     };
     let scheme = parsed.scheme();
-    if matches!(scheme, "rediss" | "valkeys") {
+    let tls = matches!(scheme, "rediss" | "valkeys");
+    if tls && parsed.fragment().is_some() {
         return Err((
-            "asks for TLS (rediss://), which this build does not support".into(),
-            "use redis:// on a private network, or reach a TLS-only Redis through a local TLS tunnel (stunnel, spiped) with url = \"redis://127.0.0.1:PORT\"".into(),
+            "has a #fragment (such as #insecure); certificate checks cannot be switched off".into(),
+            "remove the fragment; for a private CA, set state.ca_file to its certificate".into(),
         ));
     }
     if separate_password && parsed.password().is_some() {
@@ -303,7 +329,11 @@ fn check_url(url: &Secret, separate_password: bool) -> Result<String, (String, S
             ));
         }
         let port = parsed.port().unwrap_or(6379);
-        format!("{host}:{port}/{}", if db.is_empty() { "0" } else { db })
+        format!(
+            "{}{host}:{port}/{}",
+            if tls { "rediss://" } else { "" },
+            if db.is_empty() { "0" } else { db }
+        )
     };
     // The crate's own reading must agree (protocol parameter, encodings, …).
     if let Err(e) = redis::IntoConnectionInfo::into_connection_info(parsed) {
@@ -402,6 +432,45 @@ mod tests {
     }
 
     #[test]
+    fn tls_urls_take_an_optional_ca_file() {
+        let c = load("backend = \"redis\"\nurl = \"rediss://cache.example.com:6380\"")
+            .unwrap()
+            .config;
+        let r = c.state.redis().unwrap();
+        assert_eq!(r.endpoint, "rediss://cache.example.com:6380/0");
+        assert_eq!(r.ca_file, None);
+
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, "not a certificate").unwrap();
+        let (key, problem, _) = only_error(&format!(
+            "backend = \"redis\"\nurl = \"rediss://cache\"\nca_file = \"{}\"",
+            ca.display()
+        ));
+        assert_eq!(key, "state.ca_file");
+        assert!(problem.contains("holds no PEM certificate"), "{problem}");
+        let missing = dir.path().join("missing.pem");
+        let (key, problem, _) = only_error(&format!(
+            "backend = \"redis\"\nurl = \"rediss://cache\"\nca_file = \"{}\"",
+            missing.display()
+        ));
+        assert_eq!(key, "state.ca_file");
+        assert!(problem.starts_with("cannot read"), "{problem}");
+        let err = load(&format!(
+            "backend = \"redis\"\nurl = \"redis://cache\"\nca_file = \"{}\"",
+            missing.display()
+        ))
+        .unwrap_err();
+        assert!(
+            err.issues()
+                .iter()
+                .any(|i| i.key == "state.ca_file"
+                    && i.problem == "is set but the url does not use TLS"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn unix_sockets_are_accepted() {
         let c = load("backend = \"redis\"\nurl = \"unix:///run/redis/redis.sock\"")
             .unwrap()
@@ -457,8 +526,8 @@ mod tests {
                 "has a path that is not a database number",
             ),
             (
-                "rediss://:hunter2-pw@cache:6379",
-                "asks for TLS (rediss://), which this build does not support",
+                "rediss://:hunter2-pw@cache:6379/#insecure",
+                "has a #fragment (such as #insecure); certificate checks cannot be switched off",
             ),
             (
                 "redis://:hunter2-pw@cache:6379/0?protocol=9",

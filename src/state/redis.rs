@@ -147,8 +147,26 @@ impl RedisState {
         #[cfg(target_os = "linux")]
         let tcp = tcp.set_user_timeout(TCP_USER_TIMEOUT.max(cfg.connect_timeout));
         info = info.set_tcp_settings(tcp);
-        let client = redis::Client::open(info)
-            .map_err(|e| StateError::Config(format!("Redis client: {}", e.category())))?;
+        let tls = matches!(info.addr(), redis::ConnectionAddr::TcpTls { .. });
+        if tls {
+            // The Redis client builds its TLS config from the process-wide provider; ring is
+            // the one this build uses (an error only means one is installed already).
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
+        let client = match &cfg.ca_file {
+            Some(path) => {
+                let pem = std::fs::read(path).map_err(|e| {
+                    StateError::Config(format!("state.ca_file {}: {e}", path.display()))
+                })?;
+                let certs = redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem),
+                };
+                redis::Client::build_with_tls(info, certs)
+            }
+            None => redis::Client::open(info),
+        }
+        .map_err(|e| StateError::Config(format!("Redis client: {}", e.category())))?;
         // One connection attempt per reconnection: the recheck task is the retry loop.
         let manager_cfg = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(cfg.connect_timeout))

@@ -67,27 +67,91 @@ pub async fn assert_all_expire_then_clean(url: &str, prefix: &str) -> usize {
 pub struct OwnRedis {
     pub port: u16,
     child: Option<Child>,
+    tls: Option<OwnTls>,
+}
+
+/// The files of a TLS-only server, and the CA that signed its certificate.
+struct OwnTls {
+    dir: tempfile::TempDir,
+    ca_pem: String,
 }
 
 impl OwnRedis {
     /// Starts one and waits until it answers.
     pub async fn start() -> OwnRedis {
         let port = super::free_port();
-        let mut r = OwnRedis { port, child: None };
+        let mut r = OwnRedis {
+            port,
+            child: None,
+            tls: None,
+        };
         r.resume().await;
         r
     }
 
-    /// Its URL.
+    /// Starts one that speaks TLS only, with `cert_pem`/`key_pem` (signed by `ca_pem`).
+    pub async fn start_tls(ca_pem: &str, cert_pem: &str, key_pem: &str) -> OwnRedis {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, pem) in [
+            ("ca.pem", ca_pem),
+            ("cert.pem", cert_pem),
+            ("key.pem", key_pem),
+        ] {
+            std::fs::write(dir.path().join(name), pem).unwrap();
+        }
+        let mut r = OwnRedis {
+            port: super::free_port(),
+            child: None,
+            tls: Some(OwnTls {
+                dir,
+                ca_pem: ca_pem.to_owned(),
+            }),
+        };
+        r.resume().await;
+        r
+    }
+
+    /// Its URL (`rediss://` for a TLS server).
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        format!("{scheme}://127.0.0.1:{}/0", self.port)
+    }
+
+    fn client(&self) -> redis::RedisResult<redis::Client> {
+        match &self.tls {
+            None => redis::Client::open(self.url()),
+            Some(t) => redis::Client::build_with_tls(
+                self.url(),
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(t.ca_pem.clone().into_bytes()),
+                },
+            ),
+        }
     }
 
     /// Starts the server again on the same port (empty: nothing is persisted).
     pub async fn resume(&mut self) {
         assert!(self.child.is_none(), "already running");
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string()])
+        let mut cmd = Command::new("redis-server");
+        match &self.tls {
+            None => {
+                cmd.args(["--port", &self.port.to_string()]);
+            }
+            Some(t) => {
+                let file = |n: &str| t.dir.path().join(n).display().to_string();
+                cmd.args(["--port", "0", "--tls-port", &self.port.to_string()])
+                    .args(["--tls-cert-file", &file("cert.pem")])
+                    .args(["--tls-key-file", &file("key.pem")])
+                    .args(["--tls-ca-cert-file", &file("ca.pem")])
+                    .args(["--tls-auth-clients", "no"]);
+            }
+        }
+        let child = cmd
             .args(["--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
             .stdout(Stdio::null())
@@ -95,9 +159,8 @@ impl OwnRedis {
             .spawn()
             .expect("redis-server (scripts/test installs it)");
         self.child = Some(child);
-        let url = self.url();
         for _ in 0..200 {
-            if let Ok(client) = redis::Client::open(url.as_str())
+            if let Ok(client) = self.client()
                 && let Ok(mut c) = client.get_multiplexed_async_connection().await
                 && redis::cmd("PING")
                     .query_async::<String>(&mut c)
