@@ -655,3 +655,29 @@ async fn tls_to_redis_checks_its_certificate_against_ca_file() {
     let plain = redis.url().replace("rediss://", "redis://");
     assert!(!connect(plain, None).await.is_up());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_closed_by_redis_is_not_an_outage() {
+    let redis = OwnRedis::start().await;
+    let cfg = redis_config(&redis.url(), "hwtest:idle:", OnError::Deny);
+    let r = RedisState::connect(&cfg, &Secret::new(SECRET), 10_000)
+        .await
+        .unwrap();
+    let minute = Duration::from_secs(60);
+    assert!(r.claim_once("tok:a", minute).await.unwrap());
+    // What Redis's own idle `timeout`, a proxy or a NAT does to a quiet connection.
+    let mut admin = common::redis_util::connect(&redis.url()).await;
+    let killed: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("normal")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    assert!(killed >= 1, "our connection was closed");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(r.claim_once("tok:b", minute).await.unwrap());
+    assert!(!r.claim_once("tok:a", minute).await.unwrap());
+    assert!(r.is_up(), "not marked down");
+    assert_eq!(r.stats().errors, 0);
+}

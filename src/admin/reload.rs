@@ -202,3 +202,28 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(state: &str) -> Config {
+        let text = format!(
+            "[server]\nsecret = \"0123456789abcdef0123456789abcdef\"\n[state]\n{state}\n[[route]]\nname = \"a\"\npath = \"/a\"\n[route.upstream]\nurl = \"http://127.0.0.1:9/\"\n"
+        );
+        crate::config::load_str(&text, "t", std::path::Path::new("/tmp"), &|_| None)
+            .unwrap()
+            .config
+    }
+
+    #[test]
+    fn a_changed_state_backend_needs_a_restart() {
+        let memory = config("");
+        let redis = config("backend = \"redis\"\nurl = \"redis://10.0.0.5\"");
+        let other_prefix =
+            config("backend = \"redis\"\nurl = \"redis://10.0.0.5\"\nprefix = \"other:\"");
+        assert_eq!(restart_needed(&memory, &memory), Vec::<&str>::new());
+        assert_eq!(restart_needed(&memory, &redis), ["state"]);
+        assert_eq!(restart_needed(&redis, &other_prefix), ["state"]);
+    }
+}

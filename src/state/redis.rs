@@ -279,6 +279,7 @@ impl RedisState {
                 .arg(rate.interval_ns)
                 .arg(tolerance);
         }
+        let inv = &inv;
         let raw: Vec<i64> = self
             .call(|mut c| async move { inv.invoke_async(&mut c).await })
             .await?;
@@ -303,12 +304,12 @@ impl RedisState {
 
     /// True the first time `key` is claimed within `ttl`.
     pub async fn claim_once(&self, key: &str, ttl: Duration) -> Result<bool, StateError> {
-        let rkey = self.redis_key(key);
+        let rkey = &self.redis_key(key);
         let ms = millis_ceil(ttl);
         let claimed = self
             .call(|mut c| async move {
                 let reply: Option<String> = redis::cmd("SET")
-                    .arg(&rkey)
+                    .arg(rkey)
                     .arg(1)
                     .arg("NX")
                     .arg("PX")
@@ -327,11 +328,11 @@ impl RedisState {
 
     /// Counts a failure for `key` in a window that opens at the first one.
     pub async fn count_failure(&self, key: &str, window: Duration) -> Result<u32, StateError> {
-        let rkey = self.redis_key(key);
+        let rkey = &self.redis_key(key);
         let ms = millis_ceil(window);
         let counted = self
             .call(|mut c| async move {
-                let n: i64 = self.failure.key(&rkey).arg(ms).invoke_async(&mut c).await?;
+                let n: i64 = self.failure.key(rkey).arg(ms).invoke_async(&mut c).await?;
                 Ok(u32::try_from(n.max(0)).unwrap_or(u32::MAX))
             })
             .await;
@@ -346,10 +347,10 @@ impl RedisState {
         if let Some(m) = &self.local {
             m.remove(key);
         }
-        let rkey = self.redis_key(key);
+        let rkey = &self.redis_key(key);
         let removed = self
             .call(|mut c| async move {
-                let _: i64 = redis::cmd("DEL").arg(&rkey).query_async(&mut c).await?;
+                let _: i64 = redis::cmd("DEL").arg(rkey).query_async(&mut c).await?;
                 Ok(())
             })
             .await;
@@ -361,12 +362,12 @@ impl RedisState {
 
     /// Bans `key` for `duration`.
     pub async fn ban(&self, key: &str, duration: Duration) -> Result<(), StateError> {
-        let rkey = self.redis_key(key);
+        let rkey = &self.redis_key(key);
         let ms = millis_ceil(duration);
         let banned = self
             .call(|mut c| async move {
                 let _: Option<String> = redis::cmd("SET")
-                    .arg(&rkey)
+                    .arg(rkey)
                     .arg(1)
                     .arg("PX")
                     .arg(ms)
@@ -383,10 +384,10 @@ impl RedisState {
 
     /// Time left on a ban of `key`.
     pub async fn ban_remaining(&self, key: &str) -> Result<Option<Duration>, StateError> {
-        let rkey = self.redis_key(key);
+        let rkey = &self.redis_key(key);
         let remaining = self
             .call(|mut c| async move {
-                let ms: i64 = redis::cmd("PTTL").arg(&rkey).query_async(&mut c).await?;
+                let ms: i64 = redis::cmd("PTTL").arg(rkey).query_async(&mut c).await?;
                 Ok(match ms {
                     // -2: no such key. 0: expiring this very millisecond.
                     ..=-2 | 0 => None,
@@ -437,19 +438,29 @@ impl RedisState {
         }
     }
 
-    /// Runs one call with the timeout; a Redis marked down is not called at all.
+    /// Runs one call within the timeout; a Redis marked down is not called at all. A call
+    /// whose connection turns out to be closed is tried once more on a new connection (within
+    /// the same timeout): Redis (or a proxy, or a NAT) closing an idle connection is not an
+    /// outage.
     async fn call<T, F, Fut>(&self, op: F) -> Result<T, Failure>
     where
-        F: FnOnce(ConnectionManager) -> Fut,
+        F: Fn(ConnectionManager) -> Fut,
         Fut: Future<Output = RedisResult<T>>,
     {
         if !self.is_up() {
             return Err(Failure::Unreachable("marked down".into()));
         }
-        let failure = match tokio::time::timeout(self.timeout, op(self.conn.clone())).await {
-            Ok(Ok(v)) => return Ok(v),
-            Ok(Err(e)) => classify(&e),
-            Err(_) => Failure::Unreachable(format!("no answer within {:?}", self.timeout)),
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let mut retried = false;
+        let failure = loop {
+            match tokio::time::timeout_at(deadline, op(self.conn.clone())).await {
+                Ok(Ok(v)) => return Ok(v),
+                Ok(Err(e)) if !retried && e.is_connection_dropped() => retried = true,
+                Ok(Err(e)) => break classify(&e),
+                Err(_) => {
+                    break Failure::Unreachable(format!("no answer within {:?}", self.timeout));
+                }
+            }
         };
         match &failure {
             Failure::Unreachable(_) => self.mark_down(&failure),
