@@ -12,7 +12,9 @@
 //! `server.secret`. Names are therefore short and of one size, the same on every instance,
 //! and say nothing to whoever can list the keys (`SCAN`).
 //!
-//! Every call has a short timeout. A failed or slow call marks Redis down: from then on no
+//! Every call has a short timeout (a call whose connection turns out to be closed, as Redis
+//! or a proxy does to idle clients, is retried once on a new connection within it). A failed
+//! or slow call marks Redis down: from then on no
 //! call is tried on the request path (no request waits for a dead server), and the background
 //! task ([`RedisState::recheck`], every [`RECHECK_EVERY`]) pings until it answers. While it is
 //! down, `on_error = "deny"` refuses (the guards answer 503 `state_unavailable`) and
