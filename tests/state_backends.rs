@@ -681,3 +681,43 @@ async fn a_connection_closed_by_redis_is_not_an_outage() {
     assert!(r.is_up(), "not marked down");
     assert_eq!(r.stats().errors, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_demoted_to_replica_is_left_until_a_primary_answers() {
+    // A failover as a managed Redis does it: the server behind the address becomes a
+    // read-only replica (then, here, the primary again).
+    let redis = OwnRedis::start().await;
+    let elsewhere = OwnRedis::start().await;
+    let cfg = redis_config(&redis.url(), "hwtest:failover:", OnError::Deny);
+    let s = State::Redis(Arc::new(
+        RedisState::connect(&cfg, &Secret::new(SECRET), 10_000)
+            .await
+            .unwrap(),
+    ));
+    let State::Redis(r) = &s else { unreachable!() };
+    let minute = Duration::from_secs(60);
+    assert!(s.claim_once("tok:a", minute).await.unwrap());
+
+    let mut admin = common::redis_util::connect(&redis.url()).await;
+    let replicaof = |host: &str, port: &str| redis::cmd("REPLICAOF").arg(host).arg(port).clone();
+    let _: String = replicaof("127.0.0.1", &elsewhere.port.to_string())
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let err = s.claim_once("tok:b", minute).await.unwrap_err();
+    assert!(
+        matches!(err, StateError::Unavailable(ref m) if m.contains("read only replica")),
+        "{err:?}"
+    );
+    assert!(!r.is_up());
+    r.recheck().await;
+    assert!(!r.is_up(), "a replica answers PING but is not used");
+
+    let _: String = replicaof("NO", "ONE")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    until_up(&s).await;
+    assert!(s.claim_once("tok:b", minute).await.unwrap());
+    assert!(!s.claim_once("tok:b", minute).await.unwrap());
+}

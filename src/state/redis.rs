@@ -22,16 +22,17 @@
 //! per outage, not per request, and visible in the metrics ([`RedisStats`]).
 
 use std::future::Future;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, KeyInit, Mac};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::io::tcp::TcpSettings;
-use redis::{IntoConnectionInfo, RedisError, RedisResult, Script};
+use redis::{ErrorKind, IntoConnectionInfo, RedisError, RedisResult, Script, ServerErrorKind};
 use sha2::Sha256;
 
 use super::StateError;
@@ -65,7 +66,10 @@ pub struct RedisStats {
 
 /// The shared-state backend on Redis. See the module docs.
 pub struct RedisState {
-    conn: ConnectionManager,
+    /// Replaced by a fresh one when the server turns out to be a read-only replica.
+    conn: ArcSwap<ConnectionManager>,
+    client: redis::Client,
+    manager_cfg: ConnectionManagerConfig,
     endpoint: String,
     prefix: String,
     key_mac: Hmac<Sha256>,
@@ -99,6 +103,10 @@ impl std::fmt::Debug for RedisState {
 enum Failure {
     /// No answer: connection refused, dropped or too slow. Redis is marked down.
     Unreachable(String),
+    /// The server is a read-only replica: after a failover, the address now leads to the new
+    /// primary but this connection still to the old one. Redis is marked down and the
+    /// connection replaced.
+    ReadOnly(String),
     /// An answer that is an error (out of memory, read-only replica, …). Only this call
     /// fails; the server is not marked down, since it answers.
     Refused(String),
@@ -174,11 +182,13 @@ impl RedisState {
             .set_connection_timeout(Some(cfg.connect_timeout))
             .set_response_timeout(Some(cfg.timeout))
             .set_number_of_retries(0);
-        let conn = ConnectionManager::new_lazy_with_config(client, manager_cfg)
+        let conn = ConnectionManager::new_lazy_with_config(client.clone(), manager_cfg.clone())
             .map_err(|e| StateError::Config(format!("Redis client: {}", e.category())))?;
         let key_mac = derive_key_mac(secret);
         Ok(RedisState {
-            conn,
+            conn: ArcSwap::from_pointee(conn),
+            client,
+            manager_cfg,
             endpoint: cfg.endpoint.clone(),
             prefix: cfg.prefix.clone(),
             key_mac,
@@ -420,6 +430,11 @@ impl RedisState {
         if self.ping(budget).await.is_err() && self.ping(budget).await.is_err() {
             return;
         }
+        // A replica answers pings but refuses writes: wait for a primary.
+        if !self.is_primary(budget).await {
+            self.renew_connection();
+            return;
+        }
         // Connected: used again only once it answers within the calls' own timeout, so a
         // Redis that is up but too slow is not let in and out at every recheck.
         if self.ping(self.timeout).await.is_ok() {
@@ -427,8 +442,44 @@ impl RedisState {
         }
     }
 
+    /// False when `ROLE` says this is a replica. A server that refuses `ROLE` (some managed
+    /// services rename or disable commands) counts as a primary: its writes will tell.
+    async fn is_primary(&self, budget: Duration) -> bool {
+        let mut c = self.connection();
+        let role = async move { redis::cmd("ROLE").query_async::<redis::Value>(&mut c).await };
+        match tokio::time::timeout(budget, role).await {
+            Ok(Ok(redis::Value::Array(parts))) => !matches!(
+                parts.first(),
+                Some(redis::Value::BulkString(b)) if b.as_slice() == b"slave" || b.as_slice() == b"replica"
+            ),
+            Ok(Ok(_)) => true,
+            Ok(Err(e)) => !(e.is_io_error() || e.is_connection_dropped()),
+            Err(_) => false,
+        }
+    }
+
+    /// The current connection (cheap: a handle).
+    fn connection(&self) -> ConnectionManager {
+        ConnectionManager::clone(&self.conn.load())
+    }
+
+    /// Replaces the connection by a new one (made on first use), so the server's address is
+    /// resolved and connected to again.
+    fn renew_connection(&self) {
+        match ConnectionManager::new_lazy_with_config(self.client.clone(), self.manager_cfg.clone())
+        {
+            Ok(c) => self.conn.store(Arc::new(c)),
+            Err(e) => tracing::warn!(
+                target: "hookwarden::state",
+                redis = %self.endpoint,
+                error = e.category(),
+                "cannot set up a new Redis connection"
+            ),
+        }
+    }
+
     async fn ping(&self, budget: Duration) -> Result<(), Failure> {
-        let mut c = self.conn.clone();
+        let mut c = self.connection();
         let ping = async move {
             let pong: String = redis::cmd("PING").query_async(&mut c).await?;
             Ok::<_, RedisError>(pong)
@@ -455,7 +506,7 @@ impl RedisState {
         let deadline = tokio::time::Instant::now() + self.timeout;
         let mut retried = false;
         let failure = loop {
-            match tokio::time::timeout_at(deadline, op(self.conn.clone())).await {
+            match tokio::time::timeout_at(deadline, op(self.connection())).await {
                 Ok(Ok(v)) => return Ok(v),
                 Ok(Err(e)) if !retried && e.is_connection_dropped() => retried = true,
                 Ok(Err(e)) => break classify(&e),
@@ -466,6 +517,10 @@ impl RedisState {
         };
         match &failure {
             Failure::Unreachable(_) => self.mark_down(&failure),
+            Failure::ReadOnly(_) => {
+                self.renew_connection();
+                self.mark_down(&failure);
+            }
             Failure::Refused(msg) => self.log_refusal(msg),
         }
         Err(failure)
@@ -562,13 +617,16 @@ impl RedisState {
 impl Failure {
     fn message(&self) -> &str {
         match self {
-            Failure::Unreachable(m) | Failure::Refused(m) => m,
+            Failure::Unreachable(m) | Failure::ReadOnly(m) | Failure::Refused(m) => m,
         }
     }
 }
 
 /// Sorts a client error into "no answer" and "an answer that is an error".
 fn classify(e: &RedisError) -> Failure {
+    if e.kind() == ErrorKind::Server(ServerErrorKind::ReadOnly) {
+        return Failure::ReadOnly(e.to_string());
+    }
     let unreachable = e.is_io_error()
         || e.is_timeout()
         || e.is_connection_dropped()
