@@ -24,7 +24,7 @@ use crate::gateway::{Gateway, GatewaySettings};
 use crate::policy::{CompileError, RouteTable, Services};
 use crate::server::tls::TlsError;
 use crate::server::{ConnLimits, Server};
-use crate::state::State;
+use crate::state::{State, StateError};
 use crate::store::events::{AuditWriter, Retention};
 use crate::store::keys::{KeyCache, KeyError};
 use crate::store::{Store, StoreError};
@@ -66,6 +66,9 @@ pub enum StartError {
     /// The HTTP client for alert notifications could not be built.
     #[error("alert notifier: {0}")]
     Notifier(#[from] ClientError),
+    /// The shared state could not be set up.
+    #[error(transparent)]
+    State(#[from] StateError),
 }
 
 /// A gateway ready to serve.
@@ -110,7 +113,7 @@ impl App {
         let reader = store.reader(&config.storage.path)?;
         let routes = RouteTable::compile(config)?;
         let services = Services {
-            state: State::memory(config.state.max_entries),
+            state: State::from_config(&config.state, config.server.secret.as_ref()).await?,
             keys: KeyCache::load(store.clone())?,
             tokens: TokenKey::load(config.server.secret.as_ref(), &store)?,
         };
@@ -239,19 +242,14 @@ impl App {
 
     /// Serves until `shutdown` completes and the in-flight requests are done.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
-        let state = self.gateway.services().state.clone();
+        let sweeper = tokio::spawn(self.gateway.services().state.clone().maintain());
         let metrics = self.metrics.clone();
-        // Housekeeping: expired state entries, and the metrics' histogram samples.
-        let sweeper = tokio::spawn(async move {
+        // The Prometheus recorder keeps histogram samples until they are folded in.
+        let upkeep = tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(5));
-            let mut n: u64 = 0;
             loop {
                 tick.tick().await;
                 metrics.run_upkeep();
-                n += 1;
-                if n % 2 == 0 {
-                    state.sweep();
-                }
             }
         });
         let keys = self.gateway.services().keys.clone();
@@ -275,6 +273,7 @@ impl App {
             }
         }
         sweeper.abort();
+        upkeep.abort();
         key_maintenance.abort();
         // Keep the last `last_used` times.
         let _ = tokio::task::spawn_blocking(move || keys.maintain()).await;

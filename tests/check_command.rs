@@ -144,3 +144,28 @@ fn serve_refuses_a_bad_config_with_the_same_messages() {
     );
     assert!(text.contains("run `hookwarden check --config"), "{text}");
 }
+
+#[test]
+fn a_shared_redis_state_needs_an_explicit_server_secret() {
+    let cfg = format!(
+        "{GOOD}\n[state]\nbackend = \"redis\"\nurl = \"redis://:s3cr3t-pw@10.0.0.5:6379/0\"\non_error = \"locale\"\n"
+    );
+    let (code, out) = check(&cfg, &[("N8N_SECRET", "s3cr3t-value")]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("error: server.secret: is required with [state] backend = \"redis\""),
+        "{out}"
+    );
+    assert!(
+        out.contains("fix: set the same secret on every instance"),
+        "{out}"
+    );
+    assert!(
+        out.contains("error: state.on_error: \"locale\" is not an on_error mode"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("s3cr3t-pw"),
+        "the URL's password was echoed: {out}"
+    );
+}

@@ -224,6 +224,7 @@ pub async fn metrics(State(state): State<AdminState>) -> Response {
     let gauges = Gauges {
         active_connections: state.active.load(Ordering::Relaxed),
         state_entries: state.gateway.services().state.local_entries(),
+        state: state.gateway.services().state.stats(),
         sinks: state.gateway.events().stats(),
     };
     let text = state.metrics.render(&gauges);

@@ -171,7 +171,7 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
             .as_ref()
             .map(|t| (t.cert.clone(), t.key.clone()))
     };
-    let checks: [(&'static str, bool); 9] = [
+    let checks: [(&'static str, bool); 10] = [
         ("server.listen", old.server.listen != new.server.listen),
         ("server.tls_cert/tls_key", tls(old) != tls(new)),
         (
@@ -193,6 +193,7 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
             old.admin.as_ref().map(|a| a.listen) != new.admin.as_ref().map(|a| a.listen),
         ),
         ("server.secret", old.server.secret != new.server.secret),
+        ("state", old.state != new.state),
     ];
     for (key, changed) in checks {
         if changed {
@@ -200,4 +201,29 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(state: &str) -> Config {
+        let text = format!(
+            "[server]\nsecret = \"0123456789abcdef0123456789abcdef\"\n[state]\n{state}\n[[route]]\nname = \"a\"\npath = \"/a\"\n[route.upstream]\nurl = \"http://127.0.0.1:9/\"\n"
+        );
+        crate::config::load_str(&text, "t", std::path::Path::new("/tmp"), &|_| None)
+            .unwrap()
+            .config
+    }
+
+    #[test]
+    fn a_changed_state_backend_needs_a_restart() {
+        let memory = config("");
+        let redis = config("backend = \"redis\"\nurl = \"redis://10.0.0.5\"");
+        let other_prefix =
+            config("backend = \"redis\"\nurl = \"redis://10.0.0.5\"\nprefix = \"other:\"");
+        assert_eq!(restart_needed(&memory, &memory), Vec::<&str>::new());
+        assert_eq!(restart_needed(&memory, &redis), ["state"]);
+        assert_eq!(restart_needed(&redis, &other_prefix), ["state"]);
+    }
 }

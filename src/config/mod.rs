@@ -35,7 +35,7 @@ pub use decrypt::DecryptConfig;
 pub use reader::{Issue, Reader, Section, Severity};
 pub use route::{RouteConfig, RouteMode, UpstreamConfig};
 pub use server::{ServerConfig, StorageConfig, TlsFiles};
-pub use state::StateConfig;
+pub use state::{OnError, RedisConfig, StateBackend, StateConfig};
 
 /// A loaded, validated configuration.
 #[derive(Debug, Clone)]
@@ -152,7 +152,7 @@ pub fn load_str(
     let root = reader.root(&table);
     let server = server::read_server(root.table("server"), base);
     let storage = server::read_storage(root.table("storage"), base);
-    let state = state::read_state(root.table("state"));
+    let (state, shared_state) = state::read_state(root.table("state"), base);
     let route_sections = root.tables("route");
     if route_sections.is_empty() {
         reader.push(Issue {
@@ -176,6 +176,9 @@ pub fn load_str(
     root.finish();
     if let Some(w) = browser::lint_token_secret(&server, &storage, &routes) {
         reader.push(w);
+    }
+    if let Some(e) = state::lint_shared_secret(&server, shared_state) {
+        reader.push(e);
     }
 
     if reader.has_errors() {

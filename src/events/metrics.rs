@@ -16,6 +16,8 @@
 //! | `hookwarden_event_sink_backlog`, `hookwarden_event_sink_dropped_total` | gauge, counter | `sink` |
 //! | `hookwarden_alerts_total` | counter | `alert`, `result` (`sent`, `failed`) |
 //! | `hookwarden_config_reloads_total` | counter | `result` (`ok`, `error`) |
+//! | `hookwarden_state_redis_up`, `hookwarden_state_local_fallback` | gauge (0/1) | (Redis state only) |
+//! | `hookwarden_state_redis_errors_total`, `hookwarden_state_fallback_operations_total` | counter | (Redis state only) |
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -30,6 +32,7 @@ use metrics_exporter_prometheus::{
 
 use super::{Event, Observer, SinkStats};
 use crate::policy::Reason;
+use crate::state::StateStats;
 
 /// Histogram buckets in seconds: from 5 ms (a local refusal) to 60 s (an AI agent thinking).
 pub const LATENCY_BUCKETS: &[f64] = &[
@@ -75,6 +78,8 @@ pub struct Gauges {
     pub state_entries: usize,
     /// The event subscribers' queues.
     pub sinks: Vec<SinkStats>,
+    /// The shared state's health (Redis).
+    pub state: StateStats,
 }
 
 impl Metrics {
@@ -147,6 +152,22 @@ impl Metrics {
             describe_counter!(
                 "hookwarden_config_reloads_total",
                 "Config reloads by result (ok, error)."
+            );
+            describe_gauge!(
+                "hookwarden_state_redis_up",
+                "1 while the Redis state answers, 0 while it is marked down."
+            );
+            describe_gauge!(
+                "hookwarden_state_local_fallback",
+                "1 while this instance answers limits, bans and single-use ids from its own memory (on_error = local, Redis down)."
+            );
+            describe_counter!(
+                "hookwarden_state_redis_errors_total",
+                "Redis state calls that failed or timed out."
+            );
+            describe_counter!(
+                "hookwarden_state_fallback_operations_total",
+                "State operations answered from this instance's memory because Redis could not be used."
             );
         });
         Arc::new(m)
@@ -260,6 +281,14 @@ impl Metrics {
                     gauge!("hookwarden_audit_backlog").set(s.queued as f64);
                     counter!("hookwarden_audit_aggregated_total").absolute(s.dropped);
                 }
+            }
+            if let Some(r) = &g.state.redis {
+                gauge!("hookwarden_state_redis_up").set(f64::from(u8::from(r.up)));
+                gauge!("hookwarden_state_local_fallback")
+                    .set(f64::from(u8::from(r.local_fallback)));
+                counter!("hookwarden_state_redis_errors_total").absolute(r.errors);
+                counter!("hookwarden_state_fallback_operations_total")
+                    .absolute(r.fallback_operations);
             }
         });
         self.handle.render()

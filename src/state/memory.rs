@@ -291,6 +291,11 @@ impl MemoryState {
         })
     }
 
+    /// True while `key` has a live entry (a claim, ban, counter or limit).
+    pub fn contains(&self, key: &str) -> bool {
+        self.with_shard(key, |shard, h, now| Self::live(shard, h, now).is_some())
+    }
+
     /// Entries held, live or not yet swept.
     pub fn len(&self) -> usize {
         self.shards

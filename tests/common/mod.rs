@@ -4,6 +4,8 @@
 //! it saw nothing). Nothing is mocked: requests go over real sockets.
 #![allow(dead_code)]
 
+pub mod redis_util;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
