@@ -22,6 +22,7 @@ use crate::events::notifier;
 use crate::forward::{ClientError, UpstreamClient};
 use crate::gateway::{Gateway, GatewaySettings};
 use crate::policy::{CompileError, RouteTable, Services};
+use crate::queue::{Queue, QueueError};
 use crate::server::tls::TlsError;
 use crate::server::{ConnLimits, Server};
 use crate::state::State;
@@ -66,6 +67,9 @@ pub enum StartError {
     /// The HTTP client for alert notifications could not be built.
     #[error("alert notifier: {0}")]
     Notifier(#[from] ClientError),
+    /// The delivery queue could not be opened.
+    #[error(transparent)]
+    Queue(#[from] QueueError),
 }
 
 /// A gateway ready to serve.
@@ -80,6 +84,7 @@ pub struct App {
     metrics: Arc<Metrics>,
     audit: AuditWriter,
     notifier: JoinHandle<()>,
+    queue: Queue,
 }
 
 /// Time alert notifications get to connect.
@@ -130,12 +135,12 @@ impl App {
             store.clone(),
             metrics.clone(),
         );
-        let gateway = Arc::new(Gateway::new(
-            routes,
-            gateway_settings(&config.server),
-            services,
-            events,
-        ));
+        let queue = Queue::open(&config.storage, &store)?;
+        let gateway = Arc::new(
+            Gateway::new(routes, gateway_settings(&config.server), services, events)
+                .with_queue(queue.clone()),
+        );
+        queue.start(&gateway, metrics.clone());
         let tls = match &config.server.tls {
             Some(files) => Some(Arc::new(crate::server::tls::server_config(
                 &files.cert,
@@ -161,14 +166,17 @@ impl App {
             addr: config.server.listen,
             source,
         })?;
-        let reloader = Arc::new(Reloader::new(
-            source,
-            config.clone(),
-            gateway.clone(),
-            alerts,
-            retention,
-            metrics.clone(),
-        ));
+        let reloader = Arc::new(
+            Reloader::new(
+                source,
+                config.clone(),
+                gateway.clone(),
+                alerts,
+                retention,
+                metrics.clone(),
+            )
+            .with_queue(queue.clone()),
+        );
         let (admin, admin_addr) = match &config.admin {
             None => (None, None),
             Some(a) => {
@@ -199,6 +207,7 @@ impl App {
             metrics,
             audit,
             notifier,
+            queue,
         })
     }
 
@@ -262,6 +271,8 @@ impl App {
                 abort.abort();
             }
         }
+        // Requests are done: nothing new enters the queue. Let deliveries in flight finish.
+        self.queue.shutdown(Duration::from_secs(10)).await;
         sweeper.abort();
         key_maintenance.abort();
         // Keep the last `last_used` times.

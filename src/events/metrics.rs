@@ -16,6 +16,10 @@
 //! | `hookwarden_event_sink_backlog`, `hookwarden_event_sink_dropped_total` | gauge, counter | `sink` |
 //! | `hookwarden_alerts_total` | counter | `alert`, `result` (`sent`, `failed`) |
 //! | `hookwarden_config_reloads_total` | counter | `result` (`ok`, `error`) |
+//! | `hookwarden_queue_depth` | gauge | `route`, `state` (`pending`, `dead`) |
+//! | `hookwarden_queue_oldest_age_seconds` | gauge | `route` (oldest pending message) |
+//! | `hookwarden_deliveries_total` | counter | `route`, `outcome` (`delivered`, `retry`, `dead`): one per attempt |
+//! | `hookwarden_delivery_attempts` | histogram | `route`, `outcome` (`delivered`, `dead`): attempts a finished message took |
 
 use std::sync::Arc;
 
@@ -47,6 +51,22 @@ impl std::fmt::Debug for Metrics {
     }
 }
 
+/// Buckets of the attempts histogram: attempts a message took until delivered or dead.
+pub const ATTEMPT_BUCKETS: &[f64] = &[1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0, 50.0, 100.0];
+
+/// One route's queue, read at scrape time.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct QueueGauge {
+    /// The route.
+    pub route: String,
+    /// Pending messages.
+    pub pending: u64,
+    /// Dead letters.
+    pub dead: u64,
+    /// Age of the oldest pending message, in seconds (0 when none).
+    pub oldest_pending_seconds: f64,
+}
+
 /// Values read at scrape time.
 #[derive(Debug, Clone, Default)]
 pub struct Gauges {
@@ -56,6 +76,8 @@ pub struct Gauges {
     pub state_entries: usize,
     /// The event subscribers' queues.
     pub sinks: Vec<SinkStats>,
+    /// The delivery queue, per route.
+    pub queue: Vec<QueueGauge>,
 }
 
 impl Metrics {
@@ -74,6 +96,13 @@ impl Metrics {
                 Err(_) => unreachable!("LATENCY_BUCKETS is not empty"),
             }
         });
+        let builder = match builder.set_buckets_for_metric(
+            Matcher::Full("hookwarden_delivery_attempts".into()),
+            ATTEMPT_BUCKETS,
+        ) {
+            Ok(b) => b,
+            Err(_) => unreachable!("ATTEMPT_BUCKETS is not empty"),
+        };
         let recorder = builder.build_recorder();
         let handle = recorder.handle();
         let m = Metrics { recorder, handle };
@@ -124,6 +153,23 @@ impl Metrics {
                 "hookwarden_config_reloads_total",
                 "Config reloads by result (ok, error)."
             );
+            describe_gauge!(
+                "hookwarden_queue_depth",
+                "Messages in the delivery queue by route and state (pending, dead)."
+            );
+            describe_gauge!(
+                "hookwarden_queue_oldest_age_seconds",
+                Unit::Seconds,
+                "Age of the oldest pending message, by route (0 when none)."
+            );
+            describe_counter!(
+                "hookwarden_deliveries_total",
+                "Delivery attempts by route and outcome (delivered, retry, dead)."
+            );
+            describe_histogram!(
+                "hookwarden_delivery_attempts",
+                "Attempts a message took until delivered or dead-lettered, by route and outcome."
+            );
         });
         Arc::new(m)
     }
@@ -173,6 +219,24 @@ impl Metrics {
         self.with(|| counter!("hookwarden_config_reloads_total", "result" => result).increment(1));
     }
 
+    /// Counts one delivery attempt of a queued message: `delivered`, `retry` or `dead`.
+    pub fn delivery(&self, route: &str, outcome: &'static str) {
+        let route = route.to_owned();
+        self.with(|| {
+            counter!("hookwarden_deliveries_total", "route" => route, "outcome" => outcome)
+                .increment(1)
+        });
+    }
+
+    /// Records the attempts a message took until it was delivered or dead-lettered.
+    pub fn delivery_finished(&self, route: &str, outcome: &'static str, attempts: u32) {
+        let route = route.to_owned();
+        self.with(|| {
+            histogram!("hookwarden_delivery_attempts", "route" => route, "outcome" => outcome)
+                .record(f64::from(attempts))
+        });
+    }
+
     /// The Prometheus text exposition, with the gauges set to `g`.
     pub fn render(&self, g: &Gauges) -> String {
         self.with(|| {
@@ -186,6 +250,14 @@ impl Metrics {
                     gauge!("hookwarden_audit_backlog").set(s.queued as f64);
                     counter!("hookwarden_audit_aggregated_total").absolute(s.dropped);
                 }
+            }
+            for q in &g.queue {
+                for (state, n) in [("pending", q.pending), ("dead", q.dead)] {
+                    gauge!("hookwarden_queue_depth", "route" => q.route.clone(), "state" => state)
+                        .set(n as f64);
+                }
+                gauge!("hookwarden_queue_oldest_age_seconds", "route" => q.route.clone())
+                    .set(q.oldest_pending_seconds);
             }
         });
         self.handle.render()
