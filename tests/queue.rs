@@ -529,6 +529,22 @@ url = "{{upstream}}/ok"
     gw.finished().await;
 }
 
+#[tokio::test]
+async fn an_in_memory_store_queues_and_delivers_too() {
+    let up = Scripted::start(vec![Reply::status(503), Reply::status(200)]).await;
+    let cfg = format!(
+        "[storage]\npath = \":memory:\"\n{}",
+        async_config(&up.base(), "backoff = \"10ms\"", "").replace("backoff = \"50ms\"\n", "")
+    );
+    let gw = Gateway::start(&cfg, &Upstream::start().await).await;
+    let id = queue_one(&gw.url("/hooks"), "{}").await;
+    let got = up.wait_for(2, Duration::from_secs(5)).await;
+    assert!(got.iter().all(|r| header(r, "x-hookwarden-delivery") == id));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(up.count(), 2);
+    gw.stop().await;
+}
+
 const SIGNED: &str = r#"
 [[route]]
 name = "hooks"
@@ -711,9 +727,8 @@ backoff = "10ms"
     .await;
     assert_eq!(header(&up.requests()[2], "x-hookwarden-delivery"), a);
     // Retry all dead letters of the route.
-    eventually(Duration::from_secs(5), "dead again", || {
-        let cli = cli.clone();
-        async move { cli(&["list", "--state", "pending", "--json"]).1.is_empty() }
+    eventually(Duration::from_secs(5), "dead again", || async move {
+        cli(&["list", "--state", "pending", "--json"]).1.is_empty()
     })
     .await;
     let (ok, out, _) = cli(&["retry", "--all", "--route", "hooks"]);
@@ -725,9 +740,8 @@ backoff = "10ms"
     .await;
 
     // Drop.
-    eventually(Duration::from_secs(5), "dead again", || {
-        let cli = cli.clone();
-        async move { cli(&["list", "--state", "pending", "--json"]).1.is_empty() }
+    eventually(Duration::from_secs(5), "dead again", || async move {
+        cli(&["list", "--state", "pending", "--json"]).1.is_empty()
     })
     .await;
     let (ok, out, _) = cli(&["drop", &b]);
@@ -848,4 +862,52 @@ async fn a_reload_starts_workers_for_new_async_routes_and_keeps_messages_of_remo
         .collect();
     assert_eq!(ids, [a1.as_str(), a2.as_str()]);
     gw.stop().await;
+}
+
+/// The accept rate (202/s) with one commit per message and with group commit, for
+/// docs/benchmarks.md. Not part of the normal run:
+/// `cargo test --test queue accept_rate -- --ignored --nocapture`
+/// (`HOOKWARDEN_BENCH_N`, default 3000 requests per case).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn accept_rate() {
+    let n: usize = std::env::var("HOOKWARDEN_BENCH_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3000);
+    let addr = down_addr();
+    eprintln!("| commit batch | clients | requests | 202/s |");
+    eprintln!("|---:|---:|---:|---:|");
+    for clients in [1usize, 32] {
+        for batch in [1usize, 256] {
+            let cfg = format!(
+                "[storage]\nqueue_commit_batch = {batch}\n{}",
+                async_config(&format!("http://{addr}"), "", "")
+            );
+            let gw = Gateway::start(&cfg, &Upstream::start().await).await;
+            let url = gw.url("/hooks");
+            let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let started = std::time::Instant::now();
+            let mut tasks = tokio::task::JoinSet::new();
+            for _ in 0..clients {
+                let url = url.clone();
+                let next = next.clone();
+                tasks.spawn(async move {
+                    let c = client();
+                    while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < n {
+                        let got =
+                            send_with(&c, post_json(&url, r#"{"event":"call.ended","id":12345}"#))
+                                .await;
+                        assert_eq!(got.status, 202);
+                    }
+                });
+            }
+            while let Some(r) = tasks.join_next().await {
+                r.unwrap();
+            }
+            let rate = n as f64 / started.elapsed().as_secs_f64();
+            eprintln!("| {batch} | {clients} | {n} | {rate:.0} |");
+            gw.stop().await;
+        }
+    }
 }

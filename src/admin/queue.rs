@@ -19,7 +19,7 @@ use serde_json::json;
 
 use super::AdminState;
 use super::api::error;
-use crate::queue::{ListFilter, MessageState, Queue, QueueError};
+use crate::queue::{ListFilter, MessageState, QueueError};
 
 /// Most messages one `GET /api/queue` returns.
 pub const MAX_MESSAGES_PER_PAGE: u32 = 1000;
@@ -44,14 +44,12 @@ pub struct RetryAllArgs {
     pub route: Option<String>,
 }
 
-fn queue(state: &AdminState) -> Result<&Queue, Response> {
-    state.gateway.queue().ok_or_else(|| {
-        error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            "this gateway has no delivery queue",
-        )
-    })
+fn no_queue() -> Response {
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        "this gateway has no delivery queue",
+    )
 }
 
 fn failed(e: QueueError) -> Response {
@@ -75,9 +73,8 @@ pub fn parse_state(s: Option<&str>) -> Result<Option<MessageState>, String> {
 
 /// `GET /api/queue`: `{"summary": [...], "messages": [...]}`.
 pub async fn list(State(state): State<AdminState>, Query(args): Query<ListArgs>) -> Response {
-    let q = match queue(&state) {
-        Ok(q) => q,
-        Err(r) => return r,
+    let Some(q) = state.gateway.queue() else {
+        return no_queue();
     };
     let st = match parse_state(args.state.as_deref()) {
         Ok(s) => s,
@@ -101,9 +98,8 @@ pub async fn list(State(state): State<AdminState>, Query(args): Query<ListArgs>)
 
 /// `POST /api/queue/{id}/retry`.
 pub async fn retry(State(state): State<AdminState>, Path(id): Path<String>) -> Response {
-    let q = match queue(&state) {
-        Ok(q) => q,
-        Err(r) => return r,
+    let Some(q) = state.gateway.queue() else {
+        return no_queue();
     };
     match q.retry(&id).await {
         Ok(Some(was)) => {
@@ -124,9 +120,8 @@ pub async fn retry_all(
     State(state): State<AdminState>,
     Query(args): Query<RetryAllArgs>,
 ) -> Response {
-    let q = match queue(&state) {
-        Ok(q) => q,
-        Err(r) => return r,
+    let Some(q) = state.gateway.queue() else {
+        return no_queue();
     };
     let Some(route) = args.route.filter(|r| !r.is_empty()) else {
         return error(
@@ -146,9 +141,8 @@ pub async fn retry_all(
 
 /// `DELETE /api/queue/{id}`.
 pub async fn drop_message(State(state): State<AdminState>, Path(id): Path<String>) -> Response {
-    let q = match queue(&state) {
-        Ok(q) => q,
-        Err(r) => return r,
+    let Some(q) = state.gateway.queue() else {
+        return no_queue();
     };
     match q.drop_message(&id).await {
         Ok(Some((route, was))) => {

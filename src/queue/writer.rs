@@ -352,3 +352,94 @@ fn fail_all(ops: Vec<Op>, msg: &str) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn msg(id: &str) -> NewMessage {
+        NewMessage {
+            id: id.into(),
+            route: "hooks".into(),
+            method: "POST".into(),
+            query: None,
+            headers: Vec::new(),
+            body: Bytes::from_static(b"{}"),
+            client_ip: "127.0.0.1".into(),
+            created_ms: 1,
+        }
+    }
+
+    fn synchronous(store: &Store) -> i64 {
+        store
+            .lock()
+            .pragma_query_value(None, "synchronous", |r| r.get(0))
+            .unwrap()
+    }
+
+    #[test]
+    fn accepts_commit_with_fsync_results_without_and_the_cap_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("q.db")).unwrap();
+        let pending: Arc<Mutex<HashMap<String, u64>>> = Arc::default();
+        let writer = Writer::new(store.clone(), 16, pending.clone()).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        // Queued before the writer runs: taken as one batch.
+        let mut replies = Vec::new();
+        for id in ["a", "b", "c"] {
+            let (reply, r) = oneshot::channel();
+            tx.send(Op::Insert {
+                msg: msg(id),
+                max_queued: 2,
+                reply,
+            })
+            .unwrap();
+            replies.push(r);
+        }
+        let thread = std::thread::spawn(move || writer.run(rx));
+        let results: Vec<_> = replies
+            .into_iter()
+            .map(|r| r.blocking_recv().unwrap())
+            .collect();
+        assert_eq!(results, [Ok(()), Ok(()), Err(AcceptError::Full)]);
+        assert_eq!(
+            synchronous(&store),
+            2,
+            "accepts must be committed with FULL"
+        );
+        assert_eq!(pending.lock().unwrap()["hooks"], 2);
+
+        let seq = store::pending(&store.lock(), "hooks", 1).unwrap()[0].seq;
+        let (reply, r) = oneshot::channel();
+        tx.send(Op::Attempt {
+            route: "hooks".into(),
+            record: AttemptRecord {
+                seq,
+                attempts: 1,
+                at_ms: 2,
+                status: Some(200),
+                error: None,
+                change: Change::Delivered { keep: false },
+            },
+            reply,
+        })
+        .unwrap();
+        assert_eq!(r.blocking_recv().unwrap(), Ok(true));
+        assert_eq!(synchronous(&store), 1, "attempt results need no fsync");
+        assert_eq!(pending.lock().unwrap()["hooks"], 1);
+
+        // Room for one more again.
+        let (reply, r) = oneshot::channel();
+        tx.send(Op::Insert {
+            msg: msg("d"),
+            max_queued: 2,
+            reply,
+        })
+        .unwrap();
+        assert_eq!(r.blocking_recv().unwrap(), Ok(()));
+        tx.send(Op::Stop).unwrap();
+        thread.join().unwrap();
+        assert_eq!(store::pending_counts(&store.lock()).unwrap()["hooks"], 2);
+    }
+}
