@@ -911,3 +911,36 @@ async fn accept_rate() {
         }
     }
 }
+
+#[test]
+fn the_readme_example_is_a_valid_config_with_the_documented_defaults() {
+    let readme = include_str!("../README.md");
+    let section = readme
+        .split("## Async delivery")
+        .nth(1)
+        .expect("README has an Async delivery section");
+    let section = section.split("\n## ").next().unwrap();
+    let blocks: Vec<&str> = section
+        .split("```toml\n")
+        .skip(1)
+        .map(|b| b.split("```").next().unwrap())
+        .collect();
+    assert_eq!(blocks.len(), 2, "the route and the alert rule");
+    let text = blocks.join("\n");
+    let loaded =
+        hookwarden::config::load_str(&text, "README", std::path::Path::new("/tmp"), &|v| {
+            Some(match v {
+                "ALERT_WEBHOOK_URL" => "https://hooks.slack.com/services/T000/B000/XXXX".into(),
+                _ => "a-secret-of-reasonable-length-0123456789".into(),
+            })
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+    let route = &loaded.config.routes[0];
+    assert_eq!(route.mode, hookwarden::config::RouteMode::Async);
+    // The example spells out the defaults: they must be the defaults.
+    assert_eq!(
+        route.delivery.as_ref().unwrap(),
+        &hookwarden::config::DeliveryConfig::default()
+    );
+    assert_eq!(loaded.config.alerts[0].name, "lost-deliveries");
+}
