@@ -545,6 +545,110 @@ async fn an_in_memory_store_queues_and_delivers_too() {
     gw.stop().await;
 }
 
+/// An upstream that fails the message whose body is `{"bad":true}` its first `fails` times
+/// (every time with `fails = usize::MAX`) and takes every other at once.
+async fn picky(fails: usize) -> Scripted {
+    let bad_seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    Scripted::start_fn("127.0.0.1:0".parse().unwrap(), move |r, _| {
+        if &r.body[..] == br#"{"bad":true}"# {
+            let n = bad_seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            if n < fails {
+                return Reply::status(503);
+            }
+        }
+        Reply::status(200)
+    })
+    .await
+}
+
+#[tokio::test]
+async fn with_concurrency_1_a_failing_message_holds_back_the_ones_behind_it() {
+    let up = picky(3).await;
+    let gw = Gateway::start(
+        &async_config(&up.base(), "attempts = 100", ""),
+        &Upstream::start().await,
+    )
+    .await;
+    queue_one(&gw.url("/hooks"), r#"{"bad":true}"#).await;
+    for n in 0..3 {
+        queue_one(&gw.url("/hooks"), &format!(r#"{{"n":{n}}}"#)).await;
+    }
+    let got = up.wait_for(7, Duration::from_secs(10)).await;
+    let bodies: Vec<String> = got
+        .iter()
+        .map(|r| String::from_utf8_lossy(&r.body).into_owned())
+        .collect();
+    // Four tries of the head (three 503s, then 200), and only then the others, in order.
+    assert_eq!(
+        bodies,
+        [
+            r#"{"bad":true}"#,
+            r#"{"bad":true}"#,
+            r#"{"bad":true}"#,
+            r#"{"bad":true}"#,
+            r#"{"n":0}"#,
+            r#"{"n":1}"#,
+            r#"{"n":2}"#
+        ]
+    );
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn with_concurrency_above_1_a_failing_message_does_not_hold_back_the_others() {
+    let up = picky(usize::MAX).await;
+    let gw = Gateway::start(
+        &async_config(&up.base(), "attempts = 100\nconcurrency = 2", ""),
+        &Upstream::start().await,
+    )
+    .await;
+    queue_one(&gw.url("/hooks"), r#"{"bad":true}"#).await;
+    for n in 0..5 {
+        queue_one(&gw.url("/hooks"), &format!(r#"{{"n":{n}}}"#)).await;
+    }
+    eventually(
+        Duration::from_secs(5),
+        "the good messages delivered",
+        || async {
+            up.requests()
+                .iter()
+                .filter(|r| &r.body[..] != br#"{"bad":true}"#)
+                .count()
+                == 5
+        },
+    )
+    .await;
+    eventually(Duration::from_secs(5), "the bad one retried", || async {
+        up.requests()
+            .iter()
+            .filter(|r| &r.body[..] == br#"{"bad":true}"#)
+            .count()
+            >= 3
+    })
+    .await;
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_delivery_rate_spaces_the_deliveries_evenly() {
+    let up = Scripted::start(vec![Reply::status(200)]).await;
+    let gw = Gateway::start(
+        &async_config(&up.base(), "rate = \"10/second\"\nconcurrency = 4", ""),
+        &Upstream::start().await,
+    )
+    .await;
+    for n in 0..5 {
+        queue_one(&gw.url("/hooks"), &format!(r#"{{"n":{n}}}"#)).await;
+    }
+    up.wait_for(5, Duration::from_secs(5)).await;
+    let times = up.times();
+    for w in times.windows(2) {
+        let gap = w[1] - w[0];
+        assert!(gap >= Duration::from_millis(90), "deliveries {gap:?} apart");
+    }
+    gw.stop().await;
+}
+
 const SIGNED: &str = r#"
 [[route]]
 name = "hooks"

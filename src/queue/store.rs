@@ -166,6 +166,29 @@ pub fn pending(conn: &Connection, route: &str, limit: usize) -> Result<Vec<Due>,
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// The first `limit` pending messages of `route` that are due at `now_ms`, in arrival order
+/// (for routes with concurrency above 1, where a message waiting for its retry must not hide
+/// the due ones behind it).
+pub fn pending_due(
+    conn: &Connection,
+    route: &str,
+    now_ms: i64,
+    limit: usize,
+) -> Result<Vec<Due>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT seq, attempts, next_ms FROM queue
+          WHERE route = ?1 AND state = 'pending' AND next_ms <= ?2 ORDER BY seq LIMIT ?3",
+    )?;
+    let rows = stmt.query_map(params![route, now_ms, limit as i64], |r| {
+        Ok(Due {
+            seq: r.get(0)?,
+            attempts: r.get::<_, i64>(1)?.clamp(0, i64::from(u32::MAX)) as u32,
+            next_ms: r.get(2)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 /// A pending message with what an attempt needs.
 #[derive(Debug, Clone)]
 pub struct Stored {
@@ -590,6 +613,7 @@ mod tests {
         insert(&c, &msg("x", "other", 1)).unwrap();
         let due = pending(&c, "hooks", 10).unwrap();
         assert_eq!(due.len(), 3);
+        assert_eq!(pending_due(&c, "hooks", 1001, 10).unwrap(), due[..2]);
         assert!(due.windows(2).all(|w| w[0].seq < w[1].seq));
         let first = load_pending(&c, due[0].seq).unwrap().unwrap();
         assert_eq!(first.id, "a");

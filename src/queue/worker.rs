@@ -111,15 +111,39 @@ pub(super) async fn run(
             let reader = queue.inner.reader.clone();
             let n = name.clone();
             let limit = FETCH + inflight_seqs.len();
-            match tokio::task::spawn_blocking(move || store::pending(&reader.lock(), &n, limit))
-                .await
+            // In order: the oldest pending messages, due or not (only the head may go). Else
+            // the oldest due ones: messages waiting for a retry must not hide due ones.
+            let in_order = cfg.concurrency <= 1;
+            let now_ms = jiff::Timestamp::now().as_millisecond();
+            match tokio::task::spawn_blocking(move || {
+                if in_order {
+                    store::pending(&reader.lock(), &n, limit)
+                } else {
+                    store::pending_due(&reader.lock(), &n, now_ms, limit)
+                }
+            })
+            .await
             {
                 Ok(Ok(rows)) => {
                     more_beyond = rows.len() == limit;
-                    cache = rows
+                    let fetched: HashSet<i64> = rows.iter().map(|d| d.seq).collect();
+                    // Out of order, the fetch holds only due messages: keep the ones known to
+                    // wait for a retry, so they are woken for at their time.
+                    let waiting: Vec<Due> = if in_order {
+                        Vec::new()
+                    } else {
+                        cache
+                            .drain(..)
+                            .filter(|d| d.next_ms > now_ms && !fetched.contains(&d.seq))
+                            .collect()
+                    };
+                    let mut all: Vec<Due> = rows
                         .into_iter()
+                        .chain(waiting)
                         .filter(|d| !inflight_seqs.contains(&d.seq))
                         .collect();
+                    all.sort_by_key(|d| d.seq);
+                    cache = all.into();
                 }
                 Ok(Err(e)) => {
                     tracing::warn!(route = %name, error = %e, "queue: cannot read pending messages")

@@ -909,6 +909,22 @@ impl Scripted {
 
     /// On `addr` (retrying the bind for a while, in case the port is still being released).
     pub async fn start_at(addr: SocketAddr, script: Vec<Reply>) -> Scripted {
+        let script = if script.is_empty() {
+            vec![Reply::status(200)]
+        } else {
+            script
+        };
+        Self::start_fn(addr, move |_, n| {
+            script.get(n - 1).or(script.last()).cloned().unwrap()
+        })
+        .await
+    }
+
+    /// On `addr`, answering each request with `answer(request, n)` (`n` counts from 1).
+    pub async fn start_fn(
+        addr: SocketAddr,
+        answer: impl Fn(&Recorded, usize) -> Reply + Send + Sync + 'static,
+    ) -> Scripted {
         let mut listener = None;
         for _ in 0..100 {
             match TcpListener::bind(addr).await {
@@ -922,11 +938,7 @@ impl Scripted {
         let listener = listener.unwrap_or_else(|| panic!("cannot bind {addr}"));
         let addr = listener.local_addr().unwrap();
         let got: Arc<Mutex<Vec<(std::time::Instant, Recorded)>>> = Arc::default();
-        let script = Arc::new(if script.is_empty() {
-            vec![Reply::status(200)]
-        } else {
-            script
-        });
+        let script = Arc::new(answer);
         let g = got.clone();
         let task = tokio::spawn(async move {
             let mut conns = tokio::task::JoinSet::new();
@@ -948,22 +960,20 @@ impl Scripted {
                                 .await
                                 .map(|c| c.to_bytes())
                                 .unwrap_or_default();
-                            let n = {
+                            let reply = {
                                 let mut v = g.lock().unwrap();
-                                v.push((
-                                    at,
-                                    Recorded {
-                                        method: parts.method.clone(),
-                                        path: parts.uri.path().to_owned(),
-                                        query: parts.uri.query().map(str::to_owned),
-                                        headers: parts.headers,
-                                        body,
-                                        version: parts.version,
-                                    },
-                                ));
-                                v.len()
+                                let rec = Recorded {
+                                    method: parts.method.clone(),
+                                    path: parts.uri.path().to_owned(),
+                                    query: parts.uri.query().map(str::to_owned),
+                                    headers: parts.headers,
+                                    body,
+                                    version: parts.version,
+                                };
+                                let reply = script(&rec, v.len() + 1);
+                                v.push((at, rec));
+                                reply
                             };
-                            let reply = script.get(n - 1).or(script.last()).cloned().unwrap();
                             tokio::time::sleep(reply.delay).await;
                             let mut r =
                                 Response::new(Full::new(Bytes::from_static(br#"{"ok":true}"#)));
