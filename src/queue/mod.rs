@@ -12,8 +12,8 @@
 //! ```
 //!
 //! - [`store`]: the table and its statements (shared with `hookwarden queue` and the admin API);
-//! - [`writer`]: the thread that owns the queue's writes, with group commit;
-//! - [`worker`]: one delivery task per async route;
+//! - `writer`: the thread that owns the queue's writes, with group commit;
+//! - `worker`: one delivery task per async route;
 //! - [`backoff`]: what a result means and how long to wait.
 //!
 //! Delivery is at least once: a message is marked delivered after the upstream's 2xx, so a
@@ -23,8 +23,8 @@
 
 pub mod backoff;
 pub mod store;
-pub mod worker;
-pub mod writer;
+mod worker;
+mod writer;
 
 use std::collections::HashMap;
 use std::sync::mpsc::Sender;
