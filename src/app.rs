@@ -140,7 +140,6 @@ impl App {
             Gateway::new(routes, gateway_settings(&config.server), services, events)
                 .with_queue(queue.clone()),
         );
-        queue.start(&gateway, metrics.clone());
         let tls = match &config.server.tls {
             Some(files) => Some(Arc::new(crate::server::tls::server_config(
                 &files.cert,
@@ -243,6 +242,8 @@ impl App {
 
     /// Serves until `shutdown` completes and the in-flight requests are done.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        // Deliveries of async routes start with the app, on this (the background) runtime.
+        self.queue.start(&self.gateway, self.metrics.clone());
         let state = self.gateway.services().state.clone();
         let sweeper = tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(10));
