@@ -22,6 +22,7 @@ use crate::events::notifier;
 use crate::forward::{ClientError, UpstreamClient};
 use crate::gateway::{Gateway, GatewaySettings};
 use crate::policy::{CompileError, RouteTable, Services};
+use crate::queue::{Queue, QueueError};
 use crate::server::tls::TlsError;
 use crate::server::{ConnLimits, Server};
 use crate::state::{State, StateError};
@@ -69,6 +70,9 @@ pub enum StartError {
     /// The shared state could not be set up.
     #[error(transparent)]
     State(#[from] StateError),
+    /// The delivery queue could not be opened.
+    #[error(transparent)]
+    Queue(#[from] QueueError),
 }
 
 /// A gateway ready to serve.
@@ -83,6 +87,7 @@ pub struct App {
     metrics: Arc<Metrics>,
     audit: AuditWriter,
     notifier: JoinHandle<()>,
+    queue: Queue,
 }
 
 /// Time alert notifications get to connect.
@@ -133,13 +138,17 @@ impl App {
             store.clone(),
             metrics.clone(),
         );
-        let gateway = Arc::new(Gateway::new(
-            routes,
-            gateway_settings(&config.server),
-            services,
-            events,
-            config.server.max_buffered_body,
-        ));
+        let queue = Queue::open(&config.storage, &store)?;
+        let gateway = Arc::new(
+            Gateway::new(
+                routes,
+                gateway_settings(&config.server),
+                services,
+                events,
+                config.server.max_buffered_body,
+            )
+            .with_queue(queue.clone()),
+        );
         let tls = match &config.server.tls {
             Some(files) => Some(Arc::new(crate::server::tls::server_config(
                 &files.cert,
@@ -169,14 +178,17 @@ impl App {
             addr: config.server.listen,
             source,
         })?;
-        let reloader = Arc::new(Reloader::new(
-            source,
-            config.clone(),
-            gateway.clone(),
-            alerts,
-            retention,
-            metrics.clone(),
-        ));
+        let reloader = Arc::new(
+            Reloader::new(
+                source,
+                config.clone(),
+                gateway.clone(),
+                alerts,
+                retention,
+                metrics.clone(),
+            )
+            .with_queue(queue.clone()),
+        );
         let (admin, admin_addr) = match &config.admin {
             None => (None, None),
             Some(a) => {
@@ -207,6 +219,7 @@ impl App {
             metrics,
             audit,
             notifier,
+            queue,
         })
     }
 
@@ -242,6 +255,8 @@ impl App {
 
     /// Serves until `shutdown` completes and the in-flight requests are done.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        // Deliveries of async routes start with the app, on this (the background) runtime.
+        self.queue.start(&self.gateway, self.metrics.clone());
         let sweeper = tokio::spawn(self.gateway.services().state.clone().maintain());
         let metrics = self.metrics.clone();
         // The Prometheus recorder keeps histogram samples until they are folded in.
@@ -272,6 +287,8 @@ impl App {
                 abort.abort();
             }
         }
+        // Requests are done: nothing new enters the queue. Let deliveries in flight finish.
+        self.queue.shutdown(Duration::from_secs(10)).await;
         sweeper.abort();
         upkeep.abort();
         key_maintenance.abort();

@@ -10,6 +10,7 @@
 //! - [`forward`]: the upstream client, header rules, streamed response bodies.
 //! - [`state`]: rate limits, single-use ids, failure counters and bans.
 //! - [`store`]: the SQLite file.
+//! - [`queue`]: durable async delivery (`mode = "async"` routes).
 //! - [`events`]: one event per request and its sinks.
 //! - [`config`]: the TOML schema, `${VAR}` expansion and lint.
 //! - [`browser`]: browser widgets (origins, CORS, single-use tokens, the JS client).
@@ -29,6 +30,7 @@ pub mod forward;
 pub mod gateway;
 pub mod logging;
 pub mod policy;
+pub mod queue;
 pub mod secret;
 pub mod server;
 pub mod state;

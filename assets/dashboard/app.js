@@ -222,7 +222,7 @@ async function loadRoutes() {
     h("tr", { "data-route": r.name },
       h("td", {}, h("strong", {}, r.name)),
       h("td", { class: "mono" }, r.path),
-      h("td", {}, r.methods.join(", ")),
+      h("td", {}, r.methods.join(", "), r.mode === "async" ? h("div", { class: "muted" }, "async (queued)") : ""),
       h("td", {}, h("ol", { class: "chain" }, ...[...r.guards.head, ...r.guards.body].map((g) => h("li", {}, g)))),
       h("td", {}, `body ≤ ${fmtBytes(r.max_body)}`, r.content_types ? h("br") : "", r.content_types ? r.content_types.join(", ") : ""),
       h("td", {}, `${r.upstream.scheme}://${r.upstream.host}`, h("br"),
@@ -250,6 +250,59 @@ async function loadAlerts() {
   "No alerts sent.", 4);
 }
 
+function fmtAge(seconds) {
+  if (seconds === null || seconds === undefined) return "–";
+  const s = Math.round(seconds);
+  if (s < 60) return `${s}s`;
+  if (s < 3600) return `${Math.floor(s / 60)}m ${s % 60}s`;
+  if (s < 86400) return `${Math.floor(s / 3600)}h ${Math.floor((s % 3600) / 60)}m`;
+  return `${Math.floor(s / 86400)}d ${Math.floor((s % 86400) / 3600)}h`;
+}
+
+/** Runs a queue action (retry, drop), then reloads the panel; errors show in the panel. */
+function queueAction(method, path) {
+  return async () => {
+    try {
+      await api(path, { method });
+      $("#queue-error").textContent = "";
+    } catch (e) {
+      if (e instanceof Unauthorized) return handleError(e);
+      $("#queue-error").textContent = e.message;
+    }
+    loadQueue().catch(handleError);
+  };
+}
+
+async function loadQueue() {
+  const { summary, messages } = await api("/api/queue?state=dead&limit=50");
+  const none = summary.length === 0;
+  $("#queue-none").hidden = !none;
+  $("#queue-body").hidden = none;
+  fill($("#queue-routes tbody"), summary.map((r) =>
+    h("tr", { "data-route": r.route },
+      h("td", {}, h("strong", {}, r.route)),
+      h("td", { class: "num" }, r.pending),
+      h("td", {}, fmtAge(r.oldest_pending_seconds)),
+      h("td", { class: `num${r.dead ? " dead" : ""}` }, r.dead),
+      h("td", { class: "num" }, r.delivered),
+      h("td", {}, r.dead ? h("button", { type: "button", onclick: queueAction("POST", `/api/queue/retry?route=${encodeURIComponent(r.route)}`) }, "Retry all dead") : ""))),
+  "Nothing queued.", 6);
+  // Newest dead letters first.
+  fill($("#queue-dead tbody"), [...messages].reverse().map((m) =>
+    h("tr", { "data-id": m.id },
+      h("td", { title: m.done || "" }, m.done ? fmtTime(m.done, true) : "–"),
+      h("td", {}, m.route),
+      h("td", { class: "mono" }, m.id),
+      h("td", { class: "num" }, m.attempts),
+      h("td", { class: "num" }, m.last_status ?? "–"),
+      h("td", { class: "last-error" }, m.last_error || "–"),
+      h("td", { class: "actions" },
+        h("button", { type: "button", class: "retry", onclick: queueAction("POST", `/api/queue/${encodeURIComponent(m.id)}/retry`) }, "Retry"),
+        " ",
+        h("button", { type: "button", class: "drop", onclick: queueAction("DELETE", `/api/queue/${encodeURIComponent(m.id)}`) }, "Drop")))),
+  "No dead letters.", 7);
+}
+
 // One entry per panel; each loads its data from the API. Issued API keys add
 // { id: "keys", load: loadKeys } here.
 const PANELS = [
@@ -257,6 +310,7 @@ const PANELS = [
   { id: "events", load: loadEvents },
   { id: "routes", load: loadRoutes },
   { id: "alerts", load: loadAlerts },
+  { id: "queue", load: loadQueue },
 ];
 
 // --- refresh loop -------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use super::AdminState;
 use super::reload::ReloadError;
-use crate::config::{AlertMatch, Issue, RouteConfig, Severity, units};
+use crate::config::{AlertMatch, Issue, RouteConfig, RouteMode, Severity, units};
 use crate::events::metrics::Gauges;
 use crate::policy::{Guard, RoutePolicy};
 use crate::store::StoreError;
@@ -150,7 +150,14 @@ fn describe_route(r: &RouteConfig, policy: Option<&RoutePolicy>, alerts: &[&str]
         "name": r.name,
         "path": r.path,
         "methods": r.methods.iter().map(|m| m.as_str()).collect::<Vec<_>>(),
-        "mode": "sync",
+        "mode": match r.mode { RouteMode::Sync => "sync", RouteMode::Async => "async" },
+        "delivery": r.delivery.as_ref().map(|d| json!({
+            "attempts": d.attempts,
+            "backoff_seconds": d.backoff.as_secs_f64(),
+            "max_backoff_seconds": d.max_backoff.as_secs_f64(),
+            "concurrency": d.concurrency,
+            "max_queued": d.max_queued,
+        })),
         "max_body": r.max_body,
         "content_types": r.content_types,
         "upstream": {
@@ -221,11 +228,16 @@ pub async fn alerts(State(state): State<AdminState>) -> Response {
 
 /// `GET /metrics`: Prometheus text format.
 pub async fn metrics(State(state): State<AdminState>) -> Response {
+    let queue = match state.gateway.queue() {
+        Some(q) => q.gauges().await,
+        None => Vec::new(),
+    };
     let gauges = Gauges {
         active_connections: state.active.load(Ordering::Relaxed),
         state_entries: state.gateway.services().state.local_entries(),
         state: state.gateway.services().state.stats(),
         sinks: state.gateway.events().stats(),
+        queue,
     };
     let text = state.metrics.render(&gauges);
     let mut resp = text.into_response();

@@ -10,6 +10,8 @@
 //!  GET  /api/routes         Bearer token   routes and their policies
 //!  GET  /api/alerts         Bearer token   alert rules and the latest alerts sent
 //!  POST /api/reload         Bearer token   re-read the config file
+//!  GET  /api/queue          Bearer token   delivery queue: counts per route, messages
+//!  POST /api/queue/{id}/retry, POST /api/queue/retry?route=R, DELETE /api/queue/{id}
 //! ```
 //!
 //! Anything else answers 401 without the token and 404 with it.
@@ -17,6 +19,7 @@
 pub mod api;
 pub mod auth;
 pub mod dashboard;
+pub mod queue;
 pub mod reload;
 
 use std::future::Future;
@@ -28,7 +31,7 @@ use axum::Router;
 use axum::extract::{Request, State};
 use axum::middleware;
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use http::StatusCode;
 use tokio::net::TcpListener;
 
@@ -61,6 +64,10 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/routes", get(api::routes))
         .route("/api/alerts", get(api::alerts))
         .route("/api/reload", post(api::reload))
+        .route("/api/queue", get(queue::list))
+        .route("/api/queue/retry", post(queue::retry_all))
+        .route("/api/queue/{id}/retry", post(queue::retry))
+        .route("/api/queue/{id}", delete(queue::drop_message))
         // Issued API keys (the `keys` branch) plug in here, behind the same token check:
         //   .route("/api/keys", get(keys::list).post(keys::create))
         //   .route("/api/keys/{id}", delete(keys::revoke))

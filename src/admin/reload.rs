@@ -3,7 +3,8 @@
 //! Triggered by `POST /api/reload` and by SIGHUP in `hookwarden serve`. A config with errors is
 //! refused with the same issues `hookwarden check` prints, and the running one keeps serving.
 //! What a reload changes: the routes and their policies, listener-wide request settings,
-//! alert rules, retention, and the admin token. What needs a restart (and is reported as
+//! alert rules, retention, and the admin token; async routes added get a delivery worker,
+//! removed ones lose theirs (their messages stay in the store). What needs a restart (and is reported as
 //! such): listen addresses, TLS files, connection limits, workers, the store's path.
 
 use std::path::PathBuf;
@@ -18,6 +19,7 @@ use crate::events::alerts::AlertEngine;
 use crate::events::metrics::Metrics;
 use crate::gateway::Gateway;
 use crate::policy::RouteTable;
+use crate::queue::Queue;
 use crate::secret::Secret;
 use crate::store::events::Retention;
 
@@ -61,6 +63,7 @@ pub struct Reloader {
     admin_token: ArcSwap<Option<Secret>>,
     metrics: Arc<Metrics>,
     serial: std::sync::Mutex<()>,
+    queue: Option<Queue>,
 }
 
 impl std::fmt::Debug for Reloader {
@@ -91,7 +94,14 @@ impl Reloader {
             admin_token: ArcSwap::from_pointee(token),
             metrics,
             serial: std::sync::Mutex::new(()),
+            queue: None,
         }
+    }
+
+    /// Keeps the delivery queue's workers in line with the routes on every reload.
+    pub fn with_queue(mut self, queue: Queue) -> Self {
+        self.queue = Some(queue);
+        self
     }
 
     /// The config in force.
@@ -138,6 +148,9 @@ impl Reloader {
         let restart_needed = restart_needed(&old, &new);
 
         self.gateway.swap(routes, gateway_settings(&new.server));
+        if let Some(q) = &self.queue {
+            q.sync_routes();
+        }
         self.alerts.set_rules(&new.alerts);
         self.retention.store(Arc::new(Retention {
             keep: new.storage.keep,

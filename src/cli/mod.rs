@@ -5,6 +5,7 @@
 
 mod events;
 mod keys;
+mod queue;
 mod sign;
 
 use std::net::SocketAddr;
@@ -41,6 +42,8 @@ enum Command {
     Keys(keys::KeysArgs),
     /// Query the audit log (works while the server runs).
     Events(events::EventsArgs),
+    /// List, retry and drop queued messages of async routes (works while the server runs).
+    Queue(queue::QueueArgs),
     /// Print the headers a webhook sender would add to the body on stdin.
     Sign(sign::SignArgs),
 }
@@ -90,6 +93,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Demo(a) => demo(a.listen, a.page_listen, a.admin_listen),
         Command::Keys(a) => keys::run(a),
         Command::Events(a) => events::run(a),
+        Command::Queue(a) => queue::run(a),
         Command::Sign(a) => sign::run(a),
     }
 }

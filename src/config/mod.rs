@@ -12,6 +12,7 @@ mod alert;
 mod auth;
 mod browser;
 mod decrypt;
+mod delivery;
 mod expand;
 mod reader;
 mod route;
@@ -32,6 +33,7 @@ pub use auth::{
 };
 pub use browser::{BrowserConfig, DEFAULT_TOKEN_TTL, TokenBind};
 pub use decrypt::DecryptConfig;
+pub use delivery::DeliveryConfig;
 pub use reader::{Issue, Reader, Section, Severity};
 pub use route::{RouteConfig, RouteMode, UpstreamConfig};
 pub use server::{ServerConfig, StorageConfig, TlsFiles};
@@ -168,6 +170,7 @@ pub fn load_str(
         .filter_map(|s| route::read_route(s, &server, base, &mut seen))
         .collect();
     auth::lint(&reader, &routes, &storage);
+    delivery::lint(&reader, &routes, &storage);
     let admin = root
         .table("admin")
         .and_then(|s| admin::read_admin(s, &server));

@@ -10,6 +10,7 @@ use super::DecryptConfig;
 use super::abuse::AbuseConfig;
 use super::auth::{self, AuthConfig, OutboundSignConfig};
 use super::browser::{BrowserConfig, read_browser};
+use super::delivery::DeliveryConfig;
 use super::reader::Section;
 use super::resolve_path;
 use super::server::ServerConfig;
@@ -20,6 +21,8 @@ use crate::secret::Secret;
 pub enum RouteMode {
     /// Proxy the request and stream the answer back.
     Sync,
+    /// Store the request durably, answer 202, deliver it with retries (`[route.delivery]`).
+    Async,
 }
 
 /// One `[[route]]`.
@@ -47,6 +50,8 @@ pub struct RouteConfig {
     pub abuse: AbuseConfig,
     /// `[route.decrypt]`: decrypt the body before forwarding.
     pub decrypt: Option<DecryptConfig>,
+    /// `[route.delivery]`: set for async routes (defaults when the table is absent).
+    pub delivery: Option<DeliveryConfig>,
 }
 
 /// `[route.upstream]`.
@@ -140,17 +145,7 @@ pub(super) fn read_route(
             "lower max_body or raise server.max_buffered_body",
         );
     }
-    let mode = match s.string("mode").as_deref() {
-        None | Some("sync") => RouteMode::Sync,
-        Some(other) => {
-            s.error(
-                "mode",
-                format!("\"{other}\" is not a route mode"),
-                "use \"sync\"",
-            );
-            RouteMode::Sync
-        }
-    };
+    let (mode, delivery) = super::delivery::read_mode(&s);
     let content_types = s
         .string_list("content_types")
         .map(|list| read_content_types(&s, &list));
@@ -189,6 +184,7 @@ pub(super) fn read_route(
         browser,
         abuse,
         decrypt,
+        delivery,
     })
 }
 

@@ -63,6 +63,9 @@ pub struct StorageConfig {
     pub keep: Duration,
     /// At most this many audit events are kept (the oldest go first). Default 1,000,000.
     pub max_events: u64,
+    /// Queued messages committed in one transaction at most (group commit); 1 commits each
+    /// message on its own. Default 256.
+    pub queue_commit_batch: usize,
 }
 
 impl StorageConfig {
@@ -75,6 +78,8 @@ impl StorageConfig {
 const DEFAULT_MAX_BODY: u64 = 1 << 20;
 const DEFAULT_KEEP: Duration = Duration::from_secs(30 * 24 * 3600);
 const DEFAULT_MAX_EVENTS: u64 = 1_000_000;
+/// Default `[storage] queue_commit_batch`.
+const DEFAULT_QUEUE_COMMIT_BATCH: usize = 256;
 
 pub(super) fn read_server(section: Option<Section<'_, '_>>, base: &Path) -> ServerConfig {
     let mut cfg = ServerConfig {
@@ -264,6 +269,7 @@ pub(super) fn read_storage(section: Option<Section<'_, '_>>, base: &Path) -> Sto
         path: resolve_path(base, "hookwarden.db"),
         keep: DEFAULT_KEEP,
         max_events: DEFAULT_MAX_EVENTS,
+        queue_commit_batch: DEFAULT_QUEUE_COMMIT_BATCH,
     };
     let Some(s) = section else {
         return cfg;
@@ -288,6 +294,9 @@ pub(super) fn read_storage(section: Option<Section<'_, '_>>, base: &Path) -> Sto
     }
     if let Some(n) = s.integer("max_events", 1000, 1_000_000_000) {
         cfg.max_events = n as u64;
+    }
+    if let Some(n) = s.integer("queue_commit_batch", 1, 10_000) {
+        cfg.queue_commit_batch = n as usize;
     }
     s.finish();
     cfg

@@ -18,6 +18,10 @@
 //! | `hookwarden_config_reloads_total` | counter | `result` (`ok`, `error`) |
 //! | `hookwarden_state_redis_up`, `hookwarden_state_local_fallback` | gauge (0/1) | (Redis state only) |
 //! | `hookwarden_state_redis_errors_total`, `hookwarden_state_fallback_operations_total` | counter | (Redis state only) |
+//! | `hookwarden_queue_depth` | gauge | `route`, `state` (`pending`, `dead`) |
+//! | `hookwarden_queue_oldest_age_seconds` | gauge | `route` (oldest pending message) |
+//! | `hookwarden_deliveries_total` | counter | `route`, `outcome` (`delivered`, `retry`, `dead`): one per attempt |
+//! | `hookwarden_delivery_attempts` | histogram | `route`, `outcome` (`delivered`, `dead`): attempts a finished message took |
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -69,6 +73,22 @@ impl std::fmt::Debug for Metrics {
     }
 }
 
+/// Buckets of the attempts histogram: attempts a message took until delivered or dead.
+pub const ATTEMPT_BUCKETS: &[f64] = &[1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0, 50.0, 100.0];
+
+/// One route's queue, read at scrape time.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct QueueGauge {
+    /// The route.
+    pub route: String,
+    /// Pending messages.
+    pub pending: u64,
+    /// Dead letters.
+    pub dead: u64,
+    /// Age of the oldest pending message, in seconds (0 when none).
+    pub oldest_pending_seconds: f64,
+}
+
 /// Values read at scrape time.
 #[derive(Debug, Clone, Default)]
 pub struct Gauges {
@@ -80,6 +100,8 @@ pub struct Gauges {
     pub sinks: Vec<SinkStats>,
     /// The shared state's health (Redis).
     pub state: StateStats,
+    /// The delivery queue, per route.
+    pub queue: Vec<QueueGauge>,
 }
 
 impl Metrics {
@@ -98,6 +120,13 @@ impl Metrics {
                 Err(_) => unreachable!("LATENCY_BUCKETS is not empty"),
             }
         });
+        let builder = match builder.set_buckets_for_metric(
+            Matcher::Full("hookwarden_delivery_attempts".into()),
+            ATTEMPT_BUCKETS,
+        ) {
+            Ok(b) => b,
+            Err(_) => unreachable!("ATTEMPT_BUCKETS is not empty"),
+        };
         let recorder = builder.build_recorder();
         let handle = recorder.handle();
         let m = Metrics {
@@ -168,6 +197,23 @@ impl Metrics {
             describe_counter!(
                 "hookwarden_state_fallback_operations_total",
                 "State operations answered from this instance's memory because Redis could not be used."
+            );
+            describe_gauge!(
+                "hookwarden_queue_depth",
+                "Messages in the delivery queue by route and state (pending, dead)."
+            );
+            describe_gauge!(
+                "hookwarden_queue_oldest_age_seconds",
+                Unit::Seconds,
+                "Age of the oldest pending message, by route (0 when none)."
+            );
+            describe_counter!(
+                "hookwarden_deliveries_total",
+                "Delivery attempts by route and outcome (delivered, retry, dead)."
+            );
+            describe_histogram!(
+                "hookwarden_delivery_attempts",
+                "Attempts a message took until delivered or dead-lettered, by route and outcome."
             );
         });
         Arc::new(m)
@@ -268,6 +314,24 @@ impl Metrics {
         self.with(|| counter!("hookwarden_config_reloads_total", "result" => result).increment(1));
     }
 
+    /// Counts one delivery attempt of a queued message: `delivered`, `retry` or `dead`.
+    pub fn delivery(&self, route: &str, outcome: &'static str) {
+        let route = route.to_owned();
+        self.with(|| {
+            counter!("hookwarden_deliveries_total", "route" => route, "outcome" => outcome)
+                .increment(1)
+        });
+    }
+
+    /// Records the attempts a message took until it was delivered or dead-lettered.
+    pub fn delivery_finished(&self, route: &str, outcome: &'static str, attempts: u32) {
+        let route = route.to_owned();
+        self.with(|| {
+            histogram!("hookwarden_delivery_attempts", "route" => route, "outcome" => outcome)
+                .record(f64::from(attempts))
+        });
+    }
+
     /// The Prometheus text exposition, with the gauges set to `g`.
     pub fn render(&self, g: &Gauges) -> String {
         self.with(|| {
@@ -289,6 +353,14 @@ impl Metrics {
                 counter!("hookwarden_state_redis_errors_total").absolute(r.errors);
                 counter!("hookwarden_state_fallback_operations_total")
                     .absolute(r.fallback_operations);
+            }
+            for q in &g.queue {
+                for (state, n) in [("pending", q.pending), ("dead", q.dead)] {
+                    gauge!("hookwarden_queue_depth", "route" => q.route.clone(), "state" => state)
+                        .set(n as f64);
+                }
+                gauge!("hookwarden_queue_oldest_age_seconds", "route" => q.route.clone())
+                    .set(q.oldest_pending_seconds);
             }
         });
         self.handle.render()

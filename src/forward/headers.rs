@@ -21,6 +21,10 @@ pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-p
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// `X-Hookwarden-Token`: a browser token, consumed by the gateway.
 pub const X_HOOKWARDEN_TOKEN: HeaderName = HeaderName::from_static("x-hookwarden-token");
+/// `X-Hookwarden-Delivery`: the id of a queued message, the same on every delivery attempt.
+pub const X_HOOKWARDEN_DELIVERY: HeaderName = HeaderName::from_static("x-hookwarden-delivery");
+/// `X-Hookwarden-Attempt`: the delivery attempt's number, from 1.
+pub const X_HOOKWARDEN_ATTEMPT: HeaderName = HeaderName::from_static("x-hookwarden-attempt");
 
 /// Removes hop-by-hop headers, including every header the `Connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
@@ -67,6 +71,8 @@ pub fn prepare_request_headers(headers: &mut HeaderMap) {
         X_FORWARDED_PROTO,
         X_REQUEST_ID,
         X_HOOKWARDEN_TOKEN,
+        X_HOOKWARDEN_DELIVERY,
+        X_HOOKWARDEN_ATTEMPT,
     ] {
         headers.remove(name);
     }
@@ -121,6 +127,8 @@ mod tests {
             "x-real-ip",
             "x-request-id",
             "x-hookwarden-token",
+            "x-hookwarden-delivery",
+            "x-hookwarden-attempt",
             "content-length",
         ] {
             h.insert(HeaderName::from_static(name), HeaderValue::from_static("1"));

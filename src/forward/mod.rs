@@ -16,7 +16,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{Request, Response, Uri, Version};
+use http::{HeaderMap, Method, Request, Response, Uri, Version};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
@@ -232,34 +232,48 @@ impl Upstream {
     /// Builds the upstream request for an allowed exchange. The exchange's headers have
     /// already lost the credentials the guards consumed.
     pub fn request(&self, ex: &mut Exchange) -> Request<Full<Bytes>> {
-        let mut headers = std::mem::take(&mut ex.headers);
-        headers::prepare_request_headers(&mut headers);
-        if let Ok(v) = HeaderValue::from_str(&ex.forwarded_for) {
-            headers.insert(headers::X_FORWARDED_FOR, v);
-        }
-        headers.insert(
-            headers::X_FORWARDED_PROTO,
-            HeaderValue::from_static(if ex.https { "https" } else { "http" }),
-        );
-        if let Ok(v) = HeaderValue::from_str(&ex.request_id) {
+        let headers = forwarded_headers(ex);
+        let body = std::mem::take(&mut ex.body);
+        self.build_request(
+            ex.method.clone(),
+            ex.query.as_deref(),
+            headers,
+            body,
+            &ex.request_id,
+        )
+    }
+
+    /// Builds an upstream request from its parts: `headers` as [`forwarded_headers`] made
+    /// them (the async queue stores them so), to which the request id, the route's injected
+    /// headers, the outbound signature and the length are added here, at sending time. So
+    /// secrets are never stored with a queued message, and a signature's timestamp is that of
+    /// the attempt.
+    pub fn build_request(
+        &self,
+        method: Method,
+        query: Option<&str>,
+        mut headers: HeaderMap,
+        body: Bytes,
+        request_id: &str,
+    ) -> Request<Full<Bytes>> {
+        if let Ok(v) = HeaderValue::from_str(request_id) {
             headers.insert(headers::X_REQUEST_ID, v);
         }
         for (name, value) in self.inject.iter() {
             headers.insert(name.clone(), value.clone());
         }
-        let body = std::mem::take(&mut ex.body);
         if let Some(signer) = &self.signer {
             signer.apply(
                 &mut headers,
                 &body,
-                &ex.request_id,
+                request_id,
                 jiff::Timestamp::now().as_second(),
             );
         }
         headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(body.len()));
         let mut req = Request::new(Full::new(body));
-        *req.method_mut() = ex.method.clone();
-        *req.uri_mut() = self.uri(ex.query.as_deref());
+        *req.method_mut() = method;
+        *req.uri_mut() = self.uri(query);
         // The client picks HTTP/2 by ALPN itself; an HTTP/2 version here would fail on an
         // HTTP/1.1 upstream.
         *req.version_mut() = Version::HTTP_11;
@@ -279,6 +293,22 @@ impl Upstream {
             Ok(Err(e)) => Err(ForwardError::Broken(error_chain(&e))),
         }
     }
+}
+
+/// The client's headers as they go upstream, before the route adds its own: hop-by-hop
+/// headers, `Host`, framing and the gateway's own headers removed, `X-Forwarded-For` and
+/// `X-Forwarded-Proto` set. Takes the headers out of the exchange.
+pub fn forwarded_headers(ex: &mut Exchange) -> HeaderMap {
+    let mut headers = std::mem::take(&mut ex.headers);
+    headers::prepare_request_headers(&mut headers);
+    if let Ok(v) = HeaderValue::from_str(&ex.forwarded_for) {
+        headers.insert(headers::X_FORWARDED_FOR, v);
+    }
+    headers.insert(
+        headers::X_FORWARDED_PROTO,
+        HeaderValue::from_static(if ex.https { "https" } else { "http" }),
+    );
+    headers
 }
 
 /// An error and its sources on one line, for logs.

@@ -4,6 +4,7 @@
 //!  accept ─► address ─► gateway endpoint? ─► path sanity ─► route ─► CORS preflight?
 //!        ─► method ─► head guards ─► read body (≤ max_body, ≤ body_timeout) ─► body guards
 //!        ─► forward (≤ timeout to headers) ─► stream response (idle timeout)
+//!           | async route: store in the queue (committed to disk) ─► 202 queued
 //!        ─► CORS headers (browser routes) ─► log: one Event, on success and failure alike
 //! ```
 //!
@@ -30,11 +31,17 @@ use hyper::body::{Body, Incoming};
 use ipnet::IpNet;
 
 use crate::browser::{BrowserPolicy, cors};
+use crate::config::RouteMode;
 use crate::events::{Emitter, Event, Outcome, truncate_user_agent};
 use crate::forward::ForwardError;
 use crate::forward::body::{IdleTimeout, ResponseBody};
 use crate::forward::headers::{X_REQUEST_ID, overlay, strip_hop_by_hop};
 use crate::policy::{Denial, Exchange, Reason, RoutePolicy, RouteTable, Services, client_ip, path};
+use crate::queue::{AcceptError, Queue};
+
+/// `Retry-After` of a `queue_full` refusal: the queue drains at the upstream's pace, so a
+/// sender should come back in a while rather than at once.
+const QUEUE_FULL_RETRY_AFTER: Duration = Duration::from_secs(30);
 
 /// Facts about the connection a request came in on.
 #[derive(Debug, Clone, Copy)]
@@ -66,6 +73,7 @@ pub struct Gateway {
     /// forwarded (`server.max_buffered_body`): `max_body` bounds one request, this bounds the
     /// sum, so many slow bodies at the limit cannot exhaust memory.
     body_budget: Arc<tokio::sync::Semaphore>,
+    queue: Option<Queue>,
 }
 
 /// How a request ended, before it becomes a response and an event.
@@ -76,6 +84,8 @@ struct Finished {
     detail: Option<&'static str>,
     upstream_status: Option<u16>,
     upstream_latency: Option<Duration>,
+    /// Stored in the delivery queue (async route): accepted, so replay claims stay.
+    queued: bool,
 }
 
 impl Finished {
@@ -88,6 +98,7 @@ impl Finished {
             detail: None,
             upstream_status: None,
             upstream_latency: None,
+            queued: false,
         }
     }
 }
@@ -110,7 +121,19 @@ impl Gateway {
             services,
             events,
             body_budget: Arc::new(tokio::sync::Semaphore::new(budget)),
+            queue: None,
         }
+    }
+
+    /// Gives async routes their delivery queue.
+    pub fn with_queue(mut self, queue: Queue) -> Self {
+        self.queue = Some(queue);
+        self
+    }
+
+    /// The delivery queue of async routes.
+    pub fn queue(&self) -> Option<&Queue> {
+        self.queue.as_ref()
     }
 
     /// Replaces the routes and settings atomically; requests in flight finish on the old ones.
@@ -235,8 +258,13 @@ impl Gateway {
             detail,
             upstream_status,
             upstream_latency,
+            queued,
         } = finished;
-        if !ex.replay_claims.is_empty() && !upstream_status.is_some_and(|s| (200..300).contains(&s))
+        // A queued message counts as accepted: its claims stay, so a sender's retry of it is a
+        // duplicate rather than a second copy in the queue.
+        if !ex.replay_claims.is_empty()
+            && !queued
+            && !upstream_status.is_some_and(|s| (200..300).contains(&s))
         {
             self.release_claims(&ex).await;
         }
@@ -324,7 +352,48 @@ impl Gateway {
             route.record_denial(ex, &d, &self.services).await;
             return self.refuse(ex, d);
         }
+        if route.mode == RouteMode::Async {
+            return self.enqueue(route, ex).await;
+        }
         self.forward(route, ex).await
+    }
+
+    /// Stores an allowed exchange of an async route and answers
+    /// `202 {"status":"queued","id":"…"}` once it is on disk; 503 (`queue_full`) when the route
+    /// holds `max_queued` messages.
+    async fn enqueue(&self, route: &RoutePolicy, ex: &mut Exchange) -> Finished {
+        let Some(queue) = &self.queue else {
+            return self.refuse(
+                ex,
+                Denial::new(Reason::InternalError).with_detail("async route without a queue"),
+            );
+        };
+        match queue.accept(route, ex).await {
+            Ok(()) => {
+                let mut response = response::json_response(
+                    http::StatusCode::ACCEPTED,
+                    format!(r#"{{"status":"queued","id":"{}"}}"#, ex.request_id),
+                );
+                for (name, value) in &ex.response_headers {
+                    response.headers_mut().insert(name, value.clone());
+                }
+                let mut f = Finished::answered(response);
+                f.queued = true;
+                f
+            }
+            Err(AcceptError::Full) => {
+                let mut d = Denial::new(Reason::QueueFull).with_detail("max_queued reached");
+                d.retry_after = Some(QUEUE_FULL_RETRY_AFTER);
+                self.refuse(ex, d)
+            }
+            Err(e) => {
+                tracing::error!(request_id = %ex.request_id, route = %route.name, error = %e, "cannot queue a request");
+                self.refuse(
+                    ex,
+                    Denial::new(Reason::InternalError).with_detail("queue write failed"),
+                )
+            }
+        }
     }
 
     /// Sends an allowed exchange upstream and starts streaming the answer back.
@@ -349,6 +418,7 @@ impl Gateway {
                     detail: None,
                     upstream_status,
                     upstream_latency,
+                    queued: false,
                 }
             }
             Err(e) => {
@@ -403,6 +473,7 @@ impl Gateway {
             detail: denial.detail,
             upstream_status: None,
             upstream_latency: None,
+            queued: false,
         }
     }
 }

@@ -28,7 +28,7 @@ pub use reason::{Denial, Reason, error_code};
 
 use crate::browser::BrowserPolicy;
 use crate::browser::token::TokenKey;
-use crate::config::{AuthConfig, Config, RouteConfig, RouteMode};
+use crate::config::{AuthConfig, Config, DeliveryConfig, RouteConfig, RouteMode};
 use crate::forward::{ClientError, Upstream, UpstreamClient};
 use crate::state::State;
 use crate::store::keys::KeyCache;
@@ -104,6 +104,8 @@ pub struct RoutePolicy {
     pub path: String,
     /// Proxy or queue.
     pub mode: RouteMode,
+    /// `[route.delivery]`, for async routes.
+    pub delivery: Option<DeliveryConfig>,
     /// Accepted methods (405 with `Allow` otherwise).
     pub method: MethodGuard,
     /// Body limit, enforced while reading.
@@ -214,6 +216,7 @@ impl RoutePolicy {
             name,
             path: cfg.path.clone(),
             mode: cfg.mode,
+            delivery: cfg.delivery.clone(),
             method: MethodGuard::new(&cfg.methods),
             max_body: cfg.max_body,
             head,

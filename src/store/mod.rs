@@ -63,6 +63,8 @@ const MIGRATIONS: &[&str] = &[
      INSERT INTO meta (key, value) VALUES ('keys_version', '0');",
     // 3: the audit log, counts of events recorded only in aggregate, alerts sent.
     events::MIGRATION,
+    // 4: the durable delivery queue of async routes (see queue/store.rs).
+    crate::queue::store::MIGRATION,
 ];
 
 /// A handle on the store. Cheap to clone; calls block, so async code runs them with

@@ -873,3 +873,254 @@ impl Drop for Served {
         let _ = self.child.wait();
     }
 }
+
+/// One answer of a [`Scripted`] upstream.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(&'static str, String)>,
+    /// Wait before answering.
+    pub delay: Duration,
+}
+
+impl Reply {
+    pub fn status(status: u16) -> Reply {
+        Reply {
+            status,
+            headers: Vec::new(),
+            delay: Duration::ZERO,
+        }
+    }
+
+    pub fn header(mut self, name: &'static str, value: &str) -> Reply {
+        self.headers.push((name, value.to_owned()));
+        self
+    }
+
+    pub fn after(mut self, delay: Duration) -> Reply {
+        self.delay = delay;
+        self
+    }
+}
+
+/// A recording upstream that answers its requests from a script, in turn (the last answer
+/// repeats), and can be started on a chosen address: bind nothing there first to play an
+/// upstream that is down, then start it to bring the upstream up. Dropping it closes the
+/// listener and every open connection.
+pub struct Scripted {
+    pub addr: SocketAddr,
+    got: Arc<Mutex<Vec<(std::time::Instant, Recorded)>>>,
+    task: JoinHandle<()>,
+}
+
+impl Scripted {
+    /// On an ephemeral port.
+    pub async fn start(script: Vec<Reply>) -> Scripted {
+        Self::start_at("127.0.0.1:0".parse().unwrap(), script).await
+    }
+
+    /// On `addr` (retrying the bind for a while, in case the port is still being released).
+    pub async fn start_at(addr: SocketAddr, script: Vec<Reply>) -> Scripted {
+        let script = if script.is_empty() {
+            vec![Reply::status(200)]
+        } else {
+            script
+        };
+        Self::start_fn(addr, move |_, n| {
+            script.get(n - 1).or(script.last()).cloned().unwrap()
+        })
+        .await
+    }
+
+    /// On `addr`, answering each request with `answer(request, n)` (`n` counts from 1).
+    pub async fn start_fn(
+        addr: SocketAddr,
+        answer: impl Fn(&Recorded, usize) -> Reply + Send + Sync + 'static,
+    ) -> Scripted {
+        let mut listener = None;
+        for _ in 0..100 {
+            match TcpListener::bind(addr).await {
+                Ok(l) => {
+                    listener = Some(l);
+                    break;
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+        let listener = listener.unwrap_or_else(|| panic!("cannot bind {addr}"));
+        let addr = listener.local_addr().unwrap();
+        let got: Arc<Mutex<Vec<(std::time::Instant, Recorded)>>> = Arc::default();
+        let script = Arc::new(answer);
+        let g = got.clone();
+        let task = tokio::spawn(async move {
+            let mut conns = tokio::task::JoinSet::new();
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let g = g.clone();
+                let script = script.clone();
+                conns.spawn(async move {
+                    let svc = service_fn(move |req: Request<Incoming>| {
+                        let g = g.clone();
+                        let script = script.clone();
+                        async move {
+                            let at = std::time::Instant::now();
+                            let (parts, body) = req.into_parts();
+                            let body = body
+                                .collect()
+                                .await
+                                .map(|c| c.to_bytes())
+                                .unwrap_or_default();
+                            let reply = {
+                                let mut v = g.lock().unwrap();
+                                let rec = Recorded {
+                                    method: parts.method.clone(),
+                                    path: parts.uri.path().to_owned(),
+                                    query: parts.uri.query().map(str::to_owned),
+                                    headers: parts.headers,
+                                    body,
+                                    version: parts.version,
+                                };
+                                let reply = script(&rec, v.len() + 1);
+                                v.push((at, rec));
+                                reply
+                            };
+                            tokio::time::sleep(reply.delay).await;
+                            let mut r =
+                                Response::new(Full::new(Bytes::from_static(br#"{"ok":true}"#)));
+                            *r.status_mut() = StatusCode::from_u16(reply.status).unwrap();
+                            for (name, value) in reply.headers {
+                                r.headers_mut().insert(name, value.parse().unwrap());
+                            }
+                            Ok::<_, Infallible>(r)
+                        }
+                    });
+                    let _ = auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+                while conns.try_join_next().is_some() {}
+            }
+        });
+        Scripted { addr, got, task }
+    }
+
+    pub fn base(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Everything received so far, in order.
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.got
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, r)| r.clone())
+            .collect()
+    }
+
+    /// When each request arrived.
+    pub fn times(&self) -> Vec<std::time::Instant> {
+        self.got.lock().unwrap().iter().map(|(t, _)| *t).collect()
+    }
+
+    pub fn count(&self) -> usize {
+        self.got.lock().unwrap().len()
+    }
+
+    /// Waits until at least `n` requests arrived; panics after `within`.
+    pub async fn wait_for(&self, n: usize, within: Duration) -> Vec<Recorded> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if self.count() >= n {
+                return self.requests();
+            }
+            if tokio::time::Instant::now() >= deadline {
+                panic!(
+                    "expected {n} upstream requests within {within:?}, got {}",
+                    self.count()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Scripted {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A local address where nothing listens (yet): an upstream that is down.
+pub fn down_addr() -> SocketAddr {
+    format!("127.0.0.1:{}", free_port()).parse().unwrap()
+}
+
+impl Served {
+    /// `kill -KILL` and wait for the process to be gone: no shutdown code runs.
+    pub fn kill_hard(&mut self) {
+        self.signal("KILL");
+        let _ = self.child.wait();
+    }
+
+    /// Starts `hookwarden serve` again with the same config file, store and addresses (after
+    /// [`Served::kill_hard`] or [`Served::stop`]) and waits until healthy. The log restarts.
+    pub async fn respawn(&mut self, env: &[(&str, &str)]) {
+        let mut cmd = std::process::Command::new(bin());
+        cmd.arg("serve")
+            .arg("--config")
+            .arg(&self.config)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let stderr: Arc<Mutex<String>> = Arc::default();
+        let mut pipe = child.stderr.take().unwrap();
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            use std::io::Read;
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = pipe.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        self.child = child;
+        self.stderr = stderr;
+        for _ in 0..200 {
+            let c = client();
+            let r = req("GET", &format!("http://{}/_hookwarden/healthz", self.addr))
+                .body(Full::new(Bytes::new()))
+                .unwrap();
+            if let Ok(resp) = c.request(r).await
+                && resp.status() == 200
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!(
+            "hookwarden serve never became healthy again: {}",
+            self.log()
+        );
+    }
+}
+
+/// A request with a method, an admin token and no body, on the admin listener.
+pub async fn admin_call(admin: SocketAddr, method: &str, path: &str, token: Option<&str>) -> Got {
+    let mut b = req(method, &format!("http://{admin}{path}"));
+    if let Some(t) = token {
+        b = b.header("authorization", format!("Bearer {t}"));
+    }
+    send(b.body(Full::new(Bytes::new())).unwrap()).await
+}
