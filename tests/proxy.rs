@@ -386,3 +386,21 @@ async fn error_bodies_never_contain_the_reason_or_secrets() {
     let j = got.json();
     assert_eq!(j.as_object().unwrap().len(), 2, "{j}");
 }
+
+#[tokio::test]
+async fn a_client_still_sending_a_refused_body_reads_its_413() {
+    let (up, gw) = setup().await;
+    // The gateway answers from Content-Length while the client is still writing 2 MiB.
+    // Without reading part of the rest, the close would reset the connection and the client
+    // would see an error instead of the 413.
+    let big = "x".repeat(2 << 20);
+    for _ in 0..10 {
+        let r = req("POST", &gw.url("/hook"))
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(big.clone())))
+            .unwrap();
+        let resp = client().request(r).await.expect("the 413 was lost to a reset");
+        assert_eq!(resp.status(), 413);
+    }
+    assert_eq!(up.count(), 0);
+}

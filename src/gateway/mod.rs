@@ -309,6 +309,9 @@ impl Gateway {
         body: Incoming,
         settings: &GatewaySettings,
     ) -> Finished {
+        // A refusal before the body is read leaves it unread; `Linger` drains a bounded part of
+        // it after the answer, so the client reads its 413 (or 401, …) instead of a reset.
+        let mut body = Linger(Some(body));
         // A CORS preflight is answered before the method check: OPTIONS is never a route's
         // method, and the browser sends it before the real request.
         if ex.method == Method::OPTIONS
@@ -344,7 +347,10 @@ impl Gateway {
                 return self.refuse(ex, d);
             }
         };
-        match read_body(body, route.max_body, settings.body_timeout).await {
+        let Some(incoming) = body.0.take() else {
+            return self.refuse(ex, Denial::new(Reason::InternalError));
+        };
+        match read_body(incoming, route.max_body, settings.body_timeout).await {
             Ok(bytes) => ex.body = bytes,
             Err(d) => return self.refuse(ex, d),
         }
@@ -474,6 +480,26 @@ impl Gateway {
             upstream_status: None,
             upstream_latency: None,
             queued: false,
+        }
+    }
+}
+
+/// A request body that may be left unread by a refusal. Closing a connection with unread
+/// request bytes in the socket makes the kernel send a reset, which can destroy the response
+/// before the client reads it; like nginx's lingering close, a bounded part of the body (8 MiB
+/// within 5 s) is read and dropped in the background first.
+struct Linger(Option<Incoming>);
+
+impl Drop for Linger {
+    fn drop(&mut self) {
+        if let Some(body) = self.0.take()
+            && !body.is_end_stream()
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            rt.spawn(async move {
+                let limited = Limited::new(body, 8 << 20);
+                let _ = tokio::time::timeout(Duration::from_secs(5), limited.collect()).await;
+            });
         }
     }
 }
