@@ -399,3 +399,53 @@ rate = "100/day"
     );
     assert!(text.contains("ok (2 routes, 2 warnings)"), "{text}");
 }
+
+/// On a route whose only credential is a signature over the body, unsigned garbage must not
+/// spend the route's budget: the `route` limit counts only requests whose signature passed.
+#[tokio::test]
+async fn unsigned_garbage_does_not_spend_the_budget_of_a_signed_route() {
+    use hmac::{KeyInit, Mac};
+    let up = Upstream::start().await;
+    let cfg = r#"
+[[route]]
+name = "github"
+path = "/github"
+[route.upstream]
+url = "{upstream}/github"
+[[route.auth]]
+type = "signature"
+provider = "github"
+secrets = ["It's a Secret to Everybody"]
+[[route.limit]]
+key = "route"
+rate = "2/minute"
+"#;
+    let gw = Gateway::start(cfg, &up).await;
+    let signed = |body: &'static str| {
+        let mut mac =
+            hmac::Hmac::<sha2::Sha256>::new_from_slice(b"It's a Secret to Everybody").unwrap();
+        mac.update(body.as_bytes());
+        let sig = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+        req("POST", &gw.url("/github"))
+            .header("content-type", "application/json")
+            .header("x-hub-signature-256", sig)
+            .body(Full::new(Bytes::from_static(body.as_bytes())))
+            .unwrap()
+    };
+    for i in 0..5 {
+        let forged = req("POST", &gw.url("/github"))
+            .header("content-type", "application/json")
+            .header("x-hub-signature-256", format!("sha256={}", "0".repeat(64)))
+            .body(Full::new(Bytes::from(format!("{{\"n\":{i}}}"))))
+            .unwrap();
+        let got = send(forged).await;
+        gw.assert_refused(&got, 401, "unauthorized", Reason::SignatureInvalid)
+            .await;
+    }
+    assert_eq!(send(signed(r#"{"delivery":1}"#)).await.status, 200);
+    assert_eq!(send(signed(r#"{"delivery":2}"#)).await.status, 200);
+    let third = send(signed(r#"{"delivery":3}"#)).await;
+    gw.assert_refused(&third, 429, "rate_limited", Reason::RateLimited)
+        .await;
+    assert_eq!(up.count(), 2);
+}

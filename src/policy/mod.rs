@@ -9,7 +9,8 @@
 //! ```text
 //! head:  method → ban → ip → user agent → size/type → origin → per-IP limits
 //!        → credentials in head (key | URL secret | token) → key/session/route limits
-//! body:  signature → replay → decrypt
+//! body:  signature → replay → (key/session/route limits, when a signature is the last
+//!        credential) → decrypt
 //! ```
 
 pub mod client_ip;
@@ -188,15 +189,21 @@ impl RoutePolicy {
         if let Some(settings) = browser.as_ref().and_then(|b| b.token) {
             head.push(Guard::Token(TokenGuard::new(name.clone(), settings)));
         }
+        // → key/session/header/route limits, for authenticated requests only: right after the
+        // last credential check, which is a signature over the body when the route has one.
+        // Garbage must never spend the budget a legitimate sender depends on.
+        if !per_caller.is_empty() {
+            let g = Guard::Limit(LimitGuard::new(&cfg.name, &per_caller, LimitScope::Route));
+            if body.is_empty() {
+                head.push(g);
+            } else {
+                body.push(g);
+            }
+        }
         // Decryption replaces the body, so it runs after every guard that reads the body as
         // received (signatures are computed over the ciphertext).
         if let Some(d) = &cfg.decrypt {
             body.push(Guard::Decrypt(DecryptGuard::new(d)));
-        }
-        // → key/session/header/route limits (authenticated requests only)
-        if !per_caller.is_empty() {
-            let g = LimitGuard::new(&cfg.name, &per_caller, LimitScope::Route);
-            head.push(Guard::Limit(g));
         }
 
         // The token endpoint: ban, IP rules, origin, per-IP limits (counted apart from the
@@ -388,6 +395,26 @@ deny = ["198.51.100.0/24"]
         );
         assert_eq!(kinds(&p.token_endpoint), ["ban", "ip", "limit"]);
         assert!(p.ban.is_some());
+    }
+
+    #[test]
+    fn caller_limits_follow_a_signature_into_the_body_phase() {
+        let p = compile(
+            r#"
+[[route.limit]]
+key = "route"
+rate = "100/minute"
+[[route.limit]]
+key = "ip"
+rate = "10/minute"
+[[route.auth]]
+type = "signature"
+provider = "github"
+secrets = ["0123456789abcdef"]
+"#,
+        );
+        assert_eq!(kinds(&p.head), ["body_size", "content_type", "limit"]);
+        assert_eq!(kinds(&p.body), ["signature", "limit"]);
     }
 
     #[test]
