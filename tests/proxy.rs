@@ -198,7 +198,7 @@ async fn oversized_body_is_413_on_content_length_before_reading() {
     // Headers only: the gateway must answer without waiting for the 2 KiB it was promised.
     let head = "POST /hook HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 2048\r\n\r\n";
     let started = Instant::now();
-    let out = raw(gw.addr, head.as_bytes(), Duration::from_secs(2)).await;
+    let out = raw_response(gw.addr, head.as_bytes(), Duration::from_secs(2)).await;
     assert!(out.starts_with("HTTP/1.1 413"), "{out}");
     assert!(out.contains(r#""error":"payload_too_large""#), "{out}");
     assert!(started.elapsed() < Duration::from_secs(1));
@@ -399,7 +399,10 @@ async fn a_client_still_sending_a_refused_body_reads_its_413() {
             .header("content-type", "application/json")
             .body(Full::new(Bytes::from(big.clone())))
             .unwrap();
-        let resp = client().request(r).await.expect("the 413 was lost to a reset");
+        let resp = client()
+            .request(r)
+            .await
+            .expect("the 413 was lost to a reset");
         assert_eq!(resp.status(), 413);
     }
     assert_eq!(up.count(), 0);

@@ -19,9 +19,18 @@ use super::gcra::{Gcra, Rate, RateDecision};
 
 const SHARDS: usize = 64;
 
+/// The `value` of claims and bans: entries that must never be evicted while they live, since
+/// forgetting one would let a spent token or seen message through again, or lift a ban.
+/// (Rate-limit TATs are clamped below it; failure counts never get near it.)
+const PINNED: u64 = u64::MAX;
+
+/// Why an entry could not be stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TableFull;
+
 #[derive(Debug, Clone, Copy)]
 struct Entry {
-    /// GCRA: the TAT; counter: the count; claim and ban: unused.
+    /// GCRA: the TAT; counter: the count; claim and ban: [`PINNED`].
     value: u64,
     /// Monotonic nanoseconds after which the entry is dead.
     expires_ns: u64,
@@ -137,56 +146,76 @@ impl MemoryState {
         f(&mut shard, h, now)
     }
 
-    /// Makes room for one more entry when the shard is full.
-    fn make_room(shard: &mut Shard, now: u64, cap: usize) {
+    /// Makes room for one more entry when the shard is full: dead entries go first, then a
+    /// tenth of the evictable ones (rate-limit buckets and failure counters) closest to
+    /// expiring. Live claims and bans are never evicted; a shard full of them refuses.
+    fn make_room(shard: &mut Shard, now: u64, cap: usize) -> Result<(), TableFull> {
         if shard.map.len() < cap {
-            return;
+            return Ok(());
         }
         shard.map.retain(|_, e| e.expires_ns > now);
         if shard.map.len() >= cap * 9 / 10 {
-            let mut expiries: Vec<u64> = shard.map.values().map(|e| e.expires_ns).collect();
-            let nth = expiries.len() / 10;
-            let (_, threshold, _) = expiries.select_nth_unstable(nth);
-            let threshold = *threshold;
-            // Exactly a tenth (and one) goes, among those expiring first: when many entries
-            // share the threshold expiry, a plain `expires > threshold` would drop them all.
-            let mut budget = nth + 1;
-            shard.map.retain(|_, e| {
-                if budget > 0 && e.expires_ns <= threshold {
-                    budget -= 1;
-                    false
-                } else {
-                    true
-                }
-            });
+            let mut expiries: Vec<u64> = shard
+                .map
+                .values()
+                .filter(|e| e.value != PINNED)
+                .map(|e| e.expires_ns)
+                .collect();
+            if !expiries.is_empty() {
+                let nth = expiries.len() / 10;
+                let (_, threshold, _) = expiries.select_nth_unstable(nth);
+                let threshold = *threshold;
+                // Exactly a tenth (and one) goes, among those expiring first: when many entries
+                // share the threshold expiry, a plain `expires > threshold` would drop them all.
+                let mut budget = nth + 1;
+                shard.map.retain(|_, e| {
+                    if budget > 0 && e.value != PINNED && e.expires_ns <= threshold {
+                        budget -= 1;
+                        false
+                    } else {
+                        true
+                    }
+                });
+            }
         }
         if shard.map.capacity() > cap * 2 {
             shard.map.shrink_to(cap);
         }
+        if shard.map.len() >= cap {
+            return Err(TableFull);
+        }
+        Ok(())
     }
 
     fn live(shard: &Shard, key: KeyHash, now: u64) -> Option<Entry> {
         shard.map.get(&key).copied().filter(|e| e.expires_ns > now)
     }
 
-    fn put(&self, shard: &mut Shard, key: KeyHash, entry: Entry, now: u64) {
+    fn put(
+        &self,
+        shard: &mut Shard,
+        key: KeyHash,
+        entry: Entry,
+        now: u64,
+    ) -> Result<(), TableFull> {
         if let Some(e) = shard.map.get_mut(&key) {
             *e = entry;
-            return;
+            return Ok(());
         }
-        Self::make_room(shard, now, self.cap_per_shard);
+        Self::make_room(shard, now, self.cap_per_shard)?;
         shard.map.insert(key, entry);
+        Ok(())
     }
 
     /// Runs the GCRA for `key`.
-    pub fn rate(&self, key: &str, rate: Rate) -> RateDecision {
-        self.rate_many(&[(key, rate)])[0]
+    pub fn rate(&self, key: &str, rate: Rate) -> Result<RateDecision, TableFull> {
+        Ok(self.rate_many(&[(key, rate)])?[0])
     }
 
     /// Runs the GCRA for several keys as one atomic step: the request is counted against
     /// every key when all of them allow it, and against none otherwise. Each decision is
     /// reported as if its key had been checked alone.
-    pub fn rate_many(&self, items: &[(&str, Rate)]) -> Vec<RateDecision> {
+    pub fn rate_many(&self, items: &[(&str, Rate)]) -> Result<Vec<RateDecision>, TableFull> {
         let hashes: Vec<KeyHash> = items.iter().map(|(k, _)| self.key_hash(k)).collect();
         // Lock every shard involved, in index order so that two requests can never wait for
         // each other.
@@ -213,42 +242,42 @@ impl MemoryState {
         if decisions.iter().all(|d| d.allowed) {
             for (h, new_tat) in hashes.iter().zip(new_tats) {
                 let entry = Entry {
-                    value: new_tat,
+                    value: new_tat.min(PINNED - 1),
                     expires_ns: new_tat,
                 };
-                self.put(&mut guards[slot(h)], *h, entry, now);
+                self.put(&mut guards[slot(h)], *h, entry, now)?;
             }
         }
-        decisions
+        Ok(decisions)
     }
 
     /// Claims `key` for `ttl`: true the first time, false while the claim lives.
-    pub fn claim_once(&self, key: &str, ttl: Duration) -> bool {
+    pub fn claim_once(&self, key: &str, ttl: Duration) -> Result<bool, TableFull> {
         self.with_shard(key, |shard, h, now| {
             if Self::live(shard, h, now).is_some() {
-                return false;
+                return Ok(false);
             }
             let expires_ns = now.saturating_add(nanos(ttl));
             self.put(
                 shard,
                 h,
                 Entry {
-                    value: 0,
+                    value: PINNED,
                     expires_ns,
                 },
                 now,
-            );
-            true
+            )?;
+            Ok(true)
         })
     }
 
     /// Counts one failure for `key` in a window that starts at the first failure; returns the
     /// count including this one.
-    pub fn count_failure(&self, key: &str, window: Duration) -> u32 {
+    pub fn count_failure(&self, key: &str, window: Duration) -> Result<u32, TableFull> {
         self.with_shard(key, |shard, h, now| {
             let entry = match Self::live(shard, h, now) {
                 Some(e) => Entry {
-                    value: e.value + 1,
+                    value: (e.value + 1).min(u64::from(u32::MAX)),
                     expires_ns: e.expires_ns,
                 },
                 None => Entry {
@@ -256,8 +285,8 @@ impl MemoryState {
                     expires_ns: now.saturating_add(nanos(window)),
                 },
             };
-            self.put(shard, h, entry, now);
-            entry.value.min(u64::from(u32::MAX)) as u32
+            self.put(shard, h, entry, now)?;
+            Ok(entry.value as u32)
         })
     }
 
@@ -269,19 +298,19 @@ impl MemoryState {
     }
 
     /// Bans `key` for `duration`.
-    pub fn ban(&self, key: &str, duration: Duration) {
+    pub fn ban(&self, key: &str, duration: Duration) -> Result<(), TableFull> {
         self.with_shard(key, |shard, h, now| {
             let expires_ns = now.saturating_add(nanos(duration));
             self.put(
                 shard,
                 h,
                 Entry {
-                    value: 0,
+                    value: PINNED,
                     expires_ns,
                 },
                 now,
-            );
-        });
+            )
+        })
     }
 
     /// Time left on a ban of `key`, if any.
@@ -341,29 +370,29 @@ mod tests {
     #[test]
     fn claims_are_single_use_until_they_expire() {
         let s = state();
-        assert!(s.claim_once("tok:a", Duration::from_secs(10)));
-        assert!(!s.claim_once("tok:a", Duration::from_secs(10)));
-        assert!(s.claim_once("tok:b", Duration::from_secs(10)));
+        assert!(s.claim_once("tok:a", Duration::from_secs(10)).unwrap());
+        assert!(!s.claim_once("tok:a", Duration::from_secs(10)).unwrap());
+        assert!(s.claim_once("tok:b", Duration::from_secs(10)).unwrap());
         s.advance(Duration::from_secs(11));
-        assert!(s.claim_once("tok:a", Duration::from_secs(10)));
+        assert!(s.claim_once("tok:a", Duration::from_secs(10)).unwrap());
     }
 
     #[test]
     fn failure_window_starts_at_first_failure() {
         let s = state();
         let w = Duration::from_secs(60);
-        assert_eq!(s.count_failure("f", w), 1);
+        assert_eq!(s.count_failure("f", w).unwrap(), 1);
         s.advance(Duration::from_secs(30));
-        assert_eq!(s.count_failure("f", w), 2);
+        assert_eq!(s.count_failure("f", w).unwrap(), 2);
         s.advance(Duration::from_secs(31));
-        assert_eq!(s.count_failure("f", w), 1);
+        assert_eq!(s.count_failure("f", w).unwrap(), 1);
     }
 
     #[test]
     fn bans_expire_on_their_own() {
         let s = state();
         assert_eq!(s.ban_remaining("ip"), None);
-        s.ban("ip", Duration::from_secs(900));
+        s.ban("ip", Duration::from_secs(900)).unwrap();
         assert_eq!(s.ban_remaining("ip"), Some(Duration::from_secs(900)));
         s.advance(Duration::from_secs(899));
         assert_eq!(s.ban_remaining("ip"), Some(Duration::from_secs(1)));
@@ -375,23 +404,64 @@ mod tests {
     fn rate_uses_the_shared_algorithm() {
         let s = state();
         let r = Rate::new(2, Duration::from_secs(60), 2);
-        assert!(s.rate("k", r).allowed);
-        assert!(s.rate("k", r).allowed);
-        assert!(!s.rate("k", r).allowed);
-        assert!(s.rate("other", r).allowed);
+        assert!(s.rate("k", r).unwrap().allowed);
+        assert!(s.rate("k", r).unwrap().allowed);
+        assert!(!s.rate("k", r).unwrap().allowed);
+        assert!(s.rate("other", r).unwrap().allowed);
         s.advance(Duration::from_secs(30));
-        assert!(s.rate("k", r).allowed);
+        assert!(s.rate("k", r).unwrap().allowed);
+    }
+
+    #[test]
+    fn a_flood_of_limit_entries_never_evicts_a_spent_token_or_a_ban() {
+        let s = MemoryState::new(SHARDS * 16);
+        s.set_manual_clock(Duration::from_secs(1));
+        assert!(s.claim_once("tok:spent", Duration::from_secs(600)).unwrap());
+        s.ban("ban:203.0.113.9", Duration::from_secs(600)).unwrap();
+        // Live limit entries that expire much later than the claim and the ban.
+        let slow = Rate::new(1, Duration::from_secs(86_400), 1);
+        for i in 0..50_000u32 {
+            s.rate(&format!("rl:{i}"), slow).unwrap();
+        }
+        assert!(!s.claim_once("tok:spent", Duration::from_secs(600)).unwrap());
+        assert!(s.ban_remaining("ban:203.0.113.9").is_some());
+    }
+
+    #[test]
+    fn a_table_full_of_live_claims_refuses_rather_than_forgets() {
+        let s = MemoryState::new(SHARDS * 16);
+        s.set_manual_clock(Duration::from_secs(1));
+        let mut spent = Vec::new();
+        let refused = (0..10_000u32).find(|i| {
+            let key = format!("tok:{i}");
+            match s.claim_once(&key, Duration::from_secs(600)) {
+                Ok(true) => {
+                    spent.push(key);
+                    false
+                }
+                Ok(false) => panic!("{key} claimed twice"),
+                Err(TableFull) => true,
+            }
+        });
+        assert!(refused.is_some(), "the table never filled");
+        for key in &spent {
+            assert!(
+                !s.claim_once(key, Duration::from_secs(600)).unwrap(),
+                "{key} was forgotten"
+            );
+        }
     }
 
     #[test]
     fn eviction_of_entries_with_one_expiry_drops_a_tenth_not_all() {
         let s = MemoryState::new(SHARDS * 100);
         s.set_manual_clock(Duration::from_secs(1));
-        // Every ban expires at the same instant; the table just overflows (about half the
-        // shards get more than their 100). Dropping everything at the shared expiry would
+        // Every counter expires at the same instant; the table just overflows (about half
+        // the shards get more than their 100). Dropping everything at the shared expiry would
         // leave those shards nearly empty.
         for i in 0..(SHARDS * 105) {
-            s.ban(&format!("ban:{i}"), Duration::from_secs(900));
+            s.count_failure(&format!("fail:{i}"), Duration::from_secs(900))
+                .unwrap();
         }
         let held = s.len();
         assert!(held <= SHARDS * 100, "{held}");
@@ -407,7 +477,7 @@ mod tests {
         s.set_manual_clock(Duration::from_secs(1));
         let r = Rate::new(10, Duration::from_secs(60), 10);
         for i in 0..200_000u32 {
-            s.rate(&format!("ip:{i}"), r);
+            s.rate(&format!("ip:{i}"), r).unwrap();
         }
         assert!(s.len() <= 64 * 100, "{} entries", s.len());
     }
@@ -417,15 +487,15 @@ mod tests {
         let s = MemoryState::new(64 * 16);
         s.set_manual_clock(Duration::from_secs(1));
         let slow = Rate::new(1, Duration::from_secs(3600), 1);
-        assert!(s.rate("victim", slow).allowed);
+        assert!(s.rate("victim", slow).unwrap().allowed);
         // Many short-lived entries that are dead a moment later.
         let fast = Rate::new(1000, Duration::from_secs(1), 1);
         for i in 0..50_000u32 {
-            s.rate(&format!("ip:{i}"), fast);
+            s.rate(&format!("ip:{i}"), fast).unwrap();
             s.advance(Duration::from_millis(1));
         }
         assert!(
-            !s.rate("victim", slow).allowed,
+            !s.rate("victim", slow).unwrap().allowed,
             "the live limit was forgotten"
         );
     }
@@ -436,16 +506,20 @@ mod tests {
         let wide = Rate::new(10, Duration::from_secs(60), 10);
         let narrow = Rate::new(2, Duration::from_secs(60), 2);
         let both = [("ip:a", wide), ("route", narrow)];
-        assert!(s.rate_many(&both).iter().all(|d| d.allowed));
-        assert!(s.rate_many(&both).iter().all(|d| d.allowed));
+        assert!(s.rate_many(&both).unwrap().iter().all(|d| d.allowed));
+        assert!(s.rate_many(&both).unwrap().iter().all(|d| d.allowed));
         // The narrow limit refuses: the wide one must not be charged for it.
-        let third = s.rate_many(&both);
+        let third = s.rate_many(&both).unwrap();
         assert_eq!(
             third.iter().map(|d| d.allowed).collect::<Vec<_>>(),
             [true, false]
         );
         assert_eq!(third[0].remaining, 7, "reported as if checked alone");
-        assert_eq!(s.rate("ip:a", wide).remaining, 7, "8 of 10 left before");
+        assert_eq!(
+            s.rate("ip:a", wide).unwrap().remaining,
+            7,
+            "8 of 10 left before"
+        );
     }
 
     #[test]
@@ -459,6 +533,7 @@ mod tests {
                 std::thread::spawn(move || {
                     let own = format!("ip:{i}");
                     s.rate_many(&[(own.as_str(), other), ("route", r)])
+                        .unwrap()
                         .iter()
                         .all(|d| d.allowed)
                 })
@@ -477,11 +552,14 @@ mod tests {
         let s = state();
         let long = "x".repeat(10_000);
         let r = Rate::new(1, Duration::from_secs(60), 1);
-        assert!(s.rate(&long, r).allowed);
-        assert!(!s.rate(&long, r).allowed);
+        assert!(s.rate(&long, r).unwrap().allowed);
+        assert!(!s.rate(&long, r).unwrap().allowed);
         let mut other = long.clone();
         other.push('y');
-        assert!(s.rate(&other, r).allowed, "a longer key is another key");
+        assert!(
+            s.rate(&other, r).unwrap().allowed,
+            "a longer key is another key"
+        );
         assert_eq!(s.len(), 2);
     }
 
@@ -492,7 +570,7 @@ mod tests {
         s.set_manual_clock(Duration::from_secs(1));
         let r = Rate::new(1, Duration::from_secs(3600), 1);
         for i in 0..50_000u32 {
-            s.rate(&format!("ip:{i}"), r);
+            s.rate(&format!("ip:{i}"), r).unwrap();
         }
         assert!(s.len() <= s.max_entries(), "{}", s.len());
     }

@@ -33,6 +33,13 @@ pub enum StateError {
     Config(String),
 }
 
+impl From<memory::TableFull> for StateError {
+    fn from(_: memory::TableFull) -> Self {
+        // Failing closed: refusing the request is safer than forgetting a spent token or a ban.
+        StateError::Unavailable("the state table is full of live claims and bans".into())
+    }
+}
+
 /// The shared-state backend. Cheap to clone.
 #[derive(Debug, Clone)]
 pub enum State {
@@ -79,7 +86,7 @@ impl State {
     /// Counts a request against `rate` for `key`.
     pub async fn rate(&self, key: &str, rate: Rate) -> Result<RateDecision, StateError> {
         match self {
-            State::Memory(m) => Ok(m.rate(key, rate)),
+            State::Memory(m) => Ok(m.rate(key, rate)?),
             State::Redis(r) => {
                 let mut d = r.rate_many(&[(key, rate)]).await?;
                 d.pop()
@@ -93,7 +100,7 @@ impl State {
     /// not spend the others). The decisions come back in the order of `items`.
     pub async fn rate_many(&self, items: &[(&str, Rate)]) -> Result<Vec<RateDecision>, StateError> {
         match self {
-            State::Memory(m) => Ok(m.rate_many(items)),
+            State::Memory(m) => Ok(m.rate_many(items)?),
             State::Redis(r) => r.rate_many(items).await,
         }
     }
@@ -101,7 +108,7 @@ impl State {
     /// True the first time `key` is claimed within `ttl`.
     pub async fn claim_once(&self, key: &str, ttl: Duration) -> Result<bool, StateError> {
         match self {
-            State::Memory(m) => Ok(m.claim_once(key, ttl)),
+            State::Memory(m) => Ok(m.claim_once(key, ttl)?),
             State::Redis(r) => r.claim_once(key, ttl).await,
         }
     }
@@ -109,7 +116,7 @@ impl State {
     /// Counts a failure for `key`; returns the count in the current window.
     pub async fn count_failure(&self, key: &str, window: Duration) -> Result<u32, StateError> {
         match self {
-            State::Memory(m) => Ok(m.count_failure(key, window)),
+            State::Memory(m) => Ok(m.count_failure(key, window)?),
             State::Redis(r) => r.count_failure(key, window).await,
         }
     }
@@ -128,10 +135,7 @@ impl State {
     /// Bans `key` for `duration`.
     pub async fn ban(&self, key: &str, duration: Duration) -> Result<(), StateError> {
         match self {
-            State::Memory(m) => {
-                m.ban(key, duration);
-                Ok(())
-            }
+            State::Memory(m) => Ok(m.ban(key, duration)?),
             State::Redis(r) => r.ban(key, duration).await,
         }
     }

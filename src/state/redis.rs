@@ -368,7 +368,7 @@ impl RedisState {
             .await;
         match removed {
             Ok(()) => Ok(()),
-            Err(e) => self.fallback(e, |_| ()),
+            Err(e) => self.fallback(e, |_| Ok(())),
         }
     }
 
@@ -412,7 +412,7 @@ impl RedisState {
         match remaining {
             // A ban started here during an outage still holds on this instance.
             Ok(r) => Ok(r.max(self.local.as_ref().and_then(|m| m.ban_remaining(key)))),
-            Err(e) => self.fallback(e, |m| m.ban_remaining(key)),
+            Err(e) => self.fallback(e, |m| Ok(m.ban_remaining(key))),
         }
     }
 
@@ -537,12 +537,12 @@ impl RedisState {
     fn fallback<T>(
         &self,
         failure: Failure,
-        local: impl FnOnce(&MemoryState) -> T,
+        local: impl FnOnce(&MemoryState) -> Result<T, super::memory::TableFull>,
     ) -> Result<T, StateError> {
         match &self.local {
             Some(m) => {
                 self.fallback_ops.fetch_add(1, Ordering::Relaxed);
-                Ok(local(m))
+                local(m).map_err(StateError::from)
             }
             None => Err(StateError::Unavailable(failure.message().to_owned())),
         }
