@@ -42,7 +42,7 @@ impl ReplayGuard {
                 h.update(b"m:");
                 h.update(m.as_bytes());
             }
-            ReplayId::Signature(s) => {
+            ReplayId::Content(s) => {
                 h.update(b"s:");
                 h.update(s);
             }
@@ -113,7 +113,7 @@ mod tests {
         assert!(m.starts_with("replay:hooks:"));
         assert_eq!(m, g.key(&ReplayId::Message("msg_1".into())));
         assert_ne!(m, g.key(&ReplayId::Message("msg_2".into())));
-        assert_ne!(m, g.key(&ReplayId::Signature(b"msg_1".to_vec())));
+        assert_ne!(m, g.key(&ReplayId::Content(b"msg_1".to_vec())));
         let other = ReplayGuard::new("other".into(), Duration::from_secs(300));
         assert_ne!(m, other.key(&ReplayId::Message("msg_1".into())));
         // Bounded length whatever the id's.

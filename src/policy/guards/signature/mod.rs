@@ -99,8 +99,10 @@ impl std::error::Error for VerifyError {}
 pub enum ReplayId {
     /// A signed message id (Standard Webhooks, Svix, `hmac` with `{id}`).
     Message(String),
-    /// The signature itself, for schemes without a signed id.
-    Signature(Vec<u8>),
+    /// The SHA-256 of the signed content, for schemes without a signed id. (Not the matching
+    /// signature: a sender rotating secrets sends one signature per secret, and a replay
+    /// carrying only the other one would otherwise count as a new message.)
+    Content(Vec<u8>),
 }
 
 /// What a successful verification proved.
@@ -204,7 +206,21 @@ impl Verifier {
         Ok(Verified {
             replay_id: match p.id {
                 Some(id) => ReplayId::Message(id),
-                None => ReplayId::Signature(matched.to_vec()),
+                None => {
+                    // `expected` is keys × contents; the matching entry tells which content
+                    // (of the ambiguous candidates) the sender signed.
+                    let index = expected
+                        .iter()
+                        .position(|e| e.as_slice() == matched)
+                        .unwrap_or(0);
+                    let content = &p.contents[index % p.contents.len().max(1)];
+                    use sha2::Digest;
+                    let mut digest = sha2::Sha256::new();
+                    for part in content {
+                        digest.update(part.as_ref());
+                    }
+                    ReplayId::Content(digest.finalize().to_vec())
+                }
             },
             timestamp: p.timestamp,
         })
@@ -345,3 +361,59 @@ pub fn unix_now() -> i64 {
 
 #[cfg(test)]
 mod vectors;
+
+#[cfg(test)]
+mod replay_tests {
+    use super::*;
+
+    /// During a rotation a Stripe sender sends one `v1=` per secret. A replay carrying only
+    /// the other signature is the same message and must get the same replay id.
+    #[test]
+    fn the_replay_id_is_the_signed_content_not_the_matching_signature() {
+        let secrets = [
+            Secret::new("whsec_old_secret"),
+            Secret::new("whsec_new_secret"),
+        ];
+        let verifier = Verifier::new(&SignatureConfig {
+            provider: Provider::Stripe,
+            secrets: secrets.to_vec(),
+            tolerance: std::time::Duration::from_secs(300),
+            replay: true,
+        });
+        let body = br#"{"id":"evt_1","type":"charge.succeeded"}"#;
+        let now = 1_700_000_000;
+        let both = sign(
+            &Provider::Stripe,
+            &secrets,
+            &SignInput {
+                body,
+                timestamp: now,
+                id: "",
+                url: None,
+            },
+        )
+        .unwrap();
+        let (name, value) = &both[0];
+        // t=…,v1=<old>,v1=<new>
+        let parts: Vec<&str> = value.split(',').collect();
+        assert_eq!(parts.len(), 3, "{value}");
+        let ids: Vec<ReplayId> = [1, 2]
+            .iter()
+            .map(|i| {
+                let mut h = HeaderMap::new();
+                h.insert(
+                    http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                    format!("{},{}", parts[0], parts[*i]).parse().unwrap(),
+                );
+                let req = SignedRequest {
+                    headers: &h,
+                    body,
+                    path: "/stripe",
+                    query: None,
+                };
+                verifier.verify(&req, now).unwrap().replay_id
+            })
+            .collect();
+        assert_eq!(ids[0], ids[1]);
+    }
+}

@@ -79,8 +79,14 @@ pub(super) fn extract<'a>(
             let body = std::str::from_utf8(req.body)
                 .map_err(|_| VerifyError::Malformed("form body is not UTF-8"))?;
             sorted_params(body)
-        } else {
+        } else if req.body.is_empty() {
             String::new()
+        } else {
+            // Only the URL would be signed: a signature taken from a bodiless request could
+            // carry any body. Twilio binds non-form bodies with `bodySHA256`.
+            return Err(VerifyError::Malformed(
+                "body is neither a form nor bound by bodySHA256",
+            ));
         };
     Ok(Presented {
         alg: Algorithm::Sha1,
@@ -132,6 +138,61 @@ mod tests {
             url_variants("http://10.0.0.1:8080"),
             ["http://10.0.0.1:8080"]
         );
+    }
+
+    #[test]
+    fn a_url_only_signature_does_not_cover_a_body_added_later() {
+        use crate::config::{Provider, SignatureConfig};
+        use crate::policy::guards::signature::{SignInput, Verifier, VerifyError, sign};
+        use crate::secret::Secret;
+        let provider = Provider::Twilio {
+            public_url: "https://hooks.example.com".into(),
+        };
+        let secrets = [Secret::new("twilio-auth-token")];
+        // A bodiless request's signature covers only the URL.
+        let headers = sign(
+            &provider,
+            &secrets,
+            &SignInput {
+                body: b"",
+                timestamp: 0,
+                id: "",
+                url: Some("https://hooks.example.com/twilio?x=1"),
+            },
+        )
+        .unwrap();
+        let verifier = Verifier::new(&SignatureConfig {
+            provider,
+            secrets: secrets.to_vec(),
+            tolerance: std::time::Duration::from_secs(300),
+            replay: true,
+        });
+        let mut h = http::HeaderMap::new();
+        for (k, v) in &headers {
+            h.insert(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        let bodiless = SignedRequest {
+            headers: &h,
+            body: b"",
+            path: "/twilio",
+            query: Some("x=1"),
+        };
+        assert!(verifier.verify(&bodiless, 0).is_ok());
+        // The same signature with a JSON body the sender never signed.
+        let mut json = h.clone();
+        json.insert(CONTENT_TYPE, "application/json".parse().unwrap());
+        let forged = SignedRequest {
+            body: br#"{"To":"+15550000000"}"#,
+            headers: &json,
+            ..bodiless
+        };
+        assert!(matches!(
+            verifier.verify(&forged, 0),
+            Err(VerifyError::Malformed(_))
+        ));
     }
 
     #[test]

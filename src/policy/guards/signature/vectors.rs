@@ -156,7 +156,7 @@ fn replay_ids_are_the_signed_id_or_the_signature() {
         });
         match (id, &v.replay_id) {
             (Some((_, id)), ReplayId::Message(m)) => assert_eq!(m, id, "{}", case.name),
-            (None, ReplayId::Signature(s)) => assert!(s.len() >= 20, "{}", case.name),
+            (None, ReplayId::Content(s)) => assert_eq!(s.len(), 32, "{}", case.name),
             (id, r) => panic!("{}: id header {id:?} but replay id {r:?}", case.name),
         }
     }
