@@ -82,6 +82,19 @@ pub fn remove_query_param(query: &str, name: &str) -> Option<String> {
     (!kept.is_empty()).then(|| kept.join("&"))
 }
 
+/// `query` without the parameters whose names appear in `other`; `None` when nothing is left.
+pub fn without_params_of(query: &str, other: &str) -> Option<String> {
+    let names: Vec<String> = form_pairs(other).into_iter().map(|(k, _)| k).collect();
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|pair| {
+            let k = pair.split_once('=').map_or(*pair, |(k, _)| k);
+            !pair.is_empty() && !names.contains(&decode_lossy(k))
+        })
+        .collect();
+    (!kept.is_empty()).then(|| kept.join("&"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,6 +122,15 @@ mod tests {
         assert_eq!(remove_query_param("a=1", "a"), None);
         // A flag without '=' is a parameter too.
         assert_eq!(remove_query_param("a&b=2", "a").as_deref(), Some("b=2"));
+    }
+
+    #[test]
+    fn client_parameters_cannot_repeat_configured_ones() {
+        assert_eq!(
+            without_params_of("a=1&token=forged&%74oken=x&b=2", "token=real&x=y").as_deref(),
+            Some("a=1&b=2")
+        );
+        assert_eq!(without_params_of("token=forged", "token=real"), None);
     }
 
     #[test]

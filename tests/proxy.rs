@@ -177,6 +177,10 @@ async fn content_type_outside_the_list_is_415() {
             .unwrap();
         send(r).await.assert_error(415, "unsupported_media_type");
     }
+    // Two Content-Type headers are refused: an upstream might read the other one.
+    let two = "POST /hook HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Type: text/html\r\nContent-Length: 2\r\n\r\n{}";
+    let out = raw_response(gw.addr, two.as_bytes(), Duration::from_secs(2)).await;
+    assert!(out.starts_with("HTTP/1.1 415"), "{out}");
     // A body without any content type is refused as well.
     let r = req("POST", &gw.url("/hook"))
         .body(Full::new(Bytes::from_static(b"x")))
@@ -406,4 +410,107 @@ async fn a_client_still_sending_a_refused_body_reads_its_413() {
         assert_eq!(resp.status(), 413);
     }
     assert_eq!(up.count(), 0);
+}
+
+const LEAKS: &str = r#"
+[[route]]
+name = "redirect"
+path = "/go"
+[route.upstream]
+url = "{upstream}/redirect"
+
+[[route]]
+name = "n8n"
+path = "/n8n"
+[route.upstream]
+url = "{upstream}/webhook/3f1c-secret-workflow/missing?token=configured"
+
+[[route]]
+name = "n8n-hidden"
+path = "/n8n-hidden"
+[route.upstream]
+url = "{upstream}/webhook/3f1c-secret-workflow/missing"
+error_bodies = "hide"
+
+[[route]]
+name = "widget"
+path = "/widget"
+[route.browser]
+allowed_origins = ["https://shop.example.com"]
+[route.upstream]
+url = "{upstream}/webhook/3f1c-secret-workflow/missing"
+"#;
+
+#[tokio::test]
+async fn redirects_that_point_at_the_upstream_are_not_passed_on() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start(LEAKS, &up).await;
+    let upstream_url = format!("{}/webhook/secret-id", up.base());
+    for (to, kept) in [
+        (upstream_url.as_str(), false),
+        ("/webhook/secret-id/next", false),
+        ("https://elsewhere.example.com/docs", true),
+    ] {
+        let url = gw.url(&format!(
+            "/go?to={}",
+            to.replace(':', "%3A").replace('/', "%2F")
+        ));
+        let got = send(post_json(&url, "{}")).await;
+        assert_eq!(got.status, 302);
+        assert_eq!(
+            got.header("location").is_some(),
+            kept,
+            "{to}: {:?}",
+            got.headers
+        );
+        // The Content-Location names the upstream's path: never passed on.
+        assert!(got.header("content-location").is_none());
+    }
+}
+
+#[tokio::test]
+async fn upstream_error_pages_are_hidden_where_configured_and_on_browser_routes() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start(LEAKS, &up).await;
+    // A plain route passes the upstream's answer on (its callers are trusted systems) ...
+    let got = send(post_json(&gw.url("/n8n"), "{}")).await;
+    assert_eq!(got.status, 404);
+    assert!(got.text().contains("is not registered"));
+    // ... unless told otherwise,
+    let got = send(post_json(&gw.url("/n8n-hidden"), "{}")).await;
+    let id = got.assert_error(404, "not_found");
+    assert!(
+        !got.text().contains("3f1c-secret-workflow"),
+        "{}",
+        got.text()
+    );
+    let ev = gw.event(&id).await;
+    assert_eq!(ev.upstream_status, Some(404));
+    assert_eq!(ev.outcome, hookwarden::events::Outcome::Allowed);
+    // and a browser route hides it by default.
+    let r = req("POST", &gw.url("/widget"))
+        .header("origin", "https://shop.example.com")
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from_static(b"{}")))
+        .unwrap();
+    let got = send(r).await;
+    got.assert_error(404, "not_found");
+    assert!(
+        !got.text().contains("3f1c-secret-workflow"),
+        "{}",
+        got.text()
+    );
+    assert_eq!(up.count(), 3);
+}
+
+#[tokio::test]
+async fn client_query_parameters_cannot_override_configured_ones() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start(LEAKS, &up).await;
+    send(post_json(
+        &gw.url("/n8n?token=forged&page=2&token=again"),
+        "{}",
+    ))
+    .await;
+    assert_eq!(up.only().query.as_deref(), Some("token=configured&page=2"));
 }

@@ -35,7 +35,7 @@ pub use browser::{BrowserConfig, DEFAULT_TOKEN_TTL, TokenBind};
 pub use decrypt::DecryptConfig;
 pub use delivery::DeliveryConfig;
 pub use reader::{Issue, Reader, Section, Severity};
-pub use route::{RouteConfig, RouteMode, UpstreamConfig};
+pub use route::{ErrorBodies, RouteConfig, RouteMode, UpstreamConfig};
 pub use server::{ServerConfig, StorageConfig, TlsFiles};
 pub use state::{OnError, RedisConfig, StateBackend, StateConfig};
 

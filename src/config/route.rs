@@ -71,6 +71,19 @@ pub struct UpstreamConfig {
     pub ca_file: Option<PathBuf>,
     /// `sign = { … }`: sign forwarded requests so the upstream can verify them.
     pub sign: Option<OutboundSignConfig>,
+    /// `error_bodies`: what to do with the body of an upstream 404 or 5xx. `None` = the
+    /// default, which depends on the route (hidden on browser routes).
+    pub error_bodies: Option<ErrorBodies>,
+}
+
+/// What the client gets of an upstream's 404 or 5xx answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorBodies {
+    /// The upstream's own status, headers and body.
+    Pass,
+    /// The upstream's status with the gateway's JSON error body: an automation platform's
+    /// error page can name the workflow's secret URL ("webhook … is not registered").
+    Hide,
 }
 
 /// Headers the gateway manages itself; injecting them would break forwarding.
@@ -337,6 +350,19 @@ fn read_upstream(s: Section<'_, '_>, base: &Path) -> Option<UpstreamConfig> {
         }
     }
     let sign = s.table("sign").and_then(auth::read_outbound_sign);
+    let error_bodies = match s.string("error_bodies").as_deref() {
+        None => None,
+        Some("pass") => Some(ErrorBodies::Pass),
+        Some("hide") => Some(ErrorBodies::Hide),
+        Some(other) => {
+            s.error(
+                "error_bodies",
+                format!("\"{other}\" is not a choice"),
+                "use \"hide\" (the gateway's JSON error instead of the upstream's 404 and 5xx bodies) or \"pass\"",
+            );
+            None
+        }
+    };
     s.finish();
     Some(UpstreamConfig {
         url: url?,
@@ -346,6 +372,7 @@ fn read_upstream(s: Section<'_, '_>, base: &Path) -> Option<UpstreamConfig> {
         headers,
         ca_file,
         sign,
+        error_bodies,
     })
 }
 

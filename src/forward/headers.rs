@@ -76,8 +76,24 @@ pub fn prepare_request_headers(headers: &mut HeaderMap) {
     ] {
         headers.remove(name);
     }
-    headers.remove("x-real-ip");
-    headers.remove("x-forwarded-host");
+    // Other proxies' ways of naming the client or the original URL: an upstream (or its
+    // framework) may believe them, and only the gateway knows these facts.
+    for name in [
+        "x-real-ip",
+        "x-forwarded-host",
+        "x-forwarded-port",
+        "x-forwarded-prefix",
+        "x-forwarded-server",
+        "x-client-ip",
+        "x-cluster-client-ip",
+        "true-client-ip",
+        "cf-connecting-ip",
+        "fastly-client-ip",
+        "x-original-url",
+        "x-rewrite-url",
+    ] {
+        headers.remove(name);
+    }
 }
 
 #[cfg(test)]
@@ -125,6 +141,9 @@ mod tests {
             "x-forwarded-proto",
             "forwarded",
             "x-real-ip",
+            "true-client-ip",
+            "cf-connecting-ip",
+            "x-original-url",
             "x-request-id",
             "x-hookwarden-token",
             "x-hookwarden-delivery",

@@ -214,8 +214,14 @@ impl Upstream {
         }
     }
 
-    /// The URI for a request whose forwarded query is `query`.
+    /// The URI for a request whose forwarded query is `query`. The client's parameters follow
+    /// the configured ones, minus any of the same name: many upstreams take the last value of
+    /// a repeated parameter, and a client must not override what the config sets.
     fn uri(&self, query: Option<&str>) -> Uri {
+        let query = match (&self.base_query, query) {
+            (Some(b), Some(q)) => crate::urlenc::without_params_of(q, b),
+            (_, q) => q.map(str::to_owned),
+        };
         let pq = match (&self.base_query, query) {
             (None, None) => self.path.clone(),
             (Some(b), None) => format!("{}?{b}", self.path),
@@ -309,6 +315,22 @@ pub fn forwarded_headers(ex: &mut Exchange) -> HeaderMap {
         HeaderValue::from_static(if ex.https { "https" } else { "http" }),
     );
     headers
+}
+
+impl Upstream {
+    /// True when a `Location`-style header value points into this upstream: at its host, or
+    /// relative (and so to a path on the upstream's host). Passing it on would show the client
+    /// the real webhook's URL or paths; only absolute URLs to other hosts are kept.
+    pub fn is_own_url(&self, value: &str) -> bool {
+        match value.trim().parse::<Uri>() {
+            Ok(uri) => match uri.authority() {
+                Some(a) => a.host().eq_ignore_ascii_case(self.authority.host()),
+                None => true,
+            },
+            // Unparsable: keep nothing that could be ours.
+            Err(_) => true,
+        }
+    }
 }
 
 /// An error and its sources on one line, for logs.

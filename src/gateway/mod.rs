@@ -410,9 +410,42 @@ impl Gateway {
             Ok(resp) => {
                 let upstream_latency = Some(sent.elapsed());
                 let (mut parts, body) = resp.into_parts();
-                strip_hop_by_hop(&mut parts.headers);
-                overlay(&mut parts.headers, &ex.response_headers);
                 let upstream_status = Some(parts.status.as_u16());
+                if route.hide_error_bodies
+                    && (parts.status == http::StatusCode::NOT_FOUND
+                        || parts.status.is_server_error())
+                {
+                    // The upstream's error page may name the real webhook URL; the client gets
+                    // the status and the gateway's own JSON error instead.
+                    let body = format!(
+                        r#"{{"error":"{}","request_id":"{}"}}"#,
+                        crate::policy::error_code(parts.status),
+                        ex.request_id
+                    );
+                    let mut response = response::json_response(parts.status, body);
+                    overlay(response.headers_mut(), &ex.response_headers);
+                    return Finished {
+                        response,
+                        outcome: Outcome::Allowed,
+                        reason: None,
+                        detail: Some("upstream error body hidden"),
+                        upstream_status,
+                        upstream_latency,
+                        queued: false,
+                    };
+                }
+                strip_hop_by_hop(&mut parts.headers);
+                for name in [header::LOCATION, header::CONTENT_LOCATION, header::REFRESH] {
+                    let leaks = parts
+                        .headers
+                        .get_all(&name)
+                        .iter()
+                        .any(|v| v.to_str().map_or(true, |v| route.upstream.is_own_url(v)));
+                    if leaks {
+                        parts.headers.remove(&name);
+                    }
+                }
+                overlay(&mut parts.headers, &ex.response_headers);
                 // The response is always HTTP/1.1 or HTTP/2 as the client spoke; hyper sets it.
                 parts.version = http::Version::default();
                 let body =

@@ -126,6 +126,10 @@ pub struct RoutePolicy {
     /// requests). A token is an unauthenticated caller's first request, so these must be able
     /// to refuse it; size/type, credentials and key/session/route limits never apply to it.
     pub token_endpoint: Vec<Guard>,
+    /// Replace the body of an upstream 404 or 5xx by the gateway's JSON error
+    /// (`upstream.error_bodies`; by default on browser routes, whose callers are untrusted
+    /// pages).
+    pub hide_error_bodies: bool,
 }
 
 /// Why a route could not be compiled.
@@ -231,6 +235,12 @@ impl RoutePolicy {
             upstream: Upstream::new(&cfg.upstream, client),
             browser,
             ban,
+            hide_error_bodies: cfg
+                .upstream
+                .error_bodies
+                .map_or(cfg.browser.is_some(), |e| {
+                    e == crate::config::ErrorBodies::Hide
+                }),
             token_endpoint,
         })
     }

@@ -44,6 +44,8 @@ type UpBody = http_body_util::Either<Full<Bytes>, Channel<Bytes, Infallible>>;
 /// - `/slow-headers`: waits 3 s before answering;
 /// - `/stall`: sends headers and one chunk, then nothing;
 /// - `/flood`: streams 64 KiB chunks for as long as anyone reads;
+/// - `/redirect?to=URL`: 302 to URL (and a `Content-Location` under `/webhook/`);
+/// - `/webhook/…/missing`: n8n's 404 for an inactive workflow, naming the path;
 /// - `/status/NNN`: answers NNN;
 /// - anything else: 200 `{"ok":true}` with an `X-Upstream` header and hop-by-hop headers.
 pub struct Upstream {
@@ -160,6 +162,32 @@ async fn answer(req: Request<Incoming>, recs: Arc<Mutex<Vec<Recorded>>>) -> Resp
             while tx.send_data(chunk.clone()).await.is_ok() {}
         });
         return Response::new(UpBody::Right(chan));
+    }
+    if path == "/redirect" {
+        // 302 to the URL in `?to=`, like a trailing-slash or login redirect of an upstream.
+        let to = parts
+            .uri
+            .query()
+            .and_then(|q| q.strip_prefix("to="))
+            .map(|t| hookwarden::urlenc::query_param(&format!("to={t}"), "to").unwrap_or_default())
+            .unwrap_or_default();
+        let mut r = Response::new(UpBody::Left(Full::new(Bytes::new())));
+        *r.status_mut() = StatusCode::FOUND;
+        r.headers_mut().insert("location", to.parse().unwrap());
+        r.headers_mut()
+            .insert("content-location", "/webhook/secret-id".parse().unwrap());
+        return r;
+    }
+    if path.starts_with("/webhook/") && path.ends_with("/missing") {
+        // What n8n answers for an inactive workflow: the message names the webhook path.
+        let msg = format!(
+            r#"{{"code":404,"message":"The requested webhook \"POST {path}\" is not registered."}}"#
+        );
+        let mut r = Response::new(UpBody::Left(Full::new(Bytes::from(msg))));
+        *r.status_mut() = StatusCode::NOT_FOUND;
+        r.headers_mut()
+            .insert("content-type", "application/json".parse().unwrap());
+        return r;
     }
     if path == "/slow-headers" {
         tokio::time::sleep(Duration::from_secs(3)).await;

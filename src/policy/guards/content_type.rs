@@ -19,6 +19,18 @@ impl ContentTypeGuard {
 
     /// Checks `Content-Type`.
     pub fn check(&self, ex: &Exchange) -> Result<(), Denial> {
+        // Two Content-Type headers: this check would see the first, an upstream might believe
+        // the last.
+        if ex
+            .headers
+            .get_all(header::CONTENT_TYPE)
+            .iter()
+            .nth(1)
+            .is_some()
+        {
+            return Err(Denial::new(Reason::UnsupportedMediaType)
+                .with_detail("several Content-Type headers"));
+        }
         let Some(value) = ex.headers.get(header::CONTENT_TYPE) else {
             return if ex.has_body {
                 Err(Denial::new(Reason::UnsupportedMediaType))
