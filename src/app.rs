@@ -130,6 +130,7 @@ impl App {
         let retention = Arc::new(ArcSwap::from_pointee(Retention {
             keep: config.storage.keep,
             max_events: config.storage.max_events,
+            audit_allowed: config.storage.audit_allowed,
         }));
         let audit = AuditWriter::start(store.clone(), &events, retention.clone());
         let notifier = notifier::start(

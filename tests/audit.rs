@@ -211,6 +211,7 @@ fn retention() -> Arc<ArcSwap<Retention>> {
     Arc::new(ArcSwap::from_pointee(Retention {
         keep: Duration::from_secs(30 * 86400),
         max_events: 1_000_000,
+        audit_allowed: true,
     }))
 }
 
@@ -248,6 +249,41 @@ async fn a_writer_that_falls_behind_aggregates_events_into_counts() {
 }
 
 #[tokio::test]
+async fn with_audit_allowed_off_allowed_requests_are_counted_not_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("hw.db")).unwrap();
+    let emitter = Emitter::new();
+    let retention = Arc::new(ArcSwap::from_pointee(Retention {
+        keep: Duration::from_secs(30 * 86400),
+        max_events: 1_000_000,
+        audit_allowed: false,
+    }));
+    let writer = AuditWriter::start(store.clone(), &emitter, retention);
+    let now = jiff::Timestamp::now();
+    for i in 0..10 {
+        let mut e = event(i, now);
+        if i < 7 {
+            e.outcome = Outcome::Allowed;
+            e.reason = None;
+            e.status = 200;
+        }
+        emitter.emit(e);
+    }
+    writer.finish(Duration::from_secs(10)).await;
+    let conn = store.lock();
+    let rows: Vec<String> = conn
+        .prepare("SELECT request_id FROM events ORDER BY request_id")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(rows, ["req-7", "req-8", "req-9"]);
+    let st = stats(&conn, jiff::Timestamp::now(), Duration::from_secs(3600)).unwrap();
+    assert_eq!((st.totals.allowed, st.totals.denied), (7, 3), "{st:#?}");
+}
+
+#[tokio::test]
 async fn retention_deletes_by_age_then_by_count() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("hw.db")).unwrap();
@@ -266,11 +302,13 @@ async fn retention_deletes_by_age_then_by_count() {
     let r = Retention {
         keep: Duration::from_secs(30 * 86400),
         max_events: 1_000_000,
+        audit_allowed: true,
     };
     assert_eq!(apply_retention(&store, now, r).unwrap(), 3);
     let r = Retention {
         keep: Duration::from_secs(30 * 86400),
         max_events: 2,
+        audit_allowed: true,
     };
     assert_eq!(apply_retention(&store, now, r).unwrap(), 3);
     let left = list_events(

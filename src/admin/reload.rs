@@ -155,6 +155,7 @@ impl Reloader {
         self.retention.store(Arc::new(Retention {
             keep: new.storage.keep,
             max_events: new.storage.max_events,
+            audit_allowed: new.storage.audit_allowed,
         }));
         if let Some(admin) = &new.admin {
             self.admin_token.store(Arc::new(Some(admin.token.clone())));

@@ -63,6 +63,9 @@ pub struct StorageConfig {
     pub keep: Duration,
     /// At most this many audit events are kept (the oldest go first). Default 1,000,000.
     pub max_events: u64,
+    /// Store each allowed request as its own audit row (default); when false they are only
+    /// counted per minute, route and outcome, and refusals keep their rows.
+    pub audit_allowed: bool,
     /// Queued messages committed in one transaction at most (group commit); 1 commits each
     /// message on its own. Default 256.
     pub queue_commit_batch: usize,
@@ -269,6 +272,7 @@ pub(super) fn read_storage(section: Option<Section<'_, '_>>, base: &Path) -> Sto
         path: resolve_path(base, "hookwarden.db"),
         keep: DEFAULT_KEEP,
         max_events: DEFAULT_MAX_EVENTS,
+        audit_allowed: true,
         queue_commit_batch: DEFAULT_QUEUE_COMMIT_BATCH,
     };
     let Some(s) = section else {
@@ -294,6 +298,9 @@ pub(super) fn read_storage(section: Option<Section<'_, '_>>, base: &Path) -> Sto
     }
     if let Some(n) = s.integer("max_events", 1000, 1_000_000_000) {
         cfg.max_events = n as u64;
+    }
+    if let Some(b) = s.bool("audit_allowed") {
+        cfg.audit_allowed = b;
     }
     if let Some(n) = s.integer("queue_commit_batch", 1, 10_000) {
         cfg.queue_commit_batch = n as usize;

@@ -244,27 +244,26 @@ impl Emitter {
 }
 
 fn log_event(e: &Event) {
-    // Whole microseconds, so the line shows 0.051 rather than 0.050374999999999996.
+    let denied = e.outcome != Outcome::Allowed;
+    let enabled = if denied {
+        tracing::enabled!(target: "hookwarden::request", tracing::Level::WARN)
+    } else {
+        tracing::enabled!(target: "hookwarden::request", tracing::Level::INFO)
+    };
+    if !enabled {
+        return;
+    }
+    if crate::logging::write_line(|line, format, ansi| request_line(line, e, format, ansi)) {
+        return;
+    }
+    // Another subscriber (tests, embedding): the same fields through `tracing`.
     let latency_ms = e.latency.as_micros() as f64 / 1000.0;
     let route = e.route.as_deref().unwrap_or("-");
     let reason = e.reason.map(Reason::as_str).unwrap_or("-");
     let key_id = e.key_id.as_deref().unwrap_or("-");
     let session_id = e.session_id.as_deref().unwrap_or("-");
-    match e.outcome {
-        Outcome::Allowed => tracing::info!(
-            target: "hookwarden::request",
-            request_id = %e.request_id,
-            route,
-            method = %e.method,
-            status = e.status,
-            outcome = e.outcome.as_str(),
-            latency_ms,
-            client_ip = %e.client_ip,
-            key_id,
-            session_id,
-            "request"
-        ),
-        Outcome::Denied | Outcome::Failed => tracing::warn!(
+    if denied {
+        tracing::warn!(
             target: "hookwarden::request",
             request_id = %e.request_id,
             route,
@@ -278,6 +277,123 @@ fn log_event(e: &Event) {
             key_id,
             session_id,
             "request"
-        ),
+        );
+    } else {
+        tracing::info!(
+            target: "hookwarden::request",
+            request_id = %e.request_id,
+            route,
+            method = %e.method,
+            status = e.status,
+            outcome = e.outcome.as_str(),
+            latency_ms,
+            client_ip = %e.client_ip,
+            key_id,
+            session_id,
+            "request"
+        );
+    }
+}
+
+/// The request log line, in the same shape `tracing`'s formatters give it (JSON: flattened
+/// fields with `timestamp`, `level` and `message`; text: `time LEVEL request key=value …`).
+fn request_line(out: &mut String, e: &Event, format: crate::logging::LogFormat, ansi: bool) {
+    use std::fmt::Write as _;
+    let denied = e.outcome != Outcome::Allowed;
+    let level = if denied { "WARN" } else { "INFO" };
+    let now = jiff::Timestamp::now();
+    let latency_ms = e.latency.as_micros() as f64 / 1000.0;
+    let route = e.route.as_deref().unwrap_or("-");
+    let reason = e.reason.map(Reason::as_str).unwrap_or("-");
+    let key_id = e.key_id.as_deref().unwrap_or("-");
+    let session_id = e.session_id.as_deref().unwrap_or("-");
+    match format {
+        crate::logging::LogFormat::Json => {
+            let _ = write!(
+                out,
+                r#"{{"timestamp":"{now:.6}","level":"{level}","message":"request","request_id":"#
+            );
+            json_str(out, &e.request_id);
+            out.push_str(r#","route":"#);
+            json_str(out, route);
+            out.push_str(r#","method":"#);
+            json_str(out, &e.method);
+            let _ = write!(
+                out,
+                r#","status":{},"outcome":"{}""#,
+                e.status,
+                e.outcome.as_str()
+            );
+            if denied {
+                let _ = write!(out, r#","reason":"{reason}","detail":"#);
+                json_str(out, e.detail.unwrap_or("-"));
+            }
+            let _ = write!(
+                out,
+                r#","latency_ms":{latency_ms},"client_ip":"{}","key_id":"#,
+                e.client_ip
+            );
+            json_str(out, key_id);
+            out.push_str(r#","session_id":"#);
+            json_str(out, session_id);
+            out.push('}');
+        }
+        crate::logging::LogFormat::Text => {
+            let lvl = match (ansi, denied) {
+                (false, _) => format!("{level:>5}"),
+                (true, true) => "\x1b[33m WARN\x1b[0m".to_owned(),
+                (true, false) => "\x1b[32m INFO\x1b[0m".to_owned(),
+            };
+            let _ = write!(
+                out,
+                "{now:.6} {lvl} request request_id={} route={route:?} method={} status={} outcome={:?}",
+                e.request_id,
+                e.method,
+                e.status,
+                e.outcome.as_str()
+            );
+            if denied {
+                let _ = write!(
+                    out,
+                    " reason={reason:?} detail={:?}",
+                    e.detail.unwrap_or("-")
+                );
+            }
+            let _ = write!(
+                out,
+                " latency_ms={latency_ms} client_ip={} key_id={key_id:?} session_id={session_id:?}",
+                e.client_ip
+            );
+        }
+    }
+}
+
+/// Appends `s` as a JSON string.
+fn json_str(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => {
+                let _ = std::fmt::Write::write_fmt(out, format_args!("\\u{:04x}", c as u32));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+#[cfg(test)]
+mod line_tests {
+    use super::*;
+
+    #[test]
+    fn json_strings_are_escaped() {
+        let mut s = String::new();
+        json_str(&mut s, "a\"b\\c\nd");
+        assert_eq!(s, r#""a\"b\\c\u000ad""#);
+        let v: serde_json::Value = serde_json::from_str(&s).unwrap();
+        assert_eq!(v, "a\"b\\c\nd");
     }
 }

@@ -114,16 +114,19 @@ impl UpstreamClient {
     }
 
     /// This thread's pool for these settings.
-    fn pooled(&self) -> PooledClient {
+    /// Starts `req` on this thread's pool (without cloning the client: the future owns what
+    /// it needs).
+    fn start(&self, req: Request<Full<Bytes>>) -> hyper_util::client::legacy::ResponseFuture {
         let key = self.settings.key;
         POOLS.with(|pools| {
             let mut pools = pools.borrow_mut();
             if let Some((_, c)) = pools.iter().find(|(k, _)| *k == key) {
-                return c.clone();
+                return c.request(req);
             }
             let c = build_client(&self.settings);
-            pools.push((key, c.clone()));
-            c
+            let fut = c.request(req);
+            pools.push((key, c));
+            fut
         })
     }
 }
@@ -156,7 +159,7 @@ impl UpstreamClient {
         req: Request<Full<Bytes>>,
         timeout: Duration,
     ) -> Result<Response<Incoming>, ForwardError> {
-        match tokio::time::timeout(timeout, self.pooled().request(req)).await {
+        match tokio::time::timeout(timeout, self.start(req)).await {
             Err(_) => Err(ForwardError::Timeout(timeout)),
             Ok(Ok(resp)) => Ok(resp),
             Ok(Err(e)) if e.is_connect() => Err(ForwardError::Connect(error_chain(&e))),
@@ -292,7 +295,7 @@ impl Upstream {
         &self,
         req: Request<Full<Bytes>>,
     ) -> Result<Response<Incoming>, ForwardError> {
-        match tokio::time::timeout(self.timeout, self.client.pooled().request(req)).await {
+        match tokio::time::timeout(self.timeout, self.client.start(req)).await {
             Err(_) => Err(ForwardError::Timeout(self.timeout)),
             Ok(Ok(resp)) => Ok(resp),
             Ok(Err(e)) if e.is_connect() => Err(ForwardError::Connect(error_chain(&e))),

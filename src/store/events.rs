@@ -95,6 +95,8 @@ pub struct Retention {
     pub keep: Duration,
     /// Count limit.
     pub max_events: u64,
+    /// Store allowed requests row by row (else only their per-minute counts).
+    pub audit_allowed: bool,
 }
 
 /// Counts of events the writer could not take one by one, by minute, route, outcome, reason.
@@ -248,6 +250,16 @@ async fn run_writer(
                     Err(_) => break,
                 }
             }
+        }
+        if !retention.load().audit_allowed {
+            // Allowed requests are only counted, like events the writer could not take.
+            batch.retain(|e| {
+                let keep = e.outcome != crate::events::Outcome::Allowed;
+                if !keep {
+                    rollup.add(e);
+                }
+                keep
+            });
         }
         let s = store.clone();
         let r = rollup.clone();
