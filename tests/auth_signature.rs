@@ -808,3 +808,55 @@ secrets = ["gh-secret"]
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(up.count(), 0);
 }
+
+/// A sender's retry that arrives while the first copy is still being delivered is told to come
+/// back (409 `in_flight`, `Retry-After`), not that it was delivered: the first copy may still
+/// fail. Once the first copy is delivered, a copy is a `duplicate`.
+#[tokio::test]
+async fn a_copy_arriving_during_delivery_is_asked_to_retry() {
+    use hmac::{KeyInit, Mac};
+    let up = Upstream::start().await;
+    let cfg = r#"
+[[route]]
+name = "github"
+path = "/github"
+[route.upstream]
+url = "{upstream}/slow-headers"
+timeout = "10s"
+[[route.auth]]
+type = "signature"
+provider = "github"
+secrets = ["It's a Secret to Everybody"]
+"#;
+    let gw = Gateway::start(cfg, &up).await;
+    let body = r#"{"zen":"Keep it logically awesome."}"#;
+    let signed = || {
+        let mut mac =
+            hmac::Hmac::<sha2::Sha256>::new_from_slice(b"It's a Secret to Everybody").unwrap();
+        mac.update(body.as_bytes());
+        let sig = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+        req("POST", &gw.url("/github"))
+            .header("content-type", "application/json")
+            .header("x-hub-signature-256", sig)
+            .body(Full::new(Bytes::from(body)))
+            .unwrap()
+    };
+    // The upstream takes 3 s to answer the first copy.
+    let first = tokio::spawn(send(signed()));
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let second = send(signed()).await;
+    gw.assert_refused(
+        &second,
+        409,
+        "conflict",
+        hookwarden::policy::Reason::InFlight,
+    )
+    .await;
+    assert_eq!(second.header("retry-after"), Some("5"));
+    assert_eq!(first.await.unwrap().status, 200);
+    // Delivered now: a further copy is a duplicate, answered 200 and not forwarded.
+    let third = send(signed()).await;
+    assert_eq!(third.status, 200);
+    assert_eq!(third.json()["status"], "duplicate");
+    assert_eq!(up.count(), 1);
+}

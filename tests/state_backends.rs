@@ -165,6 +165,7 @@ suite!(
     rate_many_counts_all_or_nothing,
     rate_many_is_exact_under_contention,
     keys_of_any_length_are_distinct_keys,
+    a_delivery_claim_is_pending_then_settled_or_released,
 );
 
 async fn claims_are_single_use_until_they_expire(b: &Backend) {
@@ -191,6 +192,26 @@ async fn a_removed_claim_can_be_made_again(b: &Backend) {
     assert!(!s.claim_once("replay:x", ttl).await.unwrap());
     // Removing what is not there is fine.
     s.remove("replay:never").await.unwrap();
+}
+
+async fn a_delivery_claim_is_pending_then_settled_or_released(b: &Backend) {
+    use hookwarden::state::Claim;
+    let s = &b.state;
+    let ttl = Duration::from_secs(1);
+    assert_eq!(s.claim_pending("replay:a", ttl).await.unwrap(), Claim::New);
+    assert_eq!(
+        s.claim_pending("replay:a", ttl).await.unwrap(),
+        Claim::InFlight
+    );
+    s.settle("replay:a", ttl).await.unwrap();
+    assert_eq!(s.claim_pending("replay:a", ttl).await.unwrap(), Claim::Done);
+    // Released (delivery failed): the next copy is new.
+    assert_eq!(s.claim_pending("replay:b", ttl).await.unwrap(), Claim::New);
+    s.remove("replay:b").await.unwrap();
+    assert_eq!(s.claim_pending("replay:b", ttl).await.unwrap(), Claim::New);
+    // Settling keeps the claim's lifetime: it still expires.
+    b.advance(1100 * MS).await;
+    assert_eq!(s.claim_pending("replay:a", ttl).await.unwrap(), Claim::New);
 }
 
 async fn failure_window_starts_at_first_failure(b: &Backend) {

@@ -262,11 +262,9 @@ impl Gateway {
         } = finished;
         // A queued message counts as accepted: its claims stay, so a sender's retry of it is a
         // duplicate rather than a second copy in the queue.
-        if !ex.replay_claims.is_empty()
-            && !queued
-            && !upstream_status.is_some_and(|s| (200..300).contains(&s))
-        {
-            self.release_claims(&ex).await;
+        if !ex.replay_claims.is_empty() {
+            let delivered = queued || upstream_status.is_some_and(|s| (200..300).contains(&s));
+            self.finish_claims(&ex, delivered).await;
         }
         if browser.is_some() {
             cors::decorate(response.headers_mut(), cors_origin.as_ref());
@@ -482,12 +480,17 @@ impl Gateway {
         }
     }
 
-    /// Forgets the replay claims of a request that was not delivered, so the sender's retry
-    /// goes through.
-    async fn release_claims(&self, ex: &Exchange) {
-        for key in &ex.replay_claims {
-            if let Err(e) = self.services.state.remove(key).await {
-                tracing::warn!(request_id = %ex.request_id, error = %e, "cannot release a replay claim");
+    /// Settles the replay claims of a delivered request (copies are now duplicates), or
+    /// forgets those of a request that was not delivered, so the sender's retry goes through.
+    async fn finish_claims(&self, ex: &Exchange, delivered: bool) {
+        for (key, ttl) in &ex.replay_claims {
+            let done = if delivered {
+                self.services.state.settle(key, *ttl).await
+            } else {
+                self.services.state.remove(key).await
+            };
+            if let Err(e) = done {
+                tracing::warn!(request_id = %ex.request_id, error = %e, "cannot update a replay claim");
             }
         }
     }

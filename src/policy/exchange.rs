@@ -50,9 +50,9 @@ pub struct Exchange {
     pub flags: Vec<Reason>,
     /// Headers to add to the response, whatever the upstream answers.
     pub response_headers: HeaderMap,
-    /// Replay-protection claims this request made (state keys). Released when the request is
-    /// not delivered (no 2xx from the upstream), so the sender's retry is not a "duplicate".
-    pub replay_claims: Vec<String>,
+    /// Replay claims this request made (state key and lifetime): settled when the upstream
+    /// accepts the message, released when it does not.
+    pub replay_claims: Vec<(String, std::time::Duration)>,
 }
 
 impl Exchange {

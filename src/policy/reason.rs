@@ -54,6 +54,8 @@ pub enum Reason {
     TimestampOutOfWindow,
     /// The signed message was already accepted.
     Duplicate,
+    /// The same signed message is being delivered right now; try again shortly.
+    InFlight,
     /// A rate limit or quota is exhausted.
     RateLimited,
     /// The body could not be decoded or decrypted.
@@ -101,6 +103,7 @@ impl Reason {
         Reason::SignatureInvalid,
         Reason::TimestampOutOfWindow,
         Reason::Duplicate,
+        Reason::InFlight,
         Reason::RateLimited,
         Reason::DecryptFailed,
         Reason::StateUnavailable,
@@ -138,6 +141,7 @@ impl Reason {
             Reason::SignatureInvalid => "signature_invalid",
             Reason::TimestampOutOfWindow => "timestamp_out_of_window",
             Reason::Duplicate => "duplicate",
+            Reason::InFlight => "in_flight",
             Reason::RateLimited => "rate_limited",
             Reason::DecryptFailed => "decrypt_failed",
             Reason::StateUnavailable => "state_unavailable",
@@ -181,6 +185,7 @@ impl Reason {
             | Reason::SignatureInvalid
             | Reason::TimestampOutOfWindow => StatusCode::UNAUTHORIZED,
             Reason::Duplicate => StatusCode::OK,
+            Reason::InFlight => StatusCode::CONFLICT,
             Reason::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Reason::StateUnavailable | Reason::QueueFull | Reason::Overloaded => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -226,6 +231,7 @@ pub fn error_code(status: StatusCode) -> &'static str {
         404 => "not_found",
         405 => "method_not_allowed",
         408 => "request_timeout",
+        409 => "conflict",
         413 => "payload_too_large",
         415 => "unsupported_media_type",
         429 => "rate_limited",

@@ -23,6 +23,8 @@ const SHARDS: usize = 64;
 /// forgetting one would let a spent token or seen message through again, or lift a ban.
 /// (Rate-limit TATs are clamped below it; failure counts never get near it.)
 const PINNED: u64 = u64::MAX;
+/// The `value` of a pending delivery claim (pinned too).
+const PENDING: u64 = u64::MAX - 1;
 
 /// Why an entry could not be stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,7 +160,7 @@ impl MemoryState {
             let mut expiries: Vec<u64> = shard
                 .map
                 .values()
-                .filter(|e| e.value != PINNED)
+                .filter(|e| e.value < PENDING)
                 .map(|e| e.expires_ns)
                 .collect();
             if !expiries.is_empty() {
@@ -169,7 +171,7 @@ impl MemoryState {
                 // share the threshold expiry, a plain `expires > threshold` would drop them all.
                 let mut budget = nth + 1;
                 shard.map.retain(|_, e| {
-                    if budget > 0 && e.value != PINNED && e.expires_ns <= threshold {
+                    if budget > 0 && e.value < PENDING && e.expires_ns <= threshold {
                         budget -= 1;
                         false
                     } else {
@@ -242,13 +244,52 @@ impl MemoryState {
         if decisions.iter().all(|d| d.allowed) {
             for (h, new_tat) in hashes.iter().zip(new_tats) {
                 let entry = Entry {
-                    value: new_tat.min(PINNED - 1),
+                    value: new_tat.min(PENDING - 1),
                     expires_ns: new_tat,
                 };
                 self.put(&mut guards[slot(h)], *h, entry, now)?;
             }
         }
         Ok(decisions)
+    }
+
+    /// Claims `key` as a pending delivery for `ttl`, or reports the state of its live claim.
+    pub fn claim_pending(&self, key: &str, ttl: Duration) -> Result<super::Claim, TableFull> {
+        self.with_shard(key, |shard, h, now| {
+            match Self::live(shard, h, now) {
+                Some(e) if e.value == PENDING => return Ok(super::Claim::InFlight),
+                Some(_) => return Ok(super::Claim::Done),
+                None => {}
+            }
+            let expires_ns = now.saturating_add(nanos(ttl));
+            self.put(
+                shard,
+                h,
+                Entry {
+                    value: PENDING,
+                    expires_ns,
+                },
+                now,
+            )?;
+            Ok(super::Claim::New)
+        })
+    }
+
+    /// Marks the claim `key` as delivered; a claim that has gone is recorded again for `ttl`.
+    pub fn settle(&self, key: &str, ttl: Duration) -> Result<(), TableFull> {
+        self.with_shard(key, |shard, h, now| {
+            let expires_ns = Self::live(shard, h, now)
+                .map_or_else(|| now.saturating_add(nanos(ttl)), |e| e.expires_ns);
+            self.put(
+                shard,
+                h,
+                Entry {
+                    value: PINNED,
+                    expires_ns,
+                },
+                now,
+            )
+        })
     }
 
     /// Claims `key` for `ttl`: true the first time, false while the claim lives.

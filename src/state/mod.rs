@@ -22,6 +22,17 @@ pub use memory::MemoryState;
 use crate::config::{StateBackend, StateConfig};
 use crate::secret::Secret;
 
+/// The state of a delivery claim (see [`State::claim_pending`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// Claimed now: deliver it.
+    New,
+    /// Claimed by a delivery still in progress.
+    InFlight,
+    /// Claimed by a delivery that succeeded.
+    Done,
+}
+
 /// Why the shared state could not answer.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StateError {
@@ -102,6 +113,25 @@ impl State {
         match self {
             State::Memory(m) => Ok(m.rate_many(items)?),
             State::Redis(r) => r.rate_many(items).await,
+        }
+    }
+
+    /// Claims a message id for delivery (replay protection): `New` claims it as pending; a
+    /// pending claim is a delivery in progress (`InFlight`), a settled one a delivered message
+    /// (`Done`). Pending claims are settled with [`State::settle`] on delivery and removed
+    /// with [`State::remove`] when delivery fails.
+    pub async fn claim_pending(&self, key: &str, ttl: Duration) -> Result<Claim, StateError> {
+        match self {
+            State::Memory(m) => Ok(m.claim_pending(key, ttl)?),
+            State::Redis(r) => r.claim_pending(key, ttl).await,
+        }
+    }
+
+    /// Marks a pending claim as delivered (see [`State::claim_pending`]).
+    pub async fn settle(&self, key: &str, ttl: Duration) -> Result<(), StateError> {
+        match self {
+            State::Memory(m) => Ok(m.settle(key, ttl)?),
+            State::Redis(r) => r.settle(key, ttl).await,
         }
     }
 

@@ -35,6 +35,7 @@ use redis::io::tcp::TcpSettings;
 use redis::{ErrorKind, IntoConnectionInfo, RedisError, RedisResult, Script, ServerErrorKind};
 use sha2::Sha256;
 
+use super::Claim;
 use super::StateError;
 use super::gcra::{Rate, RateDecision};
 use super::memory::MemoryState;
@@ -86,6 +87,7 @@ pub struct RedisState {
     server_error_logged_ms: AtomicU64,
     gcra: Script,
     failure: Script,
+    claim: Script,
 }
 
 impl std::fmt::Debug for RedisState {
@@ -204,6 +206,7 @@ impl RedisState {
             server_error_logged_ms: AtomicU64::new(0),
             gcra: Script::new(include_str!("gcra.lua")),
             failure: Script::new(include_str!("failure.lua")),
+            claim: Script::new(include_str!("claim.lua")),
         })
     }
 
@@ -335,6 +338,51 @@ impl RedisState {
             // An id spent here during an outage, while Redis did not hear of it, stays spent.
             Ok(first) => Ok(first && self.local.as_ref().is_none_or(|m| !m.contains(key))),
             Err(e) => self.fallback(e, |m| m.claim_once(key, ttl)),
+        }
+    }
+
+    /// Claims `key` as pending for `ttl`, or reports the state of an existing claim.
+    pub async fn claim_pending(&self, key: &str, ttl: Duration) -> Result<Claim, StateError> {
+        let rkey = &self.redis_key(key);
+        let ms = millis_ceil(ttl);
+        let claimed = self
+            .call(|mut c| async move {
+                let reply: String = self.claim.key(rkey).arg(ms).invoke_async(&mut c).await?;
+                Ok(match reply.as_str() {
+                    "new" => Claim::New,
+                    "p" => Claim::InFlight,
+                    _ => Claim::Done,
+                })
+            })
+            .await;
+        match claimed {
+            // An id spent here during an outage, while Redis did not hear of it, stays spent.
+            Ok(Claim::New) if self.local.as_ref().is_some_and(|m| m.contains(key)) => {
+                Ok(Claim::Done)
+            }
+            Ok(c) => Ok(c),
+            Err(e) => self.fallback(e, |m| m.claim_pending(key, ttl)),
+        }
+    }
+
+    /// Marks the pending claim `key` as delivered, keeping its lifetime.
+    pub async fn settle(&self, key: &str, ttl: Duration) -> Result<(), StateError> {
+        let rkey = &self.redis_key(key);
+        let settled = self
+            .call(|mut c| async move {
+                let _: Option<String> = redis::cmd("SET")
+                    .arg(rkey)
+                    .arg("d")
+                    .arg("XX")
+                    .arg("KEEPTTL")
+                    .query_async(&mut c)
+                    .await?;
+                Ok(())
+            })
+            .await;
+        match settled {
+            Ok(()) => Ok(()),
+            Err(e) => self.fallback(e, |m| m.settle(key, ttl)),
         }
     }
 

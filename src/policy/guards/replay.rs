@@ -8,7 +8,9 @@
 //! memory per claim is bounded whatever length a sender's ids have. A claimed message whose
 //! forwarding then fails (no 2xx from the upstream) is released by the gateway
 //! ([`Exchange::replay_claims`]), so the sender's retry is forwarded instead of being called a
-//! duplicate of a delivery that never happened.
+//! duplicate of a delivery that never happened. While the first copy is still in flight, a
+//! second one is answered `409` with `Retry-After` (`in_flight`): only a settled claim (the
+//! upstream answered 2xx, or the message was queued) makes a copy a `duplicate`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,7 +21,7 @@ use sha2::{Digest, Sha256};
 
 use super::signature::{ReplayId, Verified};
 use crate::policy::{Denial, Exchange, Reason};
-use crate::state::State;
+use crate::state::{Claim, State};
 
 /// Refuses a message accepted before within the window (`duplicate`).
 #[derive(Debug, Clone)]
@@ -82,16 +84,22 @@ impl ReplayGuard {
         now: i64,
     ) -> Result<(), Denial> {
         let key = self.key(&verified.replay_id);
-        match state
-            .claim_once(&key, self.ttl(verified.timestamp, now))
-            .await
-        {
-            Ok(true) => {
-                ex.replay_claims.push(key);
+        let ttl = self.ttl(verified.timestamp, now);
+        match state.claim_pending(&key, ttl).await {
+            Ok(Claim::New) => {
+                ex.replay_claims.push((key, ttl));
                 Ok(())
             }
-            Ok(false) => Err(Denial::new(Reason::Duplicate)
+            Ok(Claim::Done) => Err(Denial::new(Reason::Duplicate)
                 .with_detail("message already accepted within the tolerance window")),
+            // The first copy is still being delivered: whether it succeeds is not known yet,
+            // so the sender must try again rather than be told it was delivered.
+            Ok(Claim::InFlight) => {
+                let mut d = Denial::new(Reason::InFlight)
+                    .with_detail("the same message is being delivered right now");
+                d.retry_after = Some(Duration::from_secs(5));
+                Err(d)
+            }
             Err(_) => Err(Denial::new(Reason::StateUnavailable)
                 .with_detail("replay check: shared state unavailable")),
         }
