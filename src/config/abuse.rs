@@ -480,6 +480,15 @@ fn lint(s: &Section<'_, '_>, cfg: &AbuseConfig) {
             );
         }
     }
+    let has_session = cfg.limits.iter().any(|l| l.key == LimitKey::Session);
+    let has_per_ip = cfg.limits.iter().any(|l| l.key.is_per_ip());
+    if has_session && !has_per_ip {
+        s.warn(
+            "limit",
+            "has a session limit but no per-IP limit: every token request starts a new session, so a script can take a fresh budget for each call",
+            "add an ip limit too, e.g. [[route.limit]] key = \"ip\", rate = \"30/minute\" (it also limits the token endpoint)",
+        );
+    }
     if cfg.ban.is_some() && !has_auth(s) && !has_browser_token(s) {
         s.warn(
             "ban",
@@ -755,10 +764,15 @@ within = "0s"
         let got: Vec<&str> = w.iter().map(|i| i.key.as_str()).collect();
         assert_eq!(
             got,
-            ["route[chat].limit[key]", "route[chat].limit[session]"]
+            [
+                "route[chat].limit[key]",
+                "route[chat].limit[session]",
+                "route[chat].limit"
+            ]
         );
         assert!(w[0].problem.contains("no api_key auth"), "{w:?}");
         assert!(w[1].problem.contains("token = true"), "{w:?}");
+        assert!(w[2].problem.contains("no per-IP limit"), "{w:?}");
         let w = warnings("[route.ban]\n[[route.limit]]\nkey = \"ip\"\nrate = \"1/s\"\n");
         assert_eq!(w[0].key, "route[chat].ban");
         assert!(w[0].problem.contains("nobody is ever banned"), "{w:?}");

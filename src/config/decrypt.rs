@@ -144,12 +144,18 @@ pub(super) fn read_decrypt(s: Section<'_, '_>) -> Option<DecryptConfig> {
         },
     };
     let require_json = s.bool("require_json").unwrap_or(false);
-    if cipher.is_some_and(|c| c.mode() == crate::decrypt::Mode::Ctr) && !require_json {
-        s.warn(
+    match cipher.map(Cipher::mode) {
+        Some(crate::decrypt::Mode::Ctr) if !require_json => s.warn(
             "require_json",
             "is false with a CTR cipher: a wrong key or IV decrypts to garbage that is forwarded",
-            "set require_json = true if the sender always encrypts JSON",
-        );
+            "set require_json = true if the sender always encrypts JSON, or use a GCM cipher, which authenticates the body",
+        ),
+        Some(crate::decrypt::Mode::Cbc) if !require_json => s.warn(
+            "require_json",
+            "is false with a CBC cipher: a body with bad padding is refused while any other is forwarded, and that difference can be used to decrypt messages (a padding oracle) by anyone who knows the URL secret",
+            "set require_json = true, or use a GCM cipher, which authenticates the body",
+        ),
+        _ => {}
     }
     s.finish();
     Some(DecryptConfig {

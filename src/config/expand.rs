@@ -9,8 +9,9 @@
 pub enum ExpandError {
     /// `${NAME}` where `NAME` is not set in the environment.
     Missing(String),
-    /// `${` without a closing `}` or with a name that is not `[A-Za-z_][A-Za-z0-9_]*`.
-    Malformed(String),
+    /// `${` without a closing `}` or with a name that is not `[A-Za-z_][A-Za-z0-9_]*`. The
+    /// text says which, without quoting the value (it may be a secret).
+    Malformed(&'static str),
 }
 
 /// Expands `${VAR}` references in `input` using `lookup`.
@@ -29,14 +30,16 @@ pub fn expand(input: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<St
         } else if let Some(tail) = after.strip_prefix("${") {
             let end = tail
                 .find('}')
-                .ok_or_else(|| ExpandError::Malformed(truncate(after)))?;
+                .ok_or(ExpandError::Malformed("a ${ without a closing }"))?;
             let inner = &tail[..end];
             let (name, default) = match inner.split_once(":-") {
                 Some((n, d)) => (n, Some(d)),
                 None => (inner, None),
             };
             if !is_var_name(name) {
-                return Err(ExpandError::Malformed(format!("${{{inner}}}")));
+                return Err(ExpandError::Malformed(
+                    "a ${…} whose name is not letters, digits and _ (starting with a letter or _)",
+                ));
             }
             match lookup(name) {
                 Some(v) => out.push_str(&v),
@@ -59,10 +62,6 @@ fn is_var_name(name: &str) -> bool {
     let mut chars = name.chars();
     matches!(chars.next(), Some(c) if c == '_' || c.is_ascii_alphabetic())
         && chars.all(|c| c == '_' || c.is_ascii_alphanumeric())
-}
-
-fn truncate(s: &str) -> String {
-    s.chars().take(24).collect()
 }
 
 #[cfg(test)]

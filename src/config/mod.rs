@@ -148,7 +148,7 @@ pub fn load_str(
         .parse()
         .map_err(|e: toml::de::Error| ConfigError::Syntax {
             path: origin.to_owned(),
-            message: e.to_string().trim_end().to_owned(),
+            message: syntax_message(&e, text),
         })?;
     let reader = Reader::new(env);
     let root = reader.root(&table);
@@ -216,7 +216,7 @@ pub fn load_storage(path: &Path) -> Result<StorageConfig, ConfigError> {
         .parse()
         .map_err(|e: toml::de::Error| ConfigError::Syntax {
             path: path.display().to_string(),
-            message: e.to_string().trim_end().to_owned(),
+            message: syntax_message(&e, &text),
         })?;
     let env = |name: &str| std::env::var(name).ok();
     let reader = Reader::new(&env);
@@ -226,6 +226,21 @@ pub fn load_storage(path: &Path) -> Result<StorageConfig, ConfigError> {
         return Err(ConfigError::Invalid(reader.into_issues()));
     }
     Ok(storage)
+}
+
+/// The parser's message with its line and column, without the source line the parser would
+/// quote: that line may hold a secret.
+fn syntax_message(e: &toml::de::Error, text: &str) -> String {
+    let msg = e.message().trim_end();
+    match e.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            format!("line {line}, column {column}: {msg}")
+        }
+        None => msg.to_owned(),
+    }
 }
 
 /// Resolves `p` against `base` unless it is absolute.
@@ -278,6 +293,14 @@ url = "https://n8n.example.com/webhook/abc"
         assert_eq!(issues.len(), 1);
         assert_eq!(issues[0].key, "route");
         assert!(issues[0].fix.contains("[[route]]"));
+    }
+
+    #[test]
+    fn syntax_errors_give_the_place_but_not_the_line() {
+        let err = load("[server]\nsecret = \"hunter2-very-secret\" oops\n").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("line 2, column"), "{msg}");
+        assert!(!msg.contains("hunter2"), "{msg}");
     }
 
     #[test]

@@ -185,7 +185,7 @@ impl<'a, 'e> Section<'a, 'e> {
             Err(ExpandError::Malformed(bad)) => {
                 self.error(
                     key,
-                    format!("`{bad}` is not a valid variable reference"),
+                    format!("the value has {bad}"),
                     "write ${NAME} with a name of letters, digits and _, or $${ for a literal ${",
                 );
                 None

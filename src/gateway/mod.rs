@@ -565,8 +565,9 @@ async fn read_body(body: Incoming, max: u64, timeout: Duration) -> Result<Bytes,
 }
 
 /// A new request id: 32 hex digits, the first 12 the time in milliseconds (so ids sort by
-/// time), the rest a per-process random value plus a counter (so ids are unique across
-/// instances without a system call per request, which a UUID's fresh randomness would cost).
+/// time), the rest a per-process random value and a scrambled counter (so ids are unique
+/// across instances without a system call per request, which a UUID's fresh randomness would
+/// cost, and do not reveal how many requests the gateway serves).
 pub fn new_request_id() -> String {
     use std::sync::OnceLock;
     use std::sync::atomic::{AtomicU64, Ordering};
@@ -585,8 +586,16 @@ pub fn new_request_id() -> String {
     let ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
-    let n = lo.wrapping_add(COUNTER.fetch_add(1, Ordering::Relaxed));
+    let n = scramble(lo.wrapping_add(COUNTER.fetch_add(1, Ordering::Relaxed)));
     format!("{:012x}{hi:04x}{n:016x}", ms & 0xffff_ffff_ffff)
+}
+
+/// SplitMix64's finaliser: a bijection on `u64`, so distinct counters stay distinct, while
+/// consecutive ones look unrelated.
+fn scramble(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 #[cfg(test)]
@@ -606,5 +615,11 @@ mod tests {
         );
         // The time prefix never goes backwards.
         assert!(ids.windows(2).all(|w| w[0][..12] <= w[1][..12]));
+        // Consecutive ids do not show a counter.
+        let tail = |s: &str| u64::from_str_radix(&s[16..], 16).unwrap();
+        assert!(
+            ids.windows(2)
+                .all(|w| tail(&w[1]).wrapping_sub(tail(&w[0])) != 1)
+        );
     }
 }

@@ -405,6 +405,19 @@ pub enum KeyCheck {
     OtherRoute(Arc<str>),
     /// Not an issued key.
     Unknown,
+    /// The issued keys could not be re-read for too long ([`STALE_AFTER`]): a key revoked in
+    /// the meantime might still look valid, so none is trusted until the store answers again.
+    Stale,
+}
+
+/// How long the cache may go without a successful look at the store before issued keys are
+/// refused (static keys from the config are not affected).
+pub const STALE_AFTER: Duration = Duration::from_secs(60);
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 /// Issued keys in memory, for the request path. Cheap to clone.
@@ -418,6 +431,8 @@ struct CacheInner {
     keys: ArcSwap<HashMap<[u8; 32], CachedKey>>,
     version: AtomicI64,
     used: Mutex<HashMap<Arc<str>, i64>>,
+    /// Unix seconds of the last successful look at the store.
+    checked: AtomicI64,
 }
 
 impl std::fmt::Debug for KeyCache {
@@ -437,6 +452,7 @@ impl KeyCache {
                 keys: ArcSwap::from_pointee(HashMap::new()),
                 version: AtomicI64::new(0),
                 used: Mutex::new(HashMap::new()),
+                checked: AtomicI64::new(unix_now()),
             }),
         }
     }
@@ -450,6 +466,7 @@ impl KeyCache {
                 keys: ArcSwap::from_pointee(map),
                 version: AtomicI64::new(version),
                 used: Mutex::new(HashMap::new()),
+                checked: AtomicI64::new(unix_now()),
             }),
         })
     }
@@ -461,6 +478,13 @@ impl KeyCache {
         let Some(k) = keys.get(digest) else {
             return KeyCheck::Unknown;
         };
+        // The real clock, not `now`: staleness is about this process, not the request.
+        let stale_after = i64::try_from(STALE_AFTER.as_secs()).unwrap_or(i64::MAX);
+        if self.inner.store.is_some()
+            && unix_now().saturating_sub(self.inner.checked.load(Ordering::Acquire)) > stale_after
+        {
+            return KeyCheck::Stale;
+        }
         if k.revoked {
             KeyCheck::Revoked(k.id.clone())
         } else if &*k.route != route {
@@ -470,6 +494,14 @@ impl KeyCache {
         } else {
             KeyCheck::Valid(k.id.clone())
         }
+    }
+
+    /// Pretends the last successful look at the store was `secs_ago` seconds ago (tests).
+    #[doc(hidden)]
+    pub fn set_checked_ago(&self, secs_ago: i64) {
+        self.inner
+            .checked
+            .store(unix_now() - secs_ago, Ordering::Release);
     }
 
     /// Notes that key `id` was used at `now`; written by the next [`KeyCache::maintain`].
@@ -495,11 +527,13 @@ impl KeyCache {
             return Ok(false);
         };
         if store.keys_version()? == self.inner.version.load(Ordering::Acquire) {
+            self.inner.checked.store(unix_now(), Ordering::Release);
             return Ok(false);
         }
         let (version, map) = store.load_cached_keys()?;
         self.inner.keys.store(Arc::new(map));
         self.inner.version.store(version, Ordering::Release);
+        self.inner.checked.store(unix_now(), Ordering::Release);
         Ok(true)
     }
 
@@ -593,6 +627,23 @@ mod tests {
             )
             .unwrap();
         assert_eq!(d, digest(key.as_bytes()));
+    }
+
+    #[test]
+    fn issued_keys_are_refused_while_the_store_cannot_be_reread() {
+        let s = store();
+        let live = s.create_key("chat", None, None, 1000).unwrap();
+        let cache = KeyCache::load(s.clone()).unwrap();
+        let d = digest(live.key.expose().as_bytes());
+        let id: Arc<str> = live.record.id.as_str().into();
+        assert_eq!(cache.check(&d, "chat", 2000), KeyCheck::Valid(id.clone()));
+        // No successful look at the store for longer than STALE_AFTER: a revocation could
+        // have been missed.
+        cache.set_checked_ago(i64::try_from(STALE_AFTER.as_secs()).unwrap() + 1);
+        assert_eq!(cache.check(&d, "chat", 2000), KeyCheck::Stale);
+        // The store answers again.
+        cache.refresh().unwrap();
+        assert_eq!(cache.check(&d, "chat", 2000), KeyCheck::Valid(id));
     }
 
     #[test]

@@ -113,6 +113,8 @@ impl ApiKeyGuard {
                 Err(Denial::new(Reason::KeyInvalid).with_detail("key issued for another route"))
             }
             KeyCheck::Unknown => Err(Denial::new(Reason::KeyInvalid).with_detail("unknown key")),
+            KeyCheck::Stale => Err(Denial::new(Reason::StateUnavailable)
+                .with_detail("issued API keys stale: the store cannot be read")),
         }
     }
 }
