@@ -302,16 +302,18 @@ fn request_line(out: &mut String, e: &Event, format: crate::logging::LogFormat, 
     let denied = e.outcome != Outcome::Allowed;
     let level = if denied { "WARN" } else { "INFO" };
     let now = jiff::Timestamp::now();
-    let latency_ms = e.latency.as_micros() as f64 / 1000.0;
+    let latency_us = e.latency.as_micros();
     let route = e.route.as_deref().unwrap_or("-");
     let reason = e.reason.map(Reason::as_str).unwrap_or("-");
     let key_id = e.key_id.as_deref().unwrap_or("-");
     let session_id = e.session_id.as_deref().unwrap_or("-");
     match format {
         crate::logging::LogFormat::Json => {
+            out.push_str(r#"{"timestamp":""#);
+            push_timestamp(out, now);
             let _ = write!(
                 out,
-                r#"{{"timestamp":"{now:.6}","level":"{level}","message":"request","request_id":"#
+                r#"","level":"{level}","message":"request","request_id":"#
             );
             json_str(out, &e.request_id);
             out.push_str(r#","route":"#);
@@ -328,11 +330,9 @@ fn request_line(out: &mut String, e: &Event, format: crate::logging::LogFormat, 
                 let _ = write!(out, r#","reason":"{reason}","detail":"#);
                 json_str(out, e.detail.unwrap_or("-"));
             }
-            let _ = write!(
-                out,
-                r#","latency_ms":{latency_ms},"client_ip":"{}","key_id":"#,
-                e.client_ip
-            );
+            out.push_str(r#","latency_ms":"#);
+            push_ms(out, latency_us);
+            let _ = write!(out, r#","client_ip":"{}","key_id":"#, e.client_ip);
             json_str(out, key_id);
             out.push_str(r#","session_id":"#);
             json_str(out, session_id);
@@ -344,9 +344,10 @@ fn request_line(out: &mut String, e: &Event, format: crate::logging::LogFormat, 
                 (true, true) => "\x1b[33m WARN\x1b[0m".to_owned(),
                 (true, false) => "\x1b[32m INFO\x1b[0m".to_owned(),
             };
+            push_timestamp(out, now);
             let _ = write!(
                 out,
-                "{now:.6} {lvl} request request_id={} route={route:?} method={} status={} outcome={:?}",
+                " {lvl} request request_id={} route={route:?} method={} status={} outcome={:?}",
                 e.request_id,
                 e.method,
                 e.status,
@@ -359,18 +360,63 @@ fn request_line(out: &mut String, e: &Event, format: crate::logging::LogFormat, 
                     e.detail.unwrap_or("-")
                 );
             }
+            out.push_str(" latency_ms=");
+            push_ms(out, latency_us);
             let _ = write!(
                 out,
-                " latency_ms={latency_ms} client_ip={} key_id={key_id:?} session_id={session_id:?}",
+                " client_ip={} key_id={key_id:?} session_id={session_id:?}",
                 e.client_ip
             );
         }
     }
 }
 
+/// Appends `now` as `jiff` displays it with six fractional digits
+/// (`2026-11-24T13:40:01.123456Z`). The part up to the second is formatted once per second
+/// per thread: date formatting would otherwise be the most expensive part of the line.
+fn push_timestamp(out: &mut String, now: jiff::Timestamp) {
+    use std::cell::RefCell;
+    thread_local! {
+        static SECOND: RefCell<(i64, String)> = const { RefCell::new((i64::MIN, String::new())) };
+    }
+    let second = now.as_second();
+    SECOND.with_borrow_mut(|(cached, text)| {
+        if *cached != second {
+            text.clear();
+            let whole = jiff::Timestamp::from_second(second).unwrap_or(now);
+            let _ = std::fmt::Write::write_fmt(text, format_args!("{whole:.0}"));
+            // `{:.0}` ends in `Z`; the fraction goes before it.
+            text.pop();
+            *cached = second;
+        }
+        out.push_str(text);
+    });
+    // Before 1970 the fraction is negative; such clocks are not worth a special case.
+    let micros = now.subsec_microsecond().unsigned_abs();
+    let _ = std::fmt::Write::write_fmt(out, format_args!(".{micros:06}Z"));
+}
+
+/// Appends a duration in microseconds as milliseconds, as `f64`'s `Display` would show
+/// `us / 1000.0` (`1.25`, `3`, `0.007`), without floating-point formatting.
+fn push_ms(out: &mut String, us: u128) {
+    let (ms, frac) = (us / 1000, us % 1000);
+    let _ = std::fmt::Write::write_fmt(out, format_args!("{ms}"));
+    if frac != 0 {
+        let digits = [frac / 100, frac / 10 % 10, frac % 10].map(|d| char::from(b'0' + d as u8));
+        let len = 3 - digits.iter().rev().take_while(|&&c| c == '0').count();
+        out.push('.');
+        out.extend(&digits[..len]);
+    }
+}
+
 /// Appends `s` as a JSON string.
 fn json_str(out: &mut String, s: &str) {
     out.push('"');
+    if !s.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
+        out.push_str(s);
+        out.push('"');
+        return;
+    }
     for c in s.chars() {
         match c {
             '"' => out.push_str("\\\""),
@@ -387,6 +433,43 @@ fn json_str(out: &mut String, s: &str) {
 #[cfg(test)]
 mod line_tests {
     use super::*;
+
+    #[test]
+    fn milliseconds_read_as_the_float_formatter_writes_them() {
+        for us in [
+            0u128,
+            1,
+            7,
+            10,
+            999,
+            1000,
+            1250,
+            1234,
+            60_000_000,
+            123_456_789,
+        ] {
+            let mut s = String::new();
+            push_ms(&mut s, us);
+            assert_eq!(s, format!("{}", us as f64 / 1000.0), "{us} µs");
+        }
+    }
+
+    #[test]
+    fn timestamps_read_as_jiff_writes_them() {
+        for (second, nanos) in [
+            (0, 0),
+            (1_795_000_000, 123_456_789),
+            (1_795_000_059, 999_999_999),
+        ] {
+            let t = jiff::Timestamp::new(second, nanos).unwrap();
+            // Twice: the second call takes the cached part.
+            for _ in 0..2 {
+                let mut s = String::new();
+                push_timestamp(&mut s, t);
+                assert_eq!(s, format!("{t:.6}"));
+            }
+        }
+    }
 
     #[test]
     fn json_strings_are_escaped() {

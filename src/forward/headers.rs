@@ -28,21 +28,43 @@ pub const X_HOOKWARDEN_ATTEMPT: HeaderName = HeaderName::from_static("x-hookward
 
 /// Removes hop-by-hop headers, including every header the `Connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    remove_connection_named(headers);
+    remove_where(headers, is_hop_by_hop);
+}
+
+/// True for the hop-by-hop headers that are dropped whatever `Connection` says.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(name) || matches!(name.as_str(), "keep-alive" | "proxy-connection")
+}
+
+/// Removes the headers a `Connection` header names as hop-by-hop for this connection.
+fn remove_connection_named(headers: &mut HeaderMap) {
+    if !headers.contains_key(header::CONNECTION) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .map(str::trim)
+        // The usual values name nothing beyond what `is_hop_by_hop` removes anyway.
+        .filter(|t| !t.eq_ignore_ascii_case("keep-alive") && !t.eq_ignore_ascii_case("close"))
+        .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
         .collect();
     for name in named {
         headers.remove(name);
     }
-    for name in HOP_BY_HOP {
+}
+
+/// Removes every header whose name `drop` selects. One pass over the names present, rather
+/// than a lookup per name that might be: a request carries a handful of headers, while the
+/// lists of names to drop are long, and each lookup hashes its name.
+fn remove_where(headers: &mut HeaderMap, drop: impl Fn(&HeaderName) -> bool) {
+    let doomed: Vec<HeaderName> = headers.keys().filter(|n| drop(n)).cloned().collect();
+    for name in doomed {
         headers.remove(name);
     }
-    headers.remove("keep-alive");
-    headers.remove("proxy-connection");
 }
 
 /// Puts the gateway's own response headers (`ours`) on `target`: each name in `ours` replaces
@@ -61,39 +83,51 @@ pub fn overlay(target: &mut HeaderMap, ours: &HeaderMap) {
 /// headers go; what only the client may claim about itself (`Forwarded`, `X-Real-IP`) goes too,
 /// because the gateway sets the authoritative `X-Forwarded-*` instead.
 pub fn prepare_request_headers(headers: &mut HeaderMap) {
-    strip_hop_by_hop(headers);
-    for name in [
+    remove_connection_named(headers);
+    remove_where(headers, |name| {
+        is_hop_by_hop(name) || is_set_by_gateway(name) || is_client_claim(name.as_str())
+    });
+}
+
+/// Headers the gateway sets itself upstream (or that belong to the client's hop): the
+/// client's values never pass.
+fn is_set_by_gateway(name: &HeaderName) -> bool {
+    [
         header::HOST,
         header::CONTENT_LENGTH,
         header::EXPECT,
         header::FORWARDED,
-        X_FORWARDED_FOR,
-        X_FORWARDED_PROTO,
-        X_REQUEST_ID,
-        X_HOOKWARDEN_TOKEN,
-        X_HOOKWARDEN_DELIVERY,
-        X_HOOKWARDEN_ATTEMPT,
-    ] {
-        headers.remove(name);
-    }
-    // Other proxies' ways of naming the client or the original URL: an upstream (or its
-    // framework) may believe them, and only the gateway knows these facts.
-    for name in [
-        "x-real-ip",
-        "x-forwarded-host",
-        "x-forwarded-port",
-        "x-forwarded-prefix",
-        "x-forwarded-server",
-        "x-client-ip",
-        "x-cluster-client-ip",
-        "true-client-ip",
-        "cf-connecting-ip",
-        "fastly-client-ip",
-        "x-original-url",
-        "x-rewrite-url",
-    ] {
-        headers.remove(name);
-    }
+    ]
+    .contains(name)
+        || matches!(
+            name.as_str(),
+            "x-forwarded-for"
+                | "x-forwarded-proto"
+                | "x-request-id"
+                | "x-hookwarden-token"
+                | "x-hookwarden-delivery"
+                | "x-hookwarden-attempt"
+        )
+}
+
+/// Other proxies' ways of naming the client or the original URL: an upstream (or its
+/// framework) may believe them, and only the gateway knows these facts.
+fn is_client_claim(name: &str) -> bool {
+    matches!(
+        name,
+        "x-real-ip"
+            | "x-forwarded-host"
+            | "x-forwarded-port"
+            | "x-forwarded-prefix"
+            | "x-forwarded-server"
+            | "x-client-ip"
+            | "x-cluster-client-ip"
+            | "true-client-ip"
+            | "cf-connecting-ip"
+            | "fastly-client-ip"
+            | "x-original-url"
+            | "x-rewrite-url"
+    )
 }
 
 #[cfg(test)]
@@ -141,9 +175,23 @@ mod tests {
             "x-forwarded-proto",
             "forwarded",
             "x-real-ip",
+            "x-forwarded-host",
+            "x-forwarded-port",
+            "x-forwarded-prefix",
+            "x-forwarded-server",
+            "x-client-ip",
+            "x-cluster-client-ip",
             "true-client-ip",
             "cf-connecting-ip",
+            "fastly-client-ip",
             "x-original-url",
+            "x-rewrite-url",
+            "expect",
+            "keep-alive",
+            "proxy-connection",
+            "te",
+            "upgrade",
+            "proxy-authorization",
             "x-request-id",
             "x-hookwarden-token",
             "x-hookwarden-delivery",
@@ -152,9 +200,13 @@ mod tests {
         ] {
             h.insert(HeaderName::from_static(name), HeaderValue::from_static("1"));
         }
+        // Every value of a repeated header goes, not just the first.
+        h.append("x-real-ip", HeaderValue::from_static("2"));
         h.insert("content-type", HeaderValue::from_static("application/json"));
+        h.insert("x-forwarded-hostile", HeaderValue::from_static("kept"));
         prepare_request_headers(&mut h);
-        assert_eq!(h.len(), 1);
-        assert!(h.contains_key("content-type"));
+        let mut left: Vec<_> = h.keys().map(HeaderName::as_str).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["content-type", "x-forwarded-hostile"]);
     }
 }
