@@ -72,24 +72,23 @@ pub fn query_param(query: &str, name: &str) -> Option<String> {
 
 /// The query string without any `name=…` pair; `None` when nothing is left.
 pub fn remove_query_param(query: &str, name: &str) -> Option<String> {
-    let kept: Vec<&str> = query
-        .split('&')
-        .filter(|pair| {
-            let k = pair.split_once('=').map_or(*pair, |(k, _)| k);
-            !pair.is_empty() && decode_lossy(k) != name
-        })
-        .collect();
-    (!kept.is_empty()).then(|| kept.join("&"))
+    retain_params(query, |k| k != name)
 }
 
 /// `query` without the parameters whose names appear in `other`; `None` when nothing is left.
 pub fn without_params_of(query: &str, other: &str) -> Option<String> {
     let names: Vec<String> = form_pairs(other).into_iter().map(|(k, _)| k).collect();
+    retain_params(query, |k| !names.iter().any(|n| n == k))
+}
+
+/// The non-empty pairs of `query` whose decoded name `keep` accepts, as they were written;
+/// `None` when nothing is left.
+fn retain_params(query: &str, keep: impl Fn(&str) -> bool) -> Option<String> {
     let kept: Vec<&str> = query
         .split('&')
         .filter(|pair| {
             let k = pair.split_once('=').map_or(*pair, |(k, _)| k);
-            !pair.is_empty() && !names.contains(&decode_lossy(k))
+            !pair.is_empty() && keep(&decode_lossy(k))
         })
         .collect();
     (!kept.is_empty()).then(|| kept.join("&"))

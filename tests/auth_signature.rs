@@ -814,7 +814,6 @@ secrets = ["gh-secret"]
 /// fail. Once the first copy is delivered, a copy is a `duplicate`.
 #[tokio::test]
 async fn a_copy_arriving_during_delivery_is_asked_to_retry() {
-    use hmac::{KeyInit, Mac};
     let up = Upstream::start().await;
     let cfg = r#"
 [[route]]
@@ -830,17 +829,7 @@ secrets = ["It's a Secret to Everybody"]
 "#;
     let gw = Gateway::start(cfg, &up).await;
     let body = r#"{"zen":"Keep it logically awesome."}"#;
-    let signed = || {
-        let mut mac =
-            hmac::Hmac::<sha2::Sha256>::new_from_slice(b"It's a Secret to Everybody").unwrap();
-        mac.update(body.as_bytes());
-        let sig = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
-        req("POST", &gw.url("/github"))
-            .header("content-type", "application/json")
-            .header("x-hub-signature-256", sig)
-            .body(Full::new(Bytes::from(body)))
-            .unwrap()
-    };
+    let signed = || github_signed(&gw.url("/github"), "It's a Secret to Everybody", body);
     // The upstream takes 3 s to answer the first copy.
     let first = tokio::spawn(send(signed()));
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;

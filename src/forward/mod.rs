@@ -152,8 +152,8 @@ fn build_client(settings: &ClientSettings) -> PooledClient {
 }
 
 impl UpstreamClient {
-    /// Sends a request that is not a route's (alert notifications) and waits for the response
-    /// headers, at most `timeout`.
+    /// Sends `req` on this thread's pool and waits for the response headers, at most
+    /// `timeout` (a route's requests, through [`Upstream::send`], and alert notifications).
     pub async fn send(
         &self,
         req: Request<Full<Bytes>>,
@@ -295,11 +295,20 @@ impl Upstream {
         &self,
         req: Request<Full<Bytes>>,
     ) -> Result<Response<Incoming>, ForwardError> {
-        match tokio::time::timeout(self.timeout, self.client.start(req)).await {
-            Err(_) => Err(ForwardError::Timeout(self.timeout)),
-            Ok(Ok(resp)) => Ok(resp),
-            Ok(Err(e)) if e.is_connect() => Err(ForwardError::Connect(error_chain(&e))),
-            Ok(Err(e)) => Err(ForwardError::Broken(error_chain(&e))),
+        self.client.send(req, self.timeout).await
+    }
+
+    /// True when a `Location`-style header value points into this upstream: at its host, or
+    /// relative (and so to a path on the upstream's host). Passing it on would show the client
+    /// the real webhook's URL or paths; only absolute URLs to other hosts are kept.
+    pub fn is_own_url(&self, value: &str) -> bool {
+        match value.trim().parse::<Uri>() {
+            Ok(uri) => match uri.authority() {
+                Some(a) => a.host().eq_ignore_ascii_case(self.authority.host()),
+                None => true,
+            },
+            // Unparsable: keep nothing that could be ours.
+            Err(_) => true,
         }
     }
 }
@@ -318,22 +327,6 @@ pub fn forwarded_headers(ex: &mut Exchange) -> HeaderMap {
         HeaderValue::from_static(if ex.https { "https" } else { "http" }),
     );
     headers
-}
-
-impl Upstream {
-    /// True when a `Location`-style header value points into this upstream: at its host, or
-    /// relative (and so to a path on the upstream's host). Passing it on would show the client
-    /// the real webhook's URL or paths; only absolute URLs to other hosts are kept.
-    pub fn is_own_url(&self, value: &str) -> bool {
-        match value.trim().parse::<Uri>() {
-            Ok(uri) => match uri.authority() {
-                Some(a) => a.host().eq_ignore_ascii_case(self.authority.host()),
-                None => true,
-            },
-            // Unparsable: keep nothing that could be ours.
-            Err(_) => true,
-        }
-    }
 }
 
 /// An error and its sources on one line, for logs.

@@ -415,11 +415,7 @@ impl Gateway {
                 {
                     // The upstream's error page may name the real webhook URL; the client gets
                     // the status and the gateway's own JSON error instead.
-                    let body = format!(
-                        r#"{{"error":"{}","request_id":"{}"}}"#,
-                        crate::policy::error_code(parts.status),
-                        ex.request_id
-                    );
+                    let body = response::error_body(parts.status, &ex.request_id);
                     let mut response = response::json_response(parts.status, body);
                     overlay(response.headers_mut(), &ex.response_headers);
                     return Finished {

@@ -13,10 +13,7 @@ pub fn denial_response(denial: &Denial, request_id: &str) -> Response<ResponseBo
     let body = if denial.reason == Reason::Duplicate {
         format!(r#"{{"status":"duplicate","request_id":"{request_id}"}}"#)
     } else {
-        format!(
-            r#"{{"error":"{}","request_id":"{request_id}"}}"#,
-            error_code(status)
-        )
+        error_body(status, request_id)
     };
     let mut resp = json_response(status, body);
     let h = resp.headers_mut();
@@ -29,6 +26,14 @@ pub fn denial_response(denial: &Denial, request_id: &str) -> Response<ResponseBo
         h.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
     }
     resp
+}
+
+/// The gateway's JSON error body for `status`: `{"error": "<code>", "request_id": "<id>"}`.
+pub fn error_body(status: StatusCode, request_id: &str) -> String {
+    format!(
+        r#"{{"error":"{}","request_id":"{request_id}"}}"#,
+        error_code(status)
+    )
 }
 
 /// A small JSON response that must not be cached.
