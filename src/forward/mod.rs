@@ -1,11 +1,13 @@
 //! The forwarder: builds the upstream request from an allowed [`Exchange`] and sends it over a
-//! pooled HTTP/1.1 or HTTP/2 (ALPN) client.
+//! pooled connection: plain-`http` upstreams through the lean HTTP/1.1 client in [`h1`],
+//! `https` ones through hyper's client (HTTP/1.1, or HTTP/2 by ALPN).
 //!
 //! The request body is always complete (guards need it whole), so it goes as one `Full` chunk
 //! with an exact `Content-Length`. The response comes back as a stream, handed to the listener
 //! frame by frame under an idle timeout ([`body::IdleTimeout`]).
 
 pub mod body;
+pub mod h1;
 pub mod headers;
 pub mod sign;
 pub mod tls;
@@ -18,7 +20,6 @@ use http::header::{HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderMap, Method, Request, Response, Uri, Version};
 use http_body_util::Full;
-use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -26,6 +27,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::config::UpstreamConfig;
 use crate::policy::Exchange;
+use body::UpstreamBody;
 use sign::OutboundSigner;
 
 /// The idle time after which pooled upstream connections are closed: below the 5 s keep-alive
@@ -158,10 +160,17 @@ impl UpstreamClient {
         &self,
         req: Request<Full<Bytes>>,
         timeout: Duration,
-    ) -> Result<Response<Incoming>, ForwardError> {
+    ) -> Result<Response<UpstreamBody>, ForwardError> {
+        if req.uri().scheme() == Some(&Scheme::HTTP) {
+            let sent = h1::send(req, self.settings.connect_timeout, POOL_IDLE);
+            return match tokio::time::timeout(timeout, sent).await {
+                Err(_) => Err(ForwardError::Timeout(timeout)),
+                Ok(r) => r.map(|resp| resp.map(UpstreamBody::Http1)),
+            };
+        }
         match tokio::time::timeout(timeout, self.start(req)).await {
             Err(_) => Err(ForwardError::Timeout(timeout)),
-            Ok(Ok(resp)) => Ok(resp),
+            Ok(Ok(resp)) => Ok(resp.map(UpstreamBody::Hyper)),
             Ok(Err(e)) if e.is_connect() => Err(ForwardError::Connect(error_chain(&e))),
             Ok(Err(e)) => Err(ForwardError::Broken(error_chain(&e))),
         }
@@ -294,7 +303,7 @@ impl Upstream {
     pub async fn send(
         &self,
         req: Request<Full<Bytes>>,
-    ) -> Result<Response<Incoming>, ForwardError> {
+    ) -> Result<Response<UpstreamBody>, ForwardError> {
         self.client.send(req, self.timeout).await
     }
 

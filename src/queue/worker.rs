@@ -15,10 +15,10 @@ use std::net::IpAddr;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
+use crate::forward::body::UpstreamBody;
 use bytes::Bytes;
 use http::{HeaderValue, Method};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 
@@ -445,7 +445,7 @@ async fn attempt(route: Arc<RoutePolicy>, reader: crate::store::Store, due: Due)
 }
 
 /// Reads at most `max` bytes of `body` within `within`.
-async fn read_some(mut body: Incoming, max: usize, within: Duration) -> Bytes {
+async fn read_some(mut body: UpstreamBody, max: usize, within: Duration) -> Bytes {
     let mut out = Vec::new();
     let read = async {
         while out.len() < max {
