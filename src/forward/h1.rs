@@ -738,8 +738,12 @@ fn parse_head(buf: &[u8], head_request: bool) -> Result<Option<(usize, Option<He
         Framing::Length(0)
     } else if coded {
         // Transfer-Encoding overrides Content-Length; a message with both is a smuggling
-        // attempt or a broken upstream, so its connection is not trusted again.
-        close |= length.is_some();
+        // attempt or a broken upstream, so its connection is not trusted again, and the length
+        // is not passed on (RFC 9112 §6.3): the client would cut the decoded body by it.
+        if length.is_some() {
+            close = true;
+            headers.remove(header::CONTENT_LENGTH);
+        }
         if chunked {
             Framing::Chunked(Chunk::Size)
         } else {
