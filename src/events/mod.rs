@@ -295,6 +295,22 @@ fn log_event(e: &Event) {
     }
 }
 
+/// Appends `n` in decimal.
+fn push_u16(out: &mut String, n: u16) {
+    let mut digits = [0u8; 5];
+    let mut i = digits.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend(digits[i..].iter().map(|&d| char::from(d)));
+}
+
 /// The request log line, in the same shape `tracing`'s formatters give it (JSON: flattened
 /// fields with `timestamp`, `level` and `message`; text: `time LEVEL request key=value …`).
 fn request_line(out: &mut String, e: &Event, format: crate::logging::LogFormat, ansi: bool) {
@@ -311,28 +327,28 @@ fn request_line(out: &mut String, e: &Event, format: crate::logging::LogFormat, 
         crate::logging::LogFormat::Json => {
             out.push_str(r#"{"timestamp":""#);
             push_timestamp(out, now);
-            let _ = write!(
-                out,
-                r#"","level":"{level}","message":"request","request_id":"#
-            );
+            out.push_str(r#"","level":""#);
+            out.push_str(level);
+            out.push_str(r#"","message":"request","request_id":"#);
             json_str(out, &e.request_id);
             out.push_str(r#","route":"#);
             json_str(out, route);
             out.push_str(r#","method":"#);
             json_str(out, &e.method);
-            let _ = write!(
-                out,
-                r#","status":{},"outcome":"{}""#,
-                e.status,
-                e.outcome.as_str()
-            );
+            out.push_str(r#","status":"#);
+            push_u16(out, e.status);
+            out.push_str(r#","outcome":""#);
+            out.push_str(e.outcome.as_str());
+            out.push('"');
             if denied {
                 let _ = write!(out, r#","reason":"{reason}","detail":"#);
                 json_str(out, e.detail.unwrap_or("-"));
             }
             out.push_str(r#","latency_ms":"#);
             push_ms(out, latency_us);
-            let _ = write!(out, r#","client_ip":"{}","key_id":"#, e.client_ip);
+            out.push_str(r#","client_ip":""#);
+            crate::policy::client_ip::push_ip(out, e.client_ip);
+            out.push_str(r#"","key_id":"#);
             json_str(out, key_id);
             out.push_str(r#","session_id":"#);
             json_str(out, session_id);

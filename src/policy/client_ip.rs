@@ -29,6 +29,39 @@ pub struct ClientAddr {
 #[error("invalid X-Forwarded-For entry")]
 pub struct InvalidForwardedFor;
 
+/// `ip` as text, as `Display` writes it.
+pub fn ip_string(ip: IpAddr) -> String {
+    let mut s = String::with_capacity(15);
+    push_ip(&mut s, ip);
+    s
+}
+
+/// Appends `ip` as `Display` writes it. IPv4 by hand: every request formats its client's
+/// address three times (`X-Forwarded-For`, the log line, the audit row), and the formatting
+/// machinery cost about 1,200 instructions each time.
+pub fn push_ip(out: &mut String, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                if octet >= 100 {
+                    out.push(char::from(b'0' + octet / 100));
+                }
+                if octet >= 10 {
+                    out.push(char::from(b'0' + octet / 10 % 10));
+                }
+                out.push(char::from(b'0' + octet % 10));
+            }
+        }
+        IpAddr::V6(v6) => {
+            use std::fmt::Write as _;
+            let _ = write!(out, "{v6}");
+        }
+    }
+}
+
 /// Resolves the client address from the peer and the request headers.
 pub fn resolve(
     peer: SocketAddr,
@@ -41,7 +74,7 @@ pub fn resolve(
         return Ok(ClientAddr {
             ip: peer_ip,
             via_trusted_proxy: false,
-            forwarded_for: peer_ip.to_string(),
+            forwarded_for: ip_string(peer_ip),
         });
     }
     // Entries are split as bytes: a header that is not visible ASCII somewhere left of the
@@ -55,7 +88,7 @@ pub fn resolve(
         return Ok(ClientAddr {
             ip: peer_ip,
             via_trusted_proxy: true,
-            forwarded_for: peer_ip.to_string(),
+            forwarded_for: ip_string(peer_ip),
         });
     }
     // Walk from the right. `hops` collects the trusted entries passed on the way.
@@ -79,13 +112,13 @@ pub fn resolve(
         Some(ip) => ip,
         None => hops.pop().unwrap_or(peer_ip),
     };
-    let mut forwarded_for = ip.to_string();
+    let mut forwarded_for = ip_string(ip);
     for hop in hops.iter().rev() {
         forwarded_for.push_str(", ");
-        forwarded_for.push_str(&hop.to_string());
+        push_ip(&mut forwarded_for, *hop);
     }
     forwarded_for.push_str(", ");
-    forwarded_for.push_str(&peer_ip.to_string());
+    push_ip(&mut forwarded_for, peer_ip);
     Ok(ClientAddr {
         ip,
         via_trusted_proxy: true,
@@ -119,6 +152,26 @@ fn parse_entry(raw: &str) -> Option<IpAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ip_text_matches_display() {
+        for ip in [
+            "0.0.0.0",
+            "1.2.3.4",
+            "10.0.100.255",
+            "203.0.113.9",
+            "99.100.9.199",
+            "::1",
+            "2001:db8::8a2e:370:7334",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert_eq!(ip_string(ip), ip.to_string());
+        }
+        for n in 0..=255u8 {
+            let ip = IpAddr::from([n, 255 - n, n / 3, 7]);
+            assert_eq!(ip_string(ip), ip.to_string());
+        }
+    }
     use http::HeaderValue;
 
     fn headers(xff: &[&str]) -> HeaderMap {

@@ -318,7 +318,7 @@ fn insert(
                 e.time.as_millisecond(),
                 e.request_id,
                 e.route.as_deref(),
-                e.client_ip.to_string(),
+                crate::policy::client_ip::ip_string(e.client_ip),
                 e.method,
                 e.status,
                 e.outcome.as_str(),
