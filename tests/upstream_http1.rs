@@ -444,3 +444,45 @@ async fn an_upstream_that_accepts_but_never_answers_is_504_and_later_requests_re
     assert_eq!(post(&gw, "{}").await.text(), "back");
     assert_eq!(raw.connections(), 2);
 }
+
+/// The upstream reads the second request on the pooled connection and closes it without a
+/// word, as a server does when its keep-alive timer fires just as a request arrives.
+async fn drops_second_request() -> RawUpstream {
+    RawUpstream::start(|n| match n {
+        2 => (Vec::new(), Then::Close),
+        _ => (ok(&format!("answer {n}")), Then::KeepOpen),
+    })
+    .await
+}
+
+#[tokio::test]
+async fn an_idempotent_request_meeting_a_dead_pooled_connection_is_sent_again() {
+    let raw = drops_second_request().await;
+    let (gw, _u) = gateway(&raw, r#"["GET", "POST"]"#).await;
+    let get = |gw: &Gateway| {
+        send(
+            req("GET", &gw.url("/hook"))
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        )
+    };
+    assert_eq!(get(&gw).await.text(), "answer 1");
+    let again = get(&gw).await;
+    assert_eq!(again.status, 200);
+    assert_eq!(again.text(), "answer 3");
+    assert_eq!(raw.seen().len(), 3);
+    assert_eq!(raw.connections(), 2);
+}
+
+#[tokio::test]
+async fn a_post_meeting_a_dead_pooled_connection_is_never_sent_twice() {
+    let raw = drops_second_request().await;
+    let (gw, _u) = gateway(&raw, r#"["POST"]"#).await;
+    assert_eq!(post(&gw, "{}").await.text(), "answer 1");
+    let got = post(&gw, r#"{"once":true}"#).await;
+    got.assert_error(502, "bad_gateway");
+    // The upstream may have acted on it: it saw it once, and only once.
+    let seen = raw.seen();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[1].body, br#"{"once":true}"#);
+}

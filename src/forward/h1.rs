@@ -268,72 +268,88 @@ impl Body {
             "the upstream closed the connection before the body ended",
         )))))
     }
+}
 
-    /// Parses what the buffer holds of the chunked coding; `Some` when there is a frame, an
-    /// error or the end to report, `None` when more bytes are needed.
-    fn step_chunked(&mut self, at: Chunk) -> Option<Poll<Option<Result<Frame<Bytes>, BodyError>>>> {
-        let buf = self.conn.as_mut().map(|c| &mut c.buf)?;
-        match at {
-            Chunk::Size => {
-                let Some(end) = line_end(buf) else {
-                    return (buf.len() > MAX_LINE).then(|| fail("chunk-size line too long"));
-                };
-                let size = match parse_chunk_size(&buf[..end]) {
-                    Ok(n) => n,
-                    Err(e) => return Some(fail(e)),
-                };
-                buf.advance(end + 1);
-                self.framing = Framing::Chunked(if size == 0 {
-                    Chunk::Trailers
+/// One step of the chunked decoder.
+#[derive(Debug, PartialEq, Eq)]
+enum Step {
+    /// Body bytes to pass on; the decoder is now at this point.
+    Data(Bytes, Chunk),
+    /// Nothing to pass on yet; the decoder is now at this point.
+    Next(Chunk),
+    /// The buffer holds no complete next element.
+    NeedMore,
+    /// The last chunk and the trailer section have been read.
+    End,
+    /// The coding is malformed.
+    Fail(&'static str),
+}
+
+/// Decodes the next element of a chunked body from the start of `buf` (RFC 9112 §7.1),
+/// consuming what it used. Chunk extensions and trailer fields are read and dropped: the
+/// client's response head is long gone when trailers arrive.
+fn step_chunked(buf: &mut BytesMut, at: Chunk) -> Step {
+    match at {
+        Chunk::Size => {
+            let Some(end) = line_end(buf) else {
+                return if buf.len() > MAX_LINE {
+                    Step::Fail("chunk-size line too long")
                 } else {
-                    Chunk::Data(size)
-                });
-                None
-            }
-            Chunk::Data(left) => {
-                if buf.is_empty() {
-                    return None;
-                }
-                let n = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
-                let data = buf.split_to(n).freeze();
-                let left = left - n as u64;
-                self.framing = Framing::Chunked(if left == 0 {
-                    Chunk::DataEnd
-                } else {
-                    Chunk::Data(left)
-                });
-                Some(Poll::Ready(Some(Ok(Frame::data(data)))))
-            }
-            Chunk::DataEnd => {
-                if buf.len() < 2 {
-                    return None;
-                }
-                if &buf[..2] != b"\r\n" {
-                    return Some(fail("chunk data not followed by CRLF"));
-                }
-                buf.advance(2);
-                self.framing = Framing::Chunked(Chunk::Size);
-                None
-            }
-            Chunk::Trailers => {
-                let Some(end) = line_end(buf) else {
-                    return (buf.len() > MAX_LINE).then(|| fail("trailer field too long"));
+                    Step::NeedMore
                 };
-                let empty = end == 0 || (end == 1 && buf[0] == b'\r');
-                buf.advance(end + 1);
-                if empty {
-                    self.finish();
-                    return Some(Poll::Ready(None));
-                }
-                // Trailer fields are not passed on: the client's response head is long gone.
-                None
+            };
+            let size = match parse_chunk_size(&buf[..end]) {
+                Ok(n) => n,
+                Err(e) => return Step::Fail(e),
+            };
+            buf.advance(end + 1);
+            Step::Next(if size == 0 {
+                Chunk::Trailers
+            } else {
+                Chunk::Data(size)
+            })
+        }
+        Chunk::Data(left) => {
+            if buf.is_empty() {
+                return Step::NeedMore;
+            }
+            let n = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
+            let data = buf.split_to(n).freeze();
+            let left = left - n as u64;
+            let next = if left == 0 {
+                Chunk::DataEnd
+            } else {
+                Chunk::Data(left)
+            };
+            Step::Data(data, next)
+        }
+        Chunk::DataEnd => {
+            if buf.len() < 2 {
+                return Step::NeedMore;
+            }
+            if &buf[..2] != b"\r\n" {
+                return Step::Fail("chunk data not followed by CRLF");
+            }
+            buf.advance(2);
+            Step::Next(Chunk::Size)
+        }
+        Chunk::Trailers => {
+            let Some(end) = line_end(buf) else {
+                return if buf.len() > MAX_LINE {
+                    Step::Fail("trailer field too long")
+                } else {
+                    Step::NeedMore
+                };
+            };
+            let empty = end == 0 || (end == 1 && buf[0] == b'\r');
+            buf.advance(end + 1);
+            if empty {
+                Step::End
+            } else {
+                Step::Next(Chunk::Trailers)
             }
         }
     }
-}
-
-fn fail(why: &'static str) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-    Poll::Ready(Some(Err(BodyError::Chunked(why))))
 }
 
 /// The position of the first `\n` in `buf`.
@@ -426,23 +442,33 @@ impl http_body::Body for Body {
                     }
                 }
                 Framing::Chunked(at) => {
-                    if let Some(out) = this.step_chunked(at) {
-                        if matches!(out, Poll::Ready(Some(Err(_)))) {
+                    let step = match this.conn.as_mut() {
+                        Some(conn) => step_chunked(&mut conn.buf, at),
+                        None => Step::NeedMore,
+                    };
+                    match step {
+                        Step::Data(data, next) => {
+                            this.framing = Framing::Chunked(next);
+                            return Poll::Ready(Some(Ok(Frame::data(data))));
+                        }
+                        Step::Next(next) => this.framing = Framing::Chunked(next),
+                        Step::End => {
+                            this.finish();
+                            return Poll::Ready(None);
+                        }
+                        Step::Fail(why) => {
                             this.framing = Framing::Done;
                             this.conn = None;
+                            return Poll::Ready(Some(Err(BodyError::Chunked(why))));
                         }
-                        return out;
-                    }
-                    if this.framing != Framing::Chunked(at) {
-                        continue;
-                    }
-                    match ready!(this.fill(cx)) {
-                        Ok(0) => return this.cut_short(),
-                        Ok(_) => {}
-                        Err(e) => {
-                            this.framing = Framing::Done;
-                            return Poll::Ready(Some(Err(e)));
-                        }
+                        Step::NeedMore => match ready!(this.fill(cx)) {
+                            Ok(0) => return this.cut_short(),
+                            Ok(_) => {}
+                            Err(e) => {
+                                this.framing = Framing::Done;
+                                return Poll::Ready(Some(Err(e)));
+                            }
+                        },
                     }
                 }
             }
@@ -875,6 +901,67 @@ mod tests {
             parse_head(b"HTTP/1.1 200 OK\r\ncontent-le", false),
             Ok(None)
         ));
+    }
+
+    /// Decodes `input` fed `step` bytes at a time: the body, or the decoder's complaint.
+    fn decode(input: &[u8], step: usize) -> Result<(Vec<u8>, usize), &'static str> {
+        let mut buf = BytesMut::new();
+        let mut fed = 0;
+        let mut at = Chunk::Size;
+        let mut out = Vec::new();
+        loop {
+            match step_chunked(&mut buf, at) {
+                Step::Data(d, next) => {
+                    out.extend_from_slice(&d);
+                    at = next;
+                }
+                Step::Next(next) => at = next,
+                Step::End => return Ok((out, buf.len())),
+                Step::Fail(why) => return Err(why),
+                Step::NeedMore => {
+                    if fed == input.len() {
+                        return Err("ran out of input");
+                    }
+                    let n = step.min(input.len() - fed);
+                    buf.extend_from_slice(&input[fed..fed + n]);
+                    fed += n;
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn chunked_bodies_decode_whole_or_byte_by_byte() {
+        let body = b"5;name=value\r\nhello\r\n6\r\n world\r\n0\r\nx-one: 1\r\nx-two: 2\r\n\r\n";
+        for step in [1, 2, 3, 7, body.len()] {
+            assert_eq!(
+                decode(body, step),
+                Ok((b"hello world".to_vec(), 0)),
+                "step {step}"
+            );
+        }
+        // What follows the body stays in the buffer (the connection is then not reused).
+        let mut with_extra = body.to_vec();
+        with_extra.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
+        assert_eq!(decode(&with_extra, with_extra.len()).map(|r| r.1), Ok(17));
+        assert_eq!(decode(b"0\r\n\r\n", 1), Ok((Vec::new(), 0)));
+    }
+
+    #[test]
+    fn malformed_chunked_bodies_are_refused() {
+        for bad in [
+            &b"5\r\nhelloXY0\r\n\r\n"[..],
+            b"z\r\n",
+            b"5\nhello\r\n0\r\n\r\n",
+            b"10000000000000000\r\n",
+        ] {
+            assert!(
+                decode(bad, 1).is_err_and(|e| e != "ran out of input"),
+                "{bad:?}"
+            );
+        }
+        let long = vec![b'1'; MAX_LINE + 10];
+        assert_eq!(decode(&long, long.len()), Err("chunk-size line too long"));
     }
 
     #[test]
