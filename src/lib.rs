@@ -25,6 +25,7 @@ pub mod browser;
 pub mod config;
 pub mod decrypt;
 pub mod demo;
+pub mod digits;
 pub mod events;
 pub mod forward;
 pub mod gateway;

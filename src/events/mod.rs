@@ -295,22 +295,6 @@ fn log_event(e: &Event) {
     }
 }
 
-/// Appends `n` in decimal.
-fn push_u16(out: &mut String, n: u16) {
-    let mut digits = [0u8; 5];
-    let mut i = digits.len();
-    let mut n = n;
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend(digits[i..].iter().map(|&d| char::from(d)));
-}
-
 /// The request log line, in the same shape `tracing`'s formatters give it (JSON: flattened
 /// fields with `timestamp`, `level` and `message`; text: `time LEVEL request key=value …`).
 fn request_line(out: &mut String, e: &Event, format: crate::logging::LogFormat, ansi: bool) {
@@ -336,7 +320,7 @@ fn request_line(out: &mut String, e: &Event, format: crate::logging::LogFormat, 
             out.push_str(r#","method":"#);
             json_str(out, &e.method);
             out.push_str(r#","status":"#);
-            push_u16(out, e.status);
+            out.push_str(crate::digits::decimal(e.status.into(), &mut [0; 20]));
             out.push_str(r#","outcome":""#);
             out.push_str(e.outcome.as_str());
             out.push('"');

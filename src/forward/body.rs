@@ -27,42 +27,9 @@ pub enum ResponseBody {
     Stream(IdleTimeout<UpstreamBody>),
 }
 
-/// An upstream response's body, from whichever client carried the exchange.
-pub enum UpstreamBody {
-    /// From the lean HTTP/1.1 client (plain-`http` upstreams).
-    Http1(super::h1::Body),
-    /// From hyper's client (`https` upstreams).
-    Hyper(Incoming),
-}
-
-impl Body for UpstreamBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        match self.get_mut() {
-            UpstreamBody::Http1(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
-            UpstreamBody::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            UpstreamBody::Http1(b) => b.is_end_stream(),
-            UpstreamBody::Hyper(b) => b.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            UpstreamBody::Http1(b) => b.size_hint(),
-            UpstreamBody::Hyper(b) => b.size_hint(),
-        }
-    }
-}
+/// An upstream response's body: `Left` from the lean HTTP/1.1 client (plain-`http`
+/// upstreams), `Right` from hyper's client (`https` upstreams).
+pub type UpstreamBody = http_body_util::Either<super::h1::Body, Incoming>;
 
 impl ResponseBody {
     /// A complete body.

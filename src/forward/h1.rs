@@ -35,6 +35,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::ForwardError;
+use crate::digits::decimal;
 
 /// Largest response head accepted (status line and headers).
 const MAX_HEAD: usize = 64 * 1024;
@@ -564,7 +565,7 @@ fn encode_request(parts: &http::request::Parts, target: &Target, body: &Bytes) -
         out.extend_from_slice(target.host.as_bytes());
         if target.port != 80 {
             out.push(b':');
-            push_decimal(&mut out, u64::from(target.port));
+            out.extend_from_slice(decimal(u64::from(target.port), &mut [0; 20]).as_bytes());
         }
         out.extend_from_slice(b"\r\n");
     }
@@ -581,27 +582,12 @@ fn encode_request(parts: &http::request::Parts, target: &Target, body: &Bytes) -
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"content-length: ");
-    push_decimal(&mut out, body.len() as u64);
+    out.extend_from_slice(decimal(body.len() as u64, &mut [0; 20]).as_bytes());
     out.extend_from_slice(b"\r\n\r\n");
     if small {
         out.extend_from_slice(body);
     }
     out
-}
-
-/// Appends `n` in decimal.
-fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[i..]);
 }
 
 /// Opens a connection: each address the host resolves to in turn, each within

@@ -165,12 +165,12 @@ impl UpstreamClient {
             let sent = h1::send(req, self.settings.connect_timeout, POOL_IDLE);
             return match tokio::time::timeout(timeout, sent).await {
                 Err(_) => Err(ForwardError::Timeout(timeout)),
-                Ok(r) => r.map(|resp| resp.map(UpstreamBody::Http1)),
+                Ok(r) => r.map(|resp| resp.map(UpstreamBody::Left)),
             };
         }
         match tokio::time::timeout(timeout, self.start(req)).await {
             Err(_) => Err(ForwardError::Timeout(timeout)),
-            Ok(Ok(resp)) => Ok(resp.map(UpstreamBody::Hyper)),
+            Ok(Ok(resp)) => Ok(resp.map(UpstreamBody::Right)),
             Ok(Err(e)) if e.is_connect() => Err(ForwardError::Connect(error_chain(&e))),
             Ok(Err(e)) => Err(ForwardError::Broken(error_chain(&e))),
         }
