@@ -175,6 +175,15 @@ async fn api_events_filters_like_the_cli() {
         [other.as_str(), mna.as_str()]
     );
     assert!(ids_for("ip=10.9.8.7").await.is_empty());
+    let by_id = admin_get(
+        admin,
+        &format!("/api/events?request_id={nf}"),
+        Some(ADMIN_TOKEN),
+    )
+    .await;
+    let found = by_id.json()["events"].as_array().unwrap().clone();
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert_eq!(found[0]["request_id"], nf.as_str());
 
     for (q, needle) in [
         (
@@ -184,6 +193,7 @@ async fn api_events_filters_like_the_cli() {
         ("outcome=maybe", "outcome \"maybe\" is not one of"),
         ("since=yesterday", "since:"),
         ("ip=localhost", "ip \"localhost\" is not an IP address"),
+        ("request_id=a%27b", "request_id is not a request id"),
     ] {
         let got = admin_get(admin, &format!("/api/events?{q}"), Some(ADMIN_TOKEN)).await;
         assert_eq!(got.status, 400, "{q}");

@@ -410,6 +410,20 @@ async fn the_events_command_reads_and_follows_the_store_while_the_server_runs() 
     assert_eq!(json_lines(&out).len(), 2);
     let (_, out, _) = events_cli(&served.config, &["--json", "--ip", "10.1.2.3"]);
     assert_eq!(json_lines(&out).len(), 0);
+    // The request id of an error response finds its event, as the error format promises;
+    // pasted in capitals too.
+    let (code, out, err) = events_cli(
+        &served.config,
+        &["--json", "--request-id", &nf.to_ascii_uppercase()],
+    );
+    assert_eq!(code, 0, "{err}");
+    let found = json_lines(&out);
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert_eq!(found[0]["request_id"], nf.as_str());
+    assert_eq!(found[0]["reason"], "not_found");
+    let (code, _, err) = events_cli(&served.config, &["--request-id", "' OR 1=1 --"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("request_id is not a request id"), "{err}");
 
     let (code, table, _) = events_cli(&served.config, &["--outcome", "denied"]);
     assert_eq!(code, 0);

@@ -42,6 +42,9 @@ pub struct EventsArgs {
     /// Only this client address.
     #[arg(long)]
     ip: Option<String>,
+    /// Only the request with this id (the `request_id` of an error response).
+    #[arg(long, value_name = "ID")]
+    request_id: Option<String>,
     /// Show at most N events (the latest ones).
     #[arg(long, short = 'n', default_value_t = 50)]
     limit: u32,
@@ -67,6 +70,7 @@ pub fn run(a: EventsArgs) -> anyhow::Result<ExitCode> {
         reason: a.reason.clone(),
         since: a.since.clone(),
         ip: a.ip.clone(),
+        request_id: a.request_id.clone(),
         limit: Some(a.limit),
         before: None,
         after: None,

@@ -45,6 +45,9 @@ const DELETE_CHUNK: i64 = 5_000;
 /// Granularity of the counts kept for events the writer could not take.
 const ROLLUP_BUCKET_MS: i64 = 60_000;
 
+/// Migration 5 (see `store::MIGRATIONS`).
+pub(super) const DROP_CLIENT_IP_INDEX: &str = "DROP INDEX IF EXISTS events_client_ip;";
+
 /// Schema of the audit log (appended to the store's migrations).
 pub(super) const MIGRATION: &str = "
 CREATE TABLE events (
@@ -416,6 +419,8 @@ pub struct EventFilter {
     pub reason: Option<Reason>,
     /// Client address.
     pub ip: Option<IpAddr>,
+    /// The request id an error response showed the client.
+    pub request_id: Option<String>,
     /// Events at or after this time.
     pub since: Option<jiff::Timestamp>,
     /// Events with an id above this one, oldest first (for `--follow`); otherwise newest first.
@@ -439,6 +444,8 @@ pub struct FilterArgs {
     pub since: Option<String>,
     /// A client address.
     pub ip: Option<String>,
+    /// A request id, as an error response shows it.
+    pub request_id: Option<String>,
     /// At most this many events.
     pub limit: Option<u32>,
     /// Events with a smaller id (paging back).
@@ -487,11 +494,27 @@ impl FilterArgs {
                     .map_err(|_| format!("ip \"{a}\" is not an IP address"))?,
             ),
         };
+        let request_id = match self.request_id.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(id)
+                if id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') =>
+            {
+                Some(id.to_ascii_lowercase())
+            }
+            Some(_) => {
+                return Err(
+                    "request_id is not a request id; copy the \"request_id\" of the error \
+                     response (32 hex digits)"
+                        .into(),
+                );
+            }
+        };
         Ok(EventFilter {
             route: self.route.clone().filter(|s| !s.is_empty()),
             outcome,
             reason,
             ip,
+            request_id,
             since,
             after_id: self.after,
             before_id: self.before,
@@ -563,6 +586,9 @@ pub fn list_events(conn: &Connection, f: &EventFilter) -> Result<Vec<StoredEvent
     }
     if let Some(ip) = f.ip {
         add("client_ip =", Value::Text(ip.to_canonical().to_string()));
+    }
+    if let Some(id) = &f.request_id {
+        add("request_id =", Value::Text(id.clone()));
     }
     if let Some(t) = f.since {
         add("time_ms >=", Value::Integer(t.as_millisecond()));
