@@ -3,7 +3,9 @@
 //! The crate is the whole gateway; the `hookwarden` binary is a thin CLI over it. Module map,
 //! in the order a request meets them:
 //!
-//! - [`server`]: listeners, TLS, HTTP/1.1 and HTTP/2, connection limits, shutdown.
+//! - [`server`]: listeners, TLS, HTTP/1.1 (our own connection loop) and HTTP/2 (hyper),
+//!   connection limits, shutdown.
+//! - [`http1`]: the HTTP/1.1 wire format both sides share (chunked coding, lengths).
 //! - [`gateway`]: the request pipeline, phase by phase, and the gateway's own endpoints.
 //! - [`policy`]: routes compiled into ordered guards; one file per guard under
 //!   [`policy::guards`]; reason codes.
@@ -29,6 +31,7 @@ pub mod digits;
 pub mod events;
 pub mod forward;
 pub mod gateway;
+pub mod http1;
 pub mod logging;
 pub mod policy;
 pub mod queue;

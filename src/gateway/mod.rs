@@ -27,7 +27,7 @@ use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response};
 use http_body_util::{BodyExt, Limited};
-use hyper::body::{Body, Incoming};
+use hyper::body::Body;
 use ipnet::IpNet;
 
 use crate::browser::{BrowserPolicy, cors};
@@ -38,6 +38,7 @@ use crate::forward::body::{IdleTimeout, ResponseBody};
 use crate::forward::headers::{X_REQUEST_ID, overlay, strip_hop_by_hop};
 use crate::policy::{Denial, Exchange, Reason, RoutePolicy, RouteTable, Services, client_ip, path};
 use crate::queue::{AcceptError, Queue};
+use crate::server::body::RequestBody;
 
 /// `Retry-After` of a `queue_full` refusal: the queue drains at the upstream's pace, so a
 /// sender should come back in a while rather than at once.
@@ -158,7 +159,11 @@ impl Gateway {
     }
 
     /// Serves one request.
-    pub async fn handle(&self, req: Request<Incoming>, conn: ConnInfo) -> Response<ResponseBody> {
+    pub async fn handle(
+        &self,
+        req: Request<RequestBody>,
+        conn: ConnInfo,
+    ) -> Response<ResponseBody> {
         let started = Instant::now();
         let time = jiff::Timestamp::now();
         let settings = self.settings.load_full();
@@ -304,7 +309,7 @@ impl Gateway {
         &self,
         route: &Arc<RoutePolicy>,
         ex: &mut Exchange,
-        body: Incoming,
+        body: RequestBody,
         settings: &GatewaySettings,
     ) -> Finished {
         // A refusal before the body is read leaves it unread; `Linger` drains a bounded part of
@@ -518,13 +523,14 @@ impl Gateway {
 
 /// A request body that may be left unread by a refusal. Closing a connection with unread
 /// request bytes in the socket makes the kernel send a reset, which can destroy the response
-/// before the client reads it; like nginx's lingering close, a bounded part of the body (8 MiB
-/// within 5 s) is read and dropped in the background first.
-struct Linger(Option<Incoming>);
+/// before the client reads it. The HTTP/1.1 connection reads and drops the rest itself after
+/// the response (`server::h1`); for an HTTP/2 stream, a bounded part (8 MiB within 5 s) is read
+/// and dropped in the background.
+struct Linger(Option<RequestBody>);
 
 impl Drop for Linger {
     fn drop(&mut self) {
-        if let Some(body) = self.0.take()
+        if let Some(RequestBody::H2(body)) = self.0.take()
             && !body.is_end_stream()
             && let Ok(rt) = tokio::runtime::Handle::try_current()
         {
@@ -548,7 +554,7 @@ fn declared_length(ex: &Exchange) -> Option<u64> {
 }
 
 /// Reads a whole request body, at most `max` bytes within `timeout`.
-async fn read_body(body: Incoming, max: u64, timeout: Duration) -> Result<Bytes, Denial> {
+async fn read_body(body: RequestBody, max: u64, timeout: Duration) -> Result<Bytes, Denial> {
     let limited = Limited::new(body, usize::try_from(max).unwrap_or(usize::MAX));
     match tokio::time::timeout(timeout, limited.collect()).await {
         Err(_) => Err(Denial::new(Reason::BodyTimeout).with_detail("body not received in time")),

@@ -235,6 +235,7 @@ pub fn error_code(status: StatusCode) -> &'static str {
         413 => "payload_too_large",
         415 => "unsupported_media_type",
         429 => "rate_limited",
+        431 => "request_header_fields_too_large",
         502 => "bad_gateway",
         503 => "service_unavailable",
         504 => "gateway_timeout",

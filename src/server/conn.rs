@@ -1,11 +1,11 @@
-//! One client connection: TLS or protocol detection, HTTP/1.1 or HTTP/2, and the connection's
-//! life: it ends when the client leaves, when the gateway shuts down (gracefully: requests in
-//! flight finish), or when it has been idle for `keepalive_timeout`.
+//! One client connection: TLS or protocol detection, then HTTP/1.1 (`h1.rs`, which bounds its
+//! own idle time) or HTTP/2 through hyper, whose connection life is kept here: it ends when the
+//! client leaves, when the gateway shuts down (gracefully: requests in flight finish), or when
+//! it has been idle for `keepalive_timeout`.
 //!
-//! The idle rule exists for HTTP/2: hyper closes idle HTTP/1.1 connections through its
-//! header-read timeout, but an HTTP/2 connection with no stream open is kept for ever, and its
-//! keep-alive pings only prove the peer is alive. Without it, a host could hold every
-//! connection slot with silent HTTP/2 connections.
+//! The idle rule exists because an HTTP/2 connection with no stream open is otherwise kept for
+//! ever, and its keep-alive pings only prove the peer is alive. Without it, a host could hold
+//! every connection slot with silent HTTP/2 connections.
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
@@ -26,6 +26,8 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
+use super::body::RequestBody;
+use super::h1::{self, Timeouts};
 use super::io::SendTimeout;
 use crate::forward::body::{BoxError, ResponseBody};
 use crate::gateway::{ConnInfo, Gateway};
@@ -51,19 +53,22 @@ pub(super) struct Connection {
 }
 
 impl Connection {
-    /// Serves a plain TCP connection.
+    /// Serves a plain TCP connection: HTTP/1.1 by the gateway's own loop, h2c by hyper.
     pub async fn serve_plain(self, stream: TcpStream) {
-        // hyper-util reads the first bytes to tell HTTP/1.1 from h2c without a timer; make sure
-        // they are there (or the client is gone) before handing the socket over.
-        if !preface_ready(&stream, self.header_timeout).await {
+        // The first bytes tell HTTP/1.1 from h2c; wait for them (or for the client to leave).
+        let Some(h2) = preface_ready(&stream, self.header_timeout).await else {
             return;
-        }
+        };
         let info = ConnInfo {
             peer: self.peer,
             tls: false,
         };
         let io = SendTimeout::new(stream, self.send_timeout);
-        self.serve_io(io, info, None).await;
+        if h2 {
+            self.serve_h2(io, info).await;
+        } else {
+            self.serve_h1(io, info).await;
+        }
     }
 
     /// Serves a TLS connection; ALPN decides between HTTP/2 and HTTP/1.1.
@@ -85,10 +90,28 @@ impl Connection {
             peer: self.peer,
             tls: true,
         };
-        self.serve_io(tls, info, Some(h2)).await;
+        if h2 {
+            self.serve_h2(tls, info).await;
+        } else {
+            self.serve_h1(tls, info).await;
+        }
     }
 
-    async fn serve_io<I>(self, io: I, info: ConnInfo, alpn_h2: Option<bool>)
+    /// Serves HTTP/1.1 with the gateway's own connection loop (`h1.rs`).
+    async fn serve_h1<I>(self, io: I, info: ConnInfo)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let timeouts = Timeouts {
+            header: self.header_timeout,
+            keepalive: self.keepalive_timeout,
+        };
+        h1::serve(io, self.gateway, info, timeouts, self.stop).await;
+        drop(self.done);
+    }
+
+    /// Serves HTTP/2 with hyper.
+    async fn serve_h2<I>(self, io: I, info: ConnInfo)
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -101,19 +124,14 @@ impl Connection {
             // finished (or dropped), so a long stream keeps the connection busy.
             let in_flight = tracked.begin();
             async move {
-                let resp = gateway.handle(req, info).await;
+                let resp = gateway.handle(req.map(RequestBody::H2), info).await;
                 Ok::<_, Infallible>(resp.map(|body| Tracked {
                     body,
                     _in_flight: in_flight,
                 }))
             }
         });
-        // With ALPN the protocol is known; skipping detection also skips its untimed read.
-        let builder = match alpn_h2 {
-            Some(true) => (*self.builder).clone().http2_only(),
-            Some(false) => (*self.builder).clone().http1_only(),
-            None => (*self.builder).clone(),
-        };
+        let builder = (*self.builder).clone().http2_only();
         let conn = builder.serve_connection(TokioIo::new(io), svc);
         tokio::pin!(conn);
         let mut stop = self.stop;
@@ -286,26 +304,29 @@ impl Drop for PerIpSlot {
     }
 }
 
-/// Waits until the plain connection has sent enough to tell its protocol: a first byte that
-/// is not the start of the HTTP/2 preface, or the whole preface. False when the client sends
-/// nothing in time or hangs up.
-async fn preface_ready(stream: &TcpStream, timeout: Duration) -> bool {
+/// Waits until the plain connection has sent enough to tell its protocol: `Some(true)` for the
+/// HTTP/2 preface, `Some(false)` for a first byte that cannot start it. `None` when the client
+/// sends nothing in time or hangs up.
+async fn preface_ready(stream: &TcpStream, timeout: Duration) -> Option<bool> {
     let deadline = Instant::now() + timeout;
     let mut buf = [0u8; 24];
     loop {
         let peeked = tokio::time::timeout_at(deadline, stream.peek(&mut buf)).await;
         match peeked {
-            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return false,
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return None,
             Ok(Ok(n)) => {
-                if n >= H2_PREFACE.len() || buf[..n] != H2_PREFACE[..n] {
-                    return true;
+                if buf[..n] != H2_PREFACE[..n] {
+                    return Some(false);
+                }
+                if n >= H2_PREFACE.len() {
+                    return Some(true);
                 }
                 // A partial preface: wait for more without spinning on the same bytes.
                 if tokio::time::timeout_at(deadline, stream.readable())
                     .await
                     .is_err()
                 {
-                    return false;
+                    return None;
                 }
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }

@@ -10,11 +10,13 @@
 //! taken before `accept`, so excess clients wait in the kernel's backlog instead of costing
 //! memory) and a cap per client address (so one host cannot take every slot); a deadline for
 //! the TLS handshake or, on plain connections, for the bytes that tell HTTP/1.1 from HTTP/2;
-//! hyper's header-read timeout for each HTTP/1.1 request; `keepalive_timeout` for a connection
+//! a deadline for each HTTP/1.1 request head, the wait for it included (`h1`); `keepalive_timeout` for a connection
 //! with no request in flight (HTTP/2 included, see `conn`); and `send_timeout` for a client
 //! that stops reading (`io`).
 
+pub mod body;
 mod conn;
+mod h1;
 pub mod io;
 pub mod tls;
 
@@ -124,7 +126,7 @@ impl Server {
             limits,
             active,
         } = self;
-        let builder = Arc::new(connection_builder(&limits));
+        let builder = Arc::new(connection_builder());
         let permits = Arc::new(Semaphore::new(limits.max_connections));
         let per_ip = PerIp::new(limits.max_connections_per_ip, limits.per_ip_exempt.clone());
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -167,15 +169,9 @@ impl Server {
     }
 }
 
-/// The HTTP/1.1 + HTTP/2 connection settings shared by all workers.
-fn connection_builder(limits: &ConnLimits) -> auto::Builder<TokioExecutor> {
+/// The HTTP/2 connection settings shared by all workers (HTTP/1.1 is `h1.rs`'s own).
+fn connection_builder() -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout)
-        .keep_alive(true)
-        .max_buf_size(64 * 1024);
     // 64 streams per connection: each may buffer a body of up to max_body, so this bounds
     // what one HTTP/2 connection can hold (the body budget bounds all of them together).
     builder

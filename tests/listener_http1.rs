@@ -1,0 +1,362 @@
+//! The gateway's own HTTP/1.1 connections (`server::h1`), spoken to in raw bytes: where a
+//! request ends (the smuggling shapes refused, chunked bodies decoded, pipelined requests kept
+//! apart), `100 Continue`, keep-alive after a refused body, HTTP/1.0, HEAD, and heads that are
+//! malformed or too large. Every refusal is checked on the upstream's side too.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const CFG: &str = r#"
+[server]
+header_timeout = "2s"
+body_timeout = "2s"
+
+[[route]]
+name = "hook"
+path = "/hook"
+methods = ["POST", "GET", "HEAD"]
+max_body = "1KiB"
+content_types = ["application/json"]
+[route.upstream]
+url = "{upstream}/target"
+"#;
+
+/// Reads one response from `s` (bytes already read are in `buf`, and what follows the
+/// response stays there): the head, then a body framed by Content-Length or chunked.
+async fn read_response(s: &mut TcpStream, buf: &mut Vec<u8>) -> (String, Vec<u8>) {
+    read_answer(s, buf, false).await
+}
+
+/// Like [`read_response`], for the answer to a HEAD request (no body whatever its length).
+async fn read_head_answer(s: &mut TcpStream, buf: &mut Vec<u8>) -> String {
+    read_answer(s, buf, true).await.0
+}
+
+async fn read_answer(
+    s: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    head_request: bool,
+) -> (String, Vec<u8>) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let mut chunk = [0u8; 8192];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+            let lower = head.to_ascii_lowercase();
+            let len: Option<usize> = lower
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok());
+            let rest = &buf[end + 4..];
+            if lower.contains("transfer-encoding: chunked") {
+                if let Some(body) = dechunk(rest) {
+                    let used = body.1;
+                    let body = body.0;
+                    buf.drain(..end + 4 + used);
+                    return (head, body);
+                }
+            } else {
+                let len = if head.starts_with("HTTP/1.1 1") || head_request {
+                    0
+                } else {
+                    len.unwrap_or(0)
+                };
+                if rest.len() >= len {
+                    let body = rest[..len].to_vec();
+                    buf.drain(..end + 4 + len);
+                    return (head, body);
+                }
+            }
+        }
+        match tokio::time::timeout_at(deadline, s.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+            other => panic!(
+                "no complete response (read: {other:?}); so far: {:?}",
+                String::from_utf8_lossy(buf)
+            ),
+        }
+    }
+}
+
+/// A complete chunked body at the start of `b`: the data and the bytes it took.
+fn dechunk(b: &[u8]) -> Option<(Vec<u8>, usize)> {
+    let mut at = 0;
+    let mut out = Vec::new();
+    loop {
+        let line_end = b[at..].windows(2).position(|w| w == b"\r\n")? + at;
+        let size = usize::from_str_radix(std::str::from_utf8(&b[at..line_end]).ok()?, 16).ok()?;
+        at = line_end + 2;
+        if size == 0 {
+            return (b.len() >= at + 2).then(|| (out, at + 2));
+        }
+        if b.len() < at + size + 2 {
+            return None;
+        }
+        out.extend_from_slice(&b[at..at + size]);
+        at += size + 2;
+    }
+}
+
+/// True when the server closes `s` within `wait` (reading and dropping anything before).
+async fn closes(s: &mut TcpStream, wait: Duration) -> bool {
+    let mut b = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        match tokio::time::timeout_at(deadline, s.read(&mut b)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => {}
+            Err(_) => return false,
+        }
+    }
+}
+
+async fn connect(addr: SocketAddr) -> TcpStream {
+    TcpStream::connect(addr).await.unwrap()
+}
+
+const POST_HEAD: &str = "POST /hook HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n";
+
+#[tokio::test]
+async fn the_smuggling_shapes_are_400_and_reach_nothing() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start(CFG, &up).await;
+    // Each would let a front proxy and the gateway disagree on where the request ends; the
+    // bytes after the "body" are a request the upstream must never see.
+    let smuggled = "GET /hook?smuggled=1 HTTP/1.1\r\nHost: x\r\n\r\n";
+    for framing in [
+        "Content-Length: 4\r\nTransfer-Encoding: chunked\r\n",
+        "Transfer-Encoding: chunked\r\nContent-Length: 4\r\n",
+        "Transfer-Encoding: chunked\r\nTransfer-Encoding: identity\r\n",
+        "Transfer-Encoding: identity, chunked\r\n",
+        "Transfer-Encoding:\tchunked\r\nTransfer-Encoding: x\r\n",
+        "Content-Length: 4\r\nContent-Length: 5\r\n",
+        "Content-Length: 4, 4\r\n",
+        "Content-Length: -4\r\n",
+    ] {
+        let raw = format!("{POST_HEAD}{framing}\r\n0\r\n\r\n{smuggled}");
+        let mut s = connect(gw.addr).await;
+        s.write_all(raw.as_bytes()).await.unwrap();
+        let mut buf = Vec::new();
+        let (head, body) = read_response(&mut s, &mut buf).await;
+        assert!(head.starts_with("HTTP/1.1 400"), "{framing:?}: {head}");
+        assert!(
+            head.to_ascii_lowercase().contains("connection: close"),
+            "{head}"
+        );
+        let body = String::from_utf8(body).unwrap();
+        assert!(body.contains(r#""error":"bad_request""#), "{body}");
+        assert!(closes(&mut s, Duration::from_secs(7)).await, "{framing:?}");
+    }
+    assert_eq!(up.count(), 0, "{:#?}", up.requests());
+}
+
+#[tokio::test]
+async fn chunked_bodies_are_decoded_and_forwarded_with_their_length() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start(CFG, &up).await;
+    let mut s = connect(gw.addr).await;
+    // Extensions and trailers, written in pieces.
+    s.write_all(format!("{POST_HEAD}Transfer-Encoding: chunked\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    for piece in ["7;ext=1\r\n{\"a\":", "1}\r\n", "0\r\nX-Trailer: t\r\n\r\n"] {
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        s.write_all(piece.as_bytes()).await.unwrap();
+    }
+    let mut buf = Vec::new();
+    let (head, _) = read_response(&mut s, &mut buf).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let seen = up.only();
+    assert_eq!(&seen.body[..], br#"{"a":1}"#);
+    assert_eq!(seen.headers["content-length"], "7");
+    assert!(seen.headers.get("transfer-encoding").is_none());
+
+    // Malformed chunk sizes: 400, nothing forwarded, the connection closes.
+    let mut s = connect(gw.addr).await;
+    s.write_all(
+        format!("{POST_HEAD}Transfer-Encoding: chunked\r\n\r\nzz\r\n{{}}\r\n0\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut buf = Vec::new();
+    let (head, _) = read_response(&mut s, &mut buf).await;
+    assert!(head.starts_with("HTTP/1.1 400"), "{head}");
+    assert!(closes(&mut s, Duration::from_secs(7)).await);
+    assert_eq!(up.count(), 1);
+}
+
+#[tokio::test]
+async fn pipelined_requests_are_answered_in_order_on_one_connection() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start(CFG, &up).await;
+    let mut s = connect(gw.addr).await;
+    let one = format!("{POST_HEAD}Content-Length: 7\r\n\r\n{{\"n\":1}}");
+    let two = format!("{POST_HEAD}Content-Length: 7\r\n\r\n{{\"n\":2}}");
+    let missing = "GET /nope HTTP/1.1\r\nHost: x\r\n\r\n";
+    s.write_all(format!("{one}{missing}{two}").as_bytes())
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let (a, _) = read_response(&mut s, &mut buf).await;
+    let (b, _) = read_response(&mut s, &mut buf).await;
+    let (c, _) = read_response(&mut s, &mut buf).await;
+    assert!(a.starts_with("HTTP/1.1 200"), "{a}");
+    assert!(b.starts_with("HTTP/1.1 404"), "{b}");
+    assert!(c.starts_with("HTTP/1.1 200"), "{c}");
+    let bodies: Vec<_> = up.requests().into_iter().map(|r| r.body).collect();
+    assert_eq!(bodies, [&br#"{"n":1}"#[..], &br#"{"n":2}"#[..]]);
+}
+
+#[tokio::test]
+async fn expect_100_continue_is_answered_only_when_the_body_is_wanted() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start(CFG, &up).await;
+    // Wanted: the client waits for 100 Continue before sending its body (as curl does).
+    let mut s = connect(gw.addr).await;
+    s.write_all(format!("{POST_HEAD}Expect: 100-continue\r\nContent-Length: 2\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let (interim, _) = read_response(&mut s, &mut buf).await;
+    assert_eq!(interim, "HTTP/1.1 100 Continue");
+    assert_eq!(up.count(), 0);
+    s.write_all(b"{}").await.unwrap();
+    let (head, _) = read_response(&mut s, &mut buf).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(&up.only().body[..], b"{}");
+
+    // Refused from its head: the final answer at once, no 100, and the connection closes
+    // (the client may or may not send the body it was not asked for).
+    let mut s = connect(gw.addr).await;
+    s.write_all(
+        b"POST /hook HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut buf = Vec::new();
+    let (head, _) = read_response(&mut s, &mut buf).await;
+    assert!(head.starts_with("HTTP/1.1 415"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("connection: close"),
+        "{head}"
+    );
+    assert!(closes(&mut s, Duration::from_secs(7)).await);
+    assert_eq!(up.count(), 1);
+}
+
+#[tokio::test]
+async fn a_refused_body_is_read_and_the_connection_carries_the_next_request() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start(CFG, &up).await;
+    let mut s = connect(gw.addr).await;
+    // 413 from Content-Length, while the 2 KiB body is still coming.
+    let big = "x".repeat(2048);
+    s.write_all(format!("{POST_HEAD}Content-Length: 2048\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let (head, _) = read_response(&mut s, &mut buf).await;
+    assert!(head.starts_with("HTTP/1.1 413"), "{head}");
+    assert!(
+        !head.to_ascii_lowercase().contains("connection: close"),
+        "{head}"
+    );
+    s.write_all(big.as_bytes()).await.unwrap();
+    // The body's bytes are not taken for a request; the next request is.
+    s.write_all(format!("{POST_HEAD}Content-Length: 2\r\n\r\n{{}}").as_bytes())
+        .await
+        .unwrap();
+    let (head, _) = read_response(&mut s, &mut buf).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(&up.only().body[..], b"{}");
+}
+
+#[tokio::test]
+async fn http_1_0_head_and_dates() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start(CFG, &up).await;
+    // HTTP/1.0 without keep-alive: one response, then the connection closes.
+    let mut s = connect(gw.addr).await;
+    s.write_all(b"GET /hook HTTP/1.0\r\n\r\n").await.unwrap();
+    let mut buf = Vec::new();
+    let (head, body) = read_response(&mut s, &mut buf).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(body, br#"{"ok":true}"#);
+    assert!(
+        head.to_ascii_lowercase().contains("connection: close"),
+        "{head}"
+    );
+    assert!(closes(&mut s, Duration::from_secs(3)).await);
+    // Every response carries a Date (RFC 9110 §6.6.1).
+    assert!(head.to_ascii_lowercase().contains("\r\ndate: "), "{head}");
+
+    // HEAD: the upstream's length, no body bytes; the connection stays usable.
+    let mut s = connect(gw.addr).await;
+    s.write_all(b"HEAD /hook HTTP/1.1\r\nHost: x\r\n\r\nGET /hook HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let head = read_head_answer(&mut s, &mut buf).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("content-length: 11"),
+        "{head}"
+    );
+    // What follows the HEAD response is the GET's response, not a body.
+    let (next, body) = read_response(&mut s, &mut buf).await;
+    assert!(next.starts_with("HTTP/1.1 200"), "{next}");
+    assert_eq!(body, br#"{"ok":true}"#);
+}
+
+#[tokio::test]
+async fn malformed_and_oversized_heads_get_an_answer_and_reach_nothing() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start(CFG, &up).await;
+    for (raw, status) in [
+        ("GET /hook HTTP/1.1\r\n\r\n".to_owned(), "400"),
+        (
+            "GET /hook HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n".to_owned(),
+            "400",
+        ),
+        (
+            "GET /hook HTTP/1.1\r\nHost: x\r\nBad Name: v\r\n\r\n".to_owned(),
+            "400",
+        ),
+        (
+            "GET /hook HTTP/1.1\r\nHost: x\r\nX: a\r\n folded\r\n\r\n".to_owned(),
+            "400",
+        ),
+        ("GET /hook HTTP/9.9\r\nHost: x\r\n\r\n".to_owned(), "400"),
+        (
+            format!(
+                "GET /hook HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+                "a".repeat(70_000)
+            ),
+            "431",
+        ),
+        (
+            format!(
+                "GET /hook HTTP/1.1\r\nHost: x\r\n{}\r\n",
+                (0..120)
+                    .map(|i| format!("X-{i}: v\r\n"))
+                    .collect::<String>()
+            ),
+            "431",
+        ),
+    ] {
+        let got = raw_response(gw.addr, raw.as_bytes(), Duration::from_secs(5)).await;
+        assert!(
+            got.starts_with(&format!("HTTP/1.1 {status}")),
+            "{:?} -> {got}",
+            &raw[..raw.len().min(60)]
+        );
+        assert!(got.contains(r#""request_id":""#), "{got}");
+    }
+    assert_eq!(up.count(), 0, "{:#?}", up.requests());
+}
