@@ -595,7 +595,8 @@ pub fn new_request_id() -> String {
     put_hex(&mut id[..12], ms);
     put_hex(&mut id[12..16], u64::from(hi));
     put_hex(&mut id[16..], n);
-    id.iter().map(|&b| char::from(b)).collect()
+    // Hex digits only, so always ASCII; the fallback is unreachable but keeps this total.
+    String::from_utf8(id.to_vec()).unwrap_or_default()
 }
 
 /// Writes the low `out.len()` hex digits of `v` into `out`, most significant first.

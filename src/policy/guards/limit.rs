@@ -21,7 +21,6 @@
 //! refusal: until the next request would pass, the same moment as `Retry-After`). A refused
 //! response lists only the limits that refused it.
 
-use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -102,7 +101,10 @@ impl LimitGuard {
         let mut applied: Vec<(&LimitRule, String)> = Vec::with_capacity(self.rules.len());
         for rule in self.rules.iter() {
             if let Some(part) = caller_part(&rule.key, ex) {
-                applied.push((rule, format!("{}{part}", rule.state_prefix)));
+                let mut key = String::with_capacity(rule.state_prefix.len() + part.len());
+                key.push_str(&rule.state_prefix);
+                key.push_str(&part);
+                applied.push((rule, key));
             }
         }
         if applied.is_empty() {
@@ -139,7 +141,14 @@ impl LimitGuard {
             if !fields.is_empty() {
                 fields.push_str(", ");
             }
-            let _ = write!(fields, "\"{}\";r={r};t={t}", rule.name);
+            // By hand rather than `write!`: every limited request formats these.
+            let mut digits = [0u8; 20];
+            fields.push('"');
+            fields.push_str(&rule.name);
+            fields.push_str("\";r=");
+            fields.push_str(crate::digits::decimal(u64::from(r), &mut digits));
+            fields.push_str(";t=");
+            fields.push_str(crate::digits::decimal(t, &mut digits));
         }
         extend_list(&mut ex.response_headers, RATELIMIT, &fields);
         if allowed {
@@ -202,7 +211,7 @@ fn caller_part(key: &LimitKey, ex: &Exchange) -> Option<String> {
 /// would let one client rotate through 2^64 of them).
 pub fn address_key(ip: IpAddr) -> String {
     match ip {
-        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V4(_) => crate::policy::client_ip::ip_string(ip),
         IpAddr::V6(_) => IpNet::new(ip, 64)
             .map(|n| n.trunc().to_string())
             .unwrap_or_else(|_| ip.to_string()),
