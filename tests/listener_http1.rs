@@ -356,7 +356,17 @@ async fn malformed_and_oversized_heads_get_an_answer_and_reach_nothing() {
             "{:?} -> {got}",
             &raw[..raw.len().min(60)]
         );
-        assert!(got.contains(r#""request_id":""#), "{got}");
+        // Recorded like any refusal, under the id the client was shown.
+        let id = got
+            .split(r#""request_id":""#)
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .unwrap_or_else(|| panic!("no request id in {got}"));
+        let ev = gw.event(id).await;
+        assert_eq!(ev.reason, Some(hookwarden::policy::Reason::BadRequest));
+        assert_eq!(ev.status.to_string(), status);
+        assert_eq!(ev.client_ip, std::net::IpAddr::from([127, 0, 0, 1]));
+        assert!(ev.detail.is_some(), "{ev:?}");
     }
     assert_eq!(up.count(), 0, "{:#?}", up.requests());
 }

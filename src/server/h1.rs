@@ -35,10 +35,12 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::digits::decimal;
+use crate::events::{Event, Outcome};
 use crate::forward::body::ResponseBody;
 use crate::gateway::response::{error_body, json_response};
 use crate::gateway::{ConnInfo, Gateway, new_request_id};
 use crate::http1::{Chunk, Step, parse_length, step_chunked};
+use crate::policy::Reason;
 
 use super::body::RequestBody;
 
@@ -318,7 +320,7 @@ pub(super) async fn serve<I>(
             // The client left, or sent nothing (more) in time.
             Ok(None) => return,
             Err(refusal) => {
-                refuse(&wire, &mut out, refusal).await;
+                refuse(&wire, &mut out, refusal, &gateway, info).await;
                 return;
             }
         };
@@ -525,19 +527,47 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, Refusal> {
     }))
 }
 
-/// Answers a request head that cannot be served, then closes.
-async fn refuse<I>(wire: &Mutex<Wire<I>>, out: &mut BytesMut, refusal: Refusal)
-where
+/// Answers a request head that cannot be served, records it, then closes. Such heads are
+/// what smuggling attempts and scanners send, so they go to the audit log like any refusal
+/// (with the connection's address: the head that would name a forwarded one is the part that
+/// could not be read).
+async fn refuse<I>(
+    wire: &Mutex<Wire<I>>,
+    out: &mut BytesMut,
+    refusal: Refusal,
+    gateway: &Gateway,
+    info: ConnInfo,
+) where
     I: AsyncRead + AsyncWrite + Unpin,
 {
-    let status = match refusal {
-        Refusal::BadRequest(why) => {
-            tracing::debug!(problem = why, "request head refused");
-            StatusCode::BAD_REQUEST
-        }
-        Refusal::TooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+    let time = jiff::Timestamp::now();
+    let (status, detail) = match refusal {
+        Refusal::BadRequest(why) => (StatusCode::BAD_REQUEST, why),
+        Refusal::TooLarge => (
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "request head too large",
+        ),
     };
-    let response = json_response(status, error_body(status, &new_request_id()));
+    let request_id = new_request_id();
+    let response = json_response(status, error_body(status, &request_id));
+    gateway.events().emit(Event {
+        time,
+        request_id,
+        route: None,
+        client_ip: info.peer.ip().to_canonical(),
+        method: "-".to_owned(),
+        status: status.as_u16(),
+        outcome: Outcome::Denied,
+        reason: Some(Reason::BadRequest),
+        detail: Some(detail),
+        flags: Vec::new(),
+        key_id: None,
+        session_id: None,
+        latency: Duration::ZERO,
+        upstream_status: None,
+        upstream_latency: None,
+        user_agent: None,
+    });
     let _ = write_response(wire, out, response, false, false, true).await;
     // The rest of what the client sent is unknowable; read a little so the answer is not
     // destroyed by a reset.
