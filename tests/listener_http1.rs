@@ -370,3 +370,65 @@ async fn malformed_and_oversized_heads_get_an_answer_and_reach_nothing() {
     }
     assert_eq!(up.count(), 0, "{:#?}", up.requests());
 }
+
+/// Runs curl (a real client's `Expect: 100-continue` handling) and returns its status line's
+/// code and how long it took.
+async fn curl(args: Vec<String>) -> (String, Duration) {
+    tokio::task::spawn_blocking(move || {
+        let started = std::time::Instant::now();
+        let out = std::process::Command::new("curl")
+            .args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--expect100-timeout",
+                "5",
+            ])
+            .args(&args)
+            .output()
+            .expect("curl runs (scripts/test installs it)");
+        (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            started.elapsed(),
+        )
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn curl_gets_its_100_continue_or_its_refusal_without_waiting() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start(CFG, &up).await;
+    let body = format!(r#"{{"pad":"{}"}}"#, "x".repeat(600));
+    // Without the interim response curl would wait its whole expect timeout (5 s) first.
+    let (code, took) = curl(vec![
+        "-H".into(),
+        "Expect: 100-continue".into(),
+        "-H".into(),
+        "Content-Type: application/json".into(),
+        "--data-binary".into(),
+        body.clone(),
+        gw.url("/hook"),
+    ])
+    .await;
+    assert_eq!(code, "200");
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+    assert_eq!(up.only().body.len(), body.len());
+    // Refused from its head: the 415 at once, and the body is never forwarded.
+    let (code, took) = curl(vec![
+        "-H".into(),
+        "Expect: 100-continue".into(),
+        "-H".into(),
+        "Content-Type: text/plain".into(),
+        "--data-binary".into(),
+        body,
+        gw.url("/hook"),
+    ])
+    .await;
+    assert_eq!(code, "415");
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+    assert_eq!(up.count(), 1);
+}
