@@ -432,3 +432,32 @@ async fn curl_gets_its_100_continue_or_its_refusal_without_waiting() {
     assert!(took < Duration::from_secs(2), "took {took:?}");
     assert_eq!(up.count(), 1);
 }
+
+#[tokio::test]
+async fn the_first_byte_does_not_buy_a_second_header_timeout() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start(CFG, &up).await;
+    let started = std::time::Instant::now();
+    let mut s = connect(gw.addr).await;
+    // Just inside the 2 s header timeout, the first byte; then a byte every 100 ms.
+    tokio::time::sleep(Duration::from_millis(1800)).await;
+    s.write_all(b"P").await.unwrap();
+    let mut closed = false;
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if s.write_all(b"O").await.is_err() {
+            closed = true;
+            break;
+        }
+        let mut b = [0u8; 64];
+        if let Ok(Ok(0)) = tokio::time::timeout(Duration::from_millis(1), s.read(&mut b)).await {
+            closed = true;
+            break;
+        }
+    }
+    let took = started.elapsed();
+    assert!(closed, "still open after {took:?}");
+    // One header timeout from the connection (2 s), not a fresh one from the first byte.
+    assert!(took < Duration::from_millis(2800), "closed after {took:?}");
+    assert_eq!(up.count(), 0);
+}

@@ -56,9 +56,13 @@ impl Connection {
     /// Serves a plain TCP connection: HTTP/1.1 by the gateway's own loop, h2c by hyper.
     pub async fn serve_plain(self, stream: TcpStream) {
         // The first bytes tell HTTP/1.1 from h2c; wait for them (or for the client to leave).
+        let accepted = Instant::now();
         let Some(h2) = preface_ready(&stream, self.header_timeout).await else {
             return;
         };
+        // One header timeout for the first request, its first byte included: a client
+        // trickling a byte just before each deadline must not get two.
+        let first = self.header_timeout.saturating_sub(accepted.elapsed());
         let info = ConnInfo {
             peer: self.peer,
             tls: false,
@@ -67,7 +71,7 @@ impl Connection {
         if h2 {
             self.serve_h2(io, info).await;
         } else {
-            self.serve_h1(io, info).await;
+            self.serve_h1(io, info, first).await;
         }
     }
 
@@ -93,16 +97,18 @@ impl Connection {
         if h2 {
             self.serve_h2(tls, info).await;
         } else {
-            self.serve_h1(tls, info).await;
+            let first = self.header_timeout;
+            self.serve_h1(tls, info, first).await;
         }
     }
 
     /// Serves HTTP/1.1 with the gateway's own connection loop (`h1.rs`).
-    async fn serve_h1<I>(self, io: I, info: ConnInfo)
+    async fn serve_h1<I>(self, io: I, info: ConnInfo, first: Duration)
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let timeouts = Timeouts {
+            first,
             header: self.header_timeout,
             keepalive: self.keepalive_timeout,
         };

@@ -63,6 +63,9 @@ const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 /// The time limits of one connection.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Timeouts {
+    /// Time left for the first request head (the connection may have spent some of its
+    /// header time already, showing which protocol it speaks).
+    pub first: Duration,
     /// Time for a request head, the wait for it included.
     pub header: Duration,
     /// Time a connection may wait for its next request.
@@ -306,7 +309,7 @@ pub(super) async fn serve<I>(
     }));
     let source: Arc<dyn BodySource> = wire.clone();
     let mut out = BytesMut::with_capacity(4096);
-    let mut wait = timeouts.header;
+    let mut wait = timeouts.first;
     loop {
         let deadline = Instant::now() + wait;
         wait = timeouts.header.min(timeouts.keepalive);
