@@ -434,14 +434,20 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, Refusal> {
         Err(_) => return Err(Refusal::BadRequest("malformed request head")),
     };
     // Offsets rather than slices, so the values can share the head's bytes once it is frozen.
+    // Checked: a slice that is not inside the head (none should be) is a refusal, not a
+    // panic or a wrong range.
     let base = buf.as_ptr() as usize;
     let span = |s: &[u8]| {
-        let start = s.as_ptr() as usize - base;
-        start..start + s.len()
+        let start = (s.as_ptr() as usize).checked_sub(base)?;
+        let end = start.checked_add(s.len()).filter(|&end| end <= len)?;
+        Some(start..end)
     };
     let method = Method::from_bytes(req.method.unwrap_or("").as_bytes())
         .map_err(|_| Refusal::BadRequest("invalid method"))?;
-    let target = span(req.path.unwrap_or("").as_bytes());
+    let target = req
+        .path
+        .and_then(|p| span(p.as_bytes()))
+        .ok_or(Refusal::BadRequest("malformed request head"))?;
     let version = if req.version == Some(0) {
         Version::HTTP_10
     } else {
@@ -451,7 +457,8 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, Refusal> {
     for f in req.headers.iter() {
         let name = HeaderName::from_bytes(f.name.as_bytes())
             .map_err(|_| Refusal::BadRequest("invalid header name"))?;
-        named.push((name, span(f.value)));
+        let range = span(f.value).ok_or(Refusal::BadRequest("malformed request head"))?;
+        named.push((name, range));
     }
     let mut headers = HeaderMap::with_capacity(named.len());
     let head = buf.split_to(len).freeze();
