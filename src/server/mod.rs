@@ -10,8 +10,9 @@
 //! taken before `accept`, so excess clients wait in the kernel's backlog instead of costing
 //! memory) and a cap per client address (so one host cannot take every slot); a deadline for
 //! the TLS handshake or, on plain connections, for the bytes that tell HTTP/1.1 from HTTP/2;
-//! a deadline for each HTTP/1.1 request head, the wait for it included (`h1`); `keepalive_timeout` for a connection
-//! with no request in flight (HTTP/2 included, see `conn`); and `send_timeout` for a client
+//! a deadline for each HTTP/1.1 request head, the wait for it included (`h1`);
+//! `keepalive_timeout` for a connection with no request in flight (HTTP/2 included, see
+//! `conn`); and `send_timeout` for a client
 //! that stops reading (`io`).
 
 pub mod body;
