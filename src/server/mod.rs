@@ -12,8 +12,7 @@
 //! the TLS handshake or, on plain connections, for the bytes that tell HTTP/1.1 from HTTP/2;
 //! a deadline for each HTTP/1.1 request head, the wait for it included (`h1`);
 //! `keepalive_timeout` for a connection with no request in flight (HTTP/2 included, see
-//! `conn`); and `send_timeout` for a client
-//! that stops reading (`io`).
+//! `conn`); and `send_timeout` for a client that stops reading (`io`).
 
 pub mod body;
 mod conn;
