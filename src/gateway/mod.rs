@@ -530,7 +530,7 @@ struct Linger(Option<RequestBody>);
 
 impl Drop for Linger {
     fn drop(&mut self) {
-        if let Some(RequestBody::H2(body)) = self.0.take()
+        if let Some(RequestBody::Right(body)) = self.0.take()
             && !body.is_end_stream()
             && let Ok(rt) = tokio::runtime::Handle::try_current()
         {

@@ -130,14 +130,14 @@ impl Connection {
             // finished (or dropped), so a long stream keeps the connection busy.
             let in_flight = tracked.begin();
             async move {
-                let resp = gateway.handle(req.map(RequestBody::H2), info).await;
+                let resp = gateway.handle(req.map(RequestBody::Right), info).await;
                 Ok::<_, Infallible>(resp.map(|body| Tracked {
                     body,
                     _in_flight: in_flight,
                 }))
             }
         });
-        let builder = (*self.builder).clone().http2_only();
+        let builder = self.builder;
         let conn = builder.serve_connection(TokioIo::new(io), svc);
         tokio::pin!(conn);
         let mut stop = self.stop;

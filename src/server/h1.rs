@@ -346,7 +346,7 @@ pub(super) async fn serve<I>(
             };
         }
         let request = request.map(|()| {
-            RequestBody::H1(Body {
+            RequestBody::Left(Body {
                 wire: source.clone(),
             })
         });

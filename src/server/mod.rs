@@ -181,7 +181,7 @@ fn connection_builder() -> auto::Builder<TokioExecutor> {
         .max_header_list_size(64 * 1024)
         .keep_alive_interval(Some(Duration::from_secs(30)))
         .keep_alive_timeout(Duration::from_secs(20));
-    builder
+    builder.http2_only()
 }
 
 /// One listener thread.
