@@ -45,7 +45,7 @@ const MAX_HEADERS: usize = 128;
 /// How much the read buffer grows by before a read.
 const READ_CHUNK: usize = 16 * 1024;
 /// Bodies up to this size are copied behind the head and written with it in one call.
-const COALESCE_MAX: usize = 64 * 1024;
+pub(super) const COALESCE_MAX: usize = 64 * 1024;
 /// Idle connections kept per upstream address and thread at most.
 const MAX_IDLE_PER_TARGET: usize = 256;
 
@@ -86,9 +86,9 @@ impl Conn {
 
 /// Where pooled connections go: the upstream's host and port as the URL names them.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Target {
-    host: String,
-    port: u16,
+pub(super) struct Target {
+    pub(super) host: String,
+    pub(super) port: u16,
 }
 
 struct Idle {
@@ -386,26 +386,48 @@ pub(super) async fn send(
         port,
     };
     let message = encode_request(&parts, &target, &body);
-    let head_request = parts.method == Method::HEAD;
+    send_encoded(
+        target,
+        &message,
+        &body,
+        &parts.method,
+        connect_timeout,
+        max_idle,
+    )
+    .await
+}
+
+/// Sends a request the caller has encoded (`message`: the head, followed by `body` when it is
+/// at most [`COALESCE_MAX`] bytes; a larger body is written after it) to `host:port`, and
+/// waits for the response head.
+pub(super) async fn send_encoded(
+    target: Target,
+    message: &[u8],
+    body: &Bytes,
+    method: &Method,
+    connect_timeout: Duration,
+    max_idle: Duration,
+) -> Result<Response<Body>, ForwardError> {
+    let head_request = *method == Method::HEAD;
     if let Some(conn) = checkout(&target, max_idle) {
-        match exchange(conn, &message, &body, head_request).await {
+        match exchange(conn, message, body, head_request).await {
             Ok((resp, conn)) => return Ok(body_of(resp, conn, target, max_idle)),
             // A pooled connection that yields nothing at all was most likely closed by the
             // upstream while idle; a request that may be repeated (RFC 9110 §9.2.2) gets a new
             // connection. A POST is never sent twice: the upstream may have acted on it.
-            Err(f) if f.nothing_received && parts.method.is_idempotent() => {}
+            Err(f) if f.nothing_received && method.is_idempotent() => {}
             Err(f) => return Err(f.error),
         }
     }
-    let conn = connect(&target.host, port, connect_timeout).await?;
-    match exchange(conn, &message, &body, head_request).await {
+    let conn = connect(&target.host, target.port, connect_timeout).await?;
+    match exchange(conn, message, body, head_request).await {
         Ok((resp, conn)) => Ok(body_of(resp, conn, target, max_idle)),
         Err(f) => Err(f.error),
     }
 }
 
 /// The bytes of a complete request body.
-fn full_bytes(body: Full<Bytes>) -> Bytes {
+pub(super) fn full_bytes(body: Full<Bytes>) -> Bytes {
     let mut body = std::pin::pin!(body);
     let mut cx = Context::from_waker(Waker::noop());
     // `Full` is always ready: its one frame, or the end.
@@ -418,7 +440,11 @@ fn full_bytes(body: Full<Bytes>) -> Bytes {
 /// The request line and head, and the body too when it is small, in one buffer. `Host` comes
 /// from the URL unless the request carries one (a route may inject it); the length is always
 /// the gateway's own; framing and connection headers of the request are never passed.
-fn encode_request(parts: &http::request::Parts, target: &Target, body: &Bytes) -> Vec<u8> {
+pub(super) fn encode_request(
+    parts: &http::request::Parts,
+    target: &Target,
+    body: &Bytes,
+) -> Vec<u8> {
     let small = body.len() <= COALESCE_MAX;
     let mut out = Vec::with_capacity(512 + if small { body.len() } else { 0 });
     out.extend_from_slice(parts.method.as_str().as_bytes());

@@ -39,10 +39,18 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
 
 /// Removes the headers a `Connection` header names as hop-by-hop for this connection.
 fn remove_connection_named(headers: &mut HeaderMap) {
-    if !headers.contains_key(header::CONNECTION) {
-        return;
+    for name in connection_named(headers) {
+        headers.remove(name);
     }
-    let named: Vec<HeaderName> = headers
+}
+
+/// The headers a `Connection` header names as hop-by-hop for this connection (beyond those
+/// [`is_hop_by_hop`] drops anyway).
+pub fn connection_named(headers: &HeaderMap) -> Vec<HeaderName> {
+    if !headers.contains_key(header::CONNECTION) {
+        return Vec::new();
+    }
+    headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
@@ -51,10 +59,7 @@ fn remove_connection_named(headers: &mut HeaderMap) {
         // The usual values name nothing beyond what `is_hop_by_hop` removes anyway.
         .filter(|t| !t.eq_ignore_ascii_case("keep-alive") && !t.eq_ignore_ascii_case("close"))
         .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
-    }
+        .collect()
 }
 
 /// Removes every header whose name `drop` selects. One pass over the names present, rather
@@ -84,9 +89,13 @@ pub fn overlay(target: &mut HeaderMap, ours: &HeaderMap) {
 /// because the gateway sets the authoritative `X-Forwarded-*` instead.
 pub fn prepare_request_headers(headers: &mut HeaderMap) {
     remove_connection_named(headers);
-    remove_where(headers, |name| {
-        is_hop_by_hop(name) || is_set_by_gateway(name) || is_client_claim(name.as_str())
-    });
+    remove_where(headers, |name| !is_forwardable(name));
+}
+
+/// True for a client header that may go upstream as it is, unless its request's `Connection`
+/// header names it ([`connection_named`]): the rule [`prepare_request_headers`] applies.
+pub fn is_forwardable(name: &HeaderName) -> bool {
+    !(is_hop_by_hop(name) || is_set_by_gateway(name) || is_client_claim(name.as_str()))
 }
 
 /// Headers the gateway sets itself upstream (or that belong to the client's hop): the

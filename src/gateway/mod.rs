@@ -407,9 +407,8 @@ impl Gateway {
 
     /// Sends an allowed exchange upstream and starts streaming the answer back.
     async fn forward(&self, route: &RoutePolicy, ex: &mut Exchange) -> Finished {
-        let req = route.upstream.request(ex);
         let sent = Instant::now();
-        match route.upstream.send(req).await {
+        match route.upstream.forward(ex).await {
             Ok(resp) => {
                 let upstream_latency = Some(sent.elapsed());
                 let (mut parts, body) = resp.into_parts();
