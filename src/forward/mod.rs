@@ -191,6 +191,12 @@ pub struct Upstream {
     pub idle_timeout: Duration,
     client: UpstreamClient,
     signer: Option<OutboundSigner>,
+    /// Where plain-http connections go: the URL's host and port (80 when it names none).
+    /// Kept apart because `Authority::host`/`port` search the text on every call.
+    host: String,
+    port: u16,
+    /// The `Host` field for the direct path (`host[:port]`), or nothing when a route injects one.
+    host_field: Vec<u8>,
 }
 
 impl Upstream {
@@ -213,10 +219,27 @@ impl Upstream {
                 Some((name.clone(), v))
             })
             .collect();
+        let host = authority.host().to_owned();
+        let port = authority.port_u16().unwrap_or(80);
+        let mut host_field = Vec::new();
+        if !cfg.headers.iter().any(|(n, _)| n == http::header::HOST) {
+            host_field.extend_from_slice(b"host: ");
+            host_field.extend_from_slice(host.as_bytes());
+            if port != 80 {
+                host_field.push(b':');
+                host_field.extend_from_slice(
+                    crate::digits::decimal(u64::from(port), &mut [0; 20]).as_bytes(),
+                );
+            }
+            host_field.extend_from_slice(b"\r\n");
+        }
         Upstream {
             scheme,
             authority,
             path,
+            host,
+            port,
+            host_field,
             base_query: cfg.url.query().map(str::to_owned),
             inject,
             timeout: cfg.timeout,
@@ -318,8 +341,8 @@ impl Upstream {
         let body = std::mem::take(&mut ex.body);
         let message = self.encode_head(ex, &body);
         let target = h1::Target {
-            host: self.authority.host().to_owned(),
-            port: self.authority.port_u16().unwrap_or(80),
+            host: self.host.clone(),
+            port: self.port,
         };
         let connect_timeout = self.client.settings.connect_timeout;
         let sent = h1::send_encoded(
@@ -344,8 +367,19 @@ impl Upstream {
         let mut out = Vec::with_capacity(512 + if small { body.len() } else { 0 });
         out.extend_from_slice(ex.method.as_str().as_bytes());
         out.push(b' ');
-        out.extend_from_slice(self.path_and_query(ex.query.as_deref()).as_bytes());
+        match (&self.base_query, &ex.query) {
+            (None, None) => out.extend_from_slice(self.path.as_bytes()),
+            (None, Some(q)) => {
+                out.extend_from_slice(self.path.as_bytes());
+                out.push(b'?');
+                out.extend_from_slice(q.as_bytes());
+            }
+            (Some(_), q) => {
+                out.extend_from_slice(self.path_and_query(q.as_deref()).as_bytes());
+            }
+        }
         out.extend_from_slice(b" HTTP/1.1\r\n");
+        out.extend_from_slice(&self.host_field);
         let injected = |name: &HeaderName| self.inject.iter().any(|(n, _)| n == name);
         let mut field = |name: &[u8], value: &[u8]| {
             out.extend_from_slice(name);
@@ -353,15 +387,6 @@ impl Upstream {
             out.extend_from_slice(value);
             out.extend_from_slice(b"\r\n");
         };
-        if !injected(&http::header::HOST) {
-            let port = self.authority.port_u16().unwrap_or(80);
-            let mut host = self.authority.host().to_owned();
-            if port != 80 {
-                host.push(':');
-                host.push_str(crate::digits::decimal(u64::from(port), &mut [0; 20]));
-            }
-            field(b"host", host.as_bytes());
-        }
         let named = headers::connection_named(&ex.headers);
         for (name, value) in &ex.headers {
             if headers::is_forwardable(name) && !named.contains(name) && !injected(name) {
