@@ -47,6 +47,23 @@ const ROLLUP_BUCKET_MS: i64 = 60_000;
 
 /// Migration 5 (see `store::MIGRATIONS`).
 pub(super) const DROP_CLIENT_IP_INDEX: &str = "DROP INDEX IF EXISTS events_client_ip;";
+/// Migration 6 (see `store::MIGRATIONS`).
+pub(super) const DROP_REQUEST_ID_INDEX: &str = "DROP INDEX IF EXISTS events_request_id;";
+
+/// How much earlier than its request id's time an event may be stamped. A request's event takes
+/// its time a moment before the id is made; every later event under the same id (a queued
+/// message's dead-lettering) is later still. The margin covers the clock being set back a
+/// little in between.
+const REQUEST_ID_SKEW_MS: i64 = 60_000;
+
+/// The time in milliseconds at the start of a request id the gateway made (twelve hex digits,
+/// see `gateway::new_request_id`), or `None` for any other id.
+fn request_id_time(id: &str) -> Option<i64> {
+    if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    i64::from_str_radix(&id[..12], 16).ok()
+}
 
 /// Schema of the audit log (appended to the store's migrations).
 pub(super) const MIGRATION: &str = "
@@ -620,48 +637,7 @@ pub struct StoredEvent {
 
 /// Lists events matching `f`.
 pub fn list_events(conn: &Connection, f: &EventFilter) -> Result<Vec<StoredEvent>, StoreError> {
-    let mut sql = String::from(
-        "SELECT id, time_ms, request_id, route, client_ip, method, status, outcome, reason,
-                detail, flags, key_id, session_id, latency_us, upstream_status,
-                upstream_latency_us, user_agent
-         FROM events WHERE 1 = 1",
-    );
-    let mut args: Vec<Value> = Vec::new();
-    let mut add = |cond: &str, v: Value| {
-        args.push(v);
-        sql.push_str(&format!(" AND {cond} ?{}", args.len()));
-    };
-    if let Some(r) = &f.route {
-        add("route =", Value::Text(r.clone()));
-    }
-    if let Some(o) = f.outcome {
-        add("outcome =", Value::Text(o.as_str().into()));
-    }
-    if let Some(r) = f.reason {
-        add("reason =", Value::Text(r.as_str().into()));
-    }
-    if let Some(ip) = f.ip {
-        add("client_ip =", Value::Text(ip.to_canonical().to_string()));
-    }
-    if let Some(id) = &f.request_id {
-        add("request_id =", Value::Text(id.clone()));
-    }
-    if let Some(t) = f.since {
-        add("time_ms >=", Value::Integer(t.as_millisecond()));
-    }
-    if let Some(id) = f.after_id {
-        add("id >", Value::Integer(id));
-    }
-    if let Some(id) = f.before_id {
-        add("id <", Value::Integer(id));
-    }
-    sql.push_str(if f.after_id.is_some() {
-        " ORDER BY id ASC"
-    } else {
-        " ORDER BY id DESC"
-    });
-    args.push(Value::Integer(i64::from(f.limit.max(1))));
-    sql.push_str(&format!(" LIMIT ?{}", args.len()));
+    let (sql, args) = events_query(f);
     let mut stmt = conn.prepare(&sql)?;
     let rows = stmt.query_map(params_from_iter(args), |r| {
         let time_ms: i64 = r.get(1)?;
@@ -691,6 +667,67 @@ pub fn list_events(conn: &Connection, f: &EventFilter) -> Result<Vec<StoredEvent
         })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// The statement and parameters [`list_events`] runs for `f`.
+fn events_query(f: &EventFilter) -> (String, Vec<Value>) {
+    let mut sql = String::from(
+        "SELECT id, time_ms, request_id, route, client_ip, method, status, outcome, reason,
+                detail, flags, key_id, session_id, latency_us, upstream_status,
+                upstream_latency_us, user_agent
+         FROM events",
+    );
+    // No index on request ids (migration 6): a request's events are found from the time its
+    // id starts with, through the time index. SQLite would otherwise walk the whole log in id
+    // order for the one row, hence `INDEXED BY`.
+    let id_time = f.request_id.as_deref().and_then(request_id_time);
+    if id_time.is_some() {
+        sql.push_str(" INDEXED BY events_time");
+    }
+    sql.push_str(" WHERE 1 = 1");
+    let mut args: Vec<Value> = Vec::new();
+    let mut add = |cond: &str, v: Value| {
+        args.push(v);
+        sql.push_str(&format!(" AND {cond} ?{}", args.len()));
+    };
+    if let Some(r) = &f.route {
+        add("route =", Value::Text(r.clone()));
+    }
+    if let Some(o) = f.outcome {
+        add("outcome =", Value::Text(o.as_str().into()));
+    }
+    if let Some(r) = f.reason {
+        add("reason =", Value::Text(r.as_str().into()));
+    }
+    if let Some(ip) = f.ip {
+        add("client_ip =", Value::Text(ip.to_canonical().to_string()));
+    }
+    if let Some(id) = &f.request_id {
+        add("request_id =", Value::Text(id.clone()));
+    }
+    if let Some(t) = id_time {
+        add(
+            "time_ms >=",
+            Value::Integer(t.saturating_sub(REQUEST_ID_SKEW_MS)),
+        );
+    }
+    if let Some(t) = f.since {
+        add("time_ms >=", Value::Integer(t.as_millisecond()));
+    }
+    if let Some(id) = f.after_id {
+        add("id >", Value::Integer(id));
+    }
+    if let Some(id) = f.before_id {
+        add("id <", Value::Integer(id));
+    }
+    sql.push_str(if f.after_id.is_some() {
+        " ORDER BY id ASC"
+    } else {
+        " ORDER BY id DESC"
+    });
+    args.push(Value::Integer(i64::from(f.limit.max(1))));
+    sql.push_str(&format!(" LIMIT ?{}", args.len()));
+    (sql, args)
 }
 
 /// Number of events recorded only as counts (the writer was behind) since `since`.
@@ -1086,6 +1123,65 @@ mod tests {
             );
             assert_eq!(row.user_agent, odd.then(|| format!("agent/{i}")), "row {i}");
         }
+    }
+
+    /// Request ids are found through the time they start with, including events written long
+    /// after the request under the same id (a dead-lettered message); ids of any other shape
+    /// are still found, by walking the log.
+    #[test]
+    fn request_ids_are_found_without_their_own_index() {
+        let store = Store::open(std::path::Path::new(":memory:")).unwrap();
+        let t0 = 1_700_000_000_000i64;
+        let id = |ms: i64, tail: &str| format!("{ms:012x}{tail}");
+        let at = |ms: i64, request_id: String| {
+            let mut e = Arc::unwrap_or_clone(event(0));
+            e.time = jiff::Timestamp::from_millisecond(ms).unwrap();
+            e.request_id = request_id;
+            Arc::new(e)
+        };
+        let wanted = id(t0, "00000000000000000001");
+        let batch = vec![
+            // Stamped a moment before its id was made.
+            at(t0 - 1, wanted.clone()),
+            at(t0, id(t0, "00000000000000000002")),
+            at(t0 + 5, id(t0 + 5, "00000000000000000003")),
+            // The same request dead-lettered three days later.
+            at(t0 + 3 * 86_400_000, wanted.clone()),
+            at(t0 + 10, "not-one-of-ours".to_owned()),
+        ];
+        write_batch(&store, &batch, &Rollup::default());
+        let find = |request_id: &str| {
+            let f = EventFilter {
+                request_id: Some(request_id.to_owned()),
+                limit: 10,
+                ..EventFilter::default()
+            };
+            list_events(&store.lock(), &f).unwrap()
+        };
+        let found = find(&wanted);
+        assert_eq!(found.len(), 2);
+        assert!(found.iter().all(|e| e.request_id == wanted));
+        assert!(found[0].id > found[1].id, "newest first");
+        assert_eq!(find("not-one-of-ours").len(), 1);
+        assert!(find(&id(t0, "00000000000000000009")).is_empty());
+        // Through the time index, not a walk of the whole log.
+        let (sql, args) = events_query(&EventFilter {
+            request_id: Some(wanted.clone()),
+            limit: 10,
+            ..EventFilter::default()
+        });
+        let plan: String = store
+            .lock()
+            .query_row(
+                &format!("EXPLAIN QUERY PLAN {sql}"),
+                params_from_iter(args),
+                |r| r.get(3),
+            )
+            .unwrap();
+        assert!(plan.contains("events_time"), "{plan}");
+        assert_eq!(request_id_time(&wanted), Some(t0));
+        assert_eq!(request_id_time("0193abc"), None);
+        assert_eq!(request_id_time(&"g".repeat(32)), None);
     }
 
     #[test]
