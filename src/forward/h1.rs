@@ -641,10 +641,24 @@ fn parse_head(buf: &[u8], head_request: bool) -> Result<Option<(usize, Option<He
                 .next()
                 .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
         } else if name == header::CONNECTION {
-            close |= f
-                .value
-                .split(|&b| b == b',')
-                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"));
+            let mut names_others = false;
+            for t in f.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                if t.eq_ignore_ascii_case(b"close") {
+                    close = true;
+                } else if !t.eq_ignore_ascii_case(b"keep-alive") && !t.is_empty() {
+                    names_others = true;
+                }
+            }
+            // Kept only when it names other headers, for `strip_hop_by_hop` to remove them.
+            if names_others {
+                headers.append(name, value);
+            }
+            continue;
+        }
+        // Never passed on (the framing was read from them above): dropped here rather than
+        // put in the map and taken out again.
+        if super::headers::is_hop_by_hop(&name) {
+            continue;
         }
         headers.append(name, value);
     }
@@ -715,6 +729,29 @@ mod tests {
                 other.map(|o| o.map(|x| x.0))
             ),
         }
+    }
+
+    /// Hop-by-hop fields stay out of the parsed head; a `Connection` naming other fields is
+    /// kept so that `strip_hop_by_hop` removes them, and what is left is the end-to-end set.
+    #[test]
+    fn hop_by_hop_fields_never_reach_the_gateway() {
+        let h = head(
+            "HTTP/1.1 200 OK\r\nconnection: keep-alive\r\nkeep-alive: timeout=5\r\n\
+             transfer-encoding: chunked\r\nupgrade: h2c\r\ntrailer: x-t\r\nx-kept: 1\r\n\r\n",
+        );
+        let names: Vec<&str> = h.headers.keys().map(|n| n.as_str()).collect();
+        assert_eq!(names, ["x-kept"]);
+        assert!(h.keep_alive);
+        let mut h = head(
+            "HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close, X-Hop\r\n\
+             x-hop: secret\r\nx-kept: 1\r\n\r\n",
+        );
+        assert!(!h.keep_alive);
+        assert!(h.headers.contains_key(header::CONNECTION));
+        super::super::headers::strip_hop_by_hop(&mut h.headers);
+        let mut names: Vec<&str> = h.headers.keys().map(|n| n.as_str()).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["content-length", "x-kept"]);
     }
 
     #[test]

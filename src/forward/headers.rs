@@ -33,7 +33,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// True for the hop-by-hop headers that are dropped whatever `Connection` says.
-fn is_hop_by_hop(name: &HeaderName) -> bool {
+pub fn is_hop_by_hop(name: &HeaderName) -> bool {
     HOP_BY_HOP.contains(name) || matches!(name.as_str(), "keep-alive" | "proxy-connection")
 }
 
