@@ -206,7 +206,12 @@ impl AlertEngine {
     /// An observer for the emitter.
     pub fn observer(self: &Arc<Self>) -> Observer {
         let engine = self.clone();
-        Arc::new(move |e: &Event| engine.observe(e, Instant::now()))
+        Arc::new(move |e: &Event| {
+            // The clock is read only when a rule counts the event; most events match none.
+            if engine.rules.load().iter().any(|r| r.matches(e)) {
+                engine.observe(e, Instant::now());
+            }
+        })
     }
 
     /// Firings dropped because the notifier's queue was full.

@@ -196,7 +196,7 @@ impl Gateway {
         }
 
         let mut ex = Exchange {
-            request_id: new_request_id(),
+            request_id: new_request_id_at(u64::try_from(time.as_millisecond()).unwrap_or(0)),
             started,
             method: parts.method,
             path: path_str.to_owned(),
@@ -570,6 +570,15 @@ async fn read_body(body: RequestBody, max: u64, timeout: Duration) -> Result<Byt
 /// across instances without a system call per request, which a UUID's fresh randomness would
 /// cost, and do not reveal how many requests the gateway serves).
 pub fn new_request_id() -> String {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    new_request_id_at(ms)
+}
+
+/// [`new_request_id`] for a request that arrived at `ms` (milliseconds since the epoch), when
+/// the caller has read the clock already.
+pub fn new_request_id_at(ms: u64) -> String {
     use std::sync::OnceLock;
     use std::sync::atomic::{AtomicU64, Ordering};
     static SEED: OnceLock<(u16, u64)> = OnceLock::new();
@@ -584,9 +593,6 @@ pub fn new_request_id() -> String {
             u64::from_le_bytes([b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9]]),
         )
     });
-    let ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
     let n = scramble(lo.wrapping_add(COUNTER.fetch_add(1, Ordering::Relaxed)));
     // By hand rather than `format!`: this runs on every request, and the formatting machinery
     // costs more than the rest of the function.
