@@ -338,8 +338,11 @@ impl Upstream {
             let req = self.request(ex);
             return self.send(req).await;
         }
+        let Some(message) = self.encode_head(ex, &ex.body) else {
+            let req = self.request(ex);
+            return self.send(req).await;
+        };
         let body = std::mem::take(&mut ex.body);
-        let message = self.encode_head(ex, &body);
         let target = h1::Target {
             host: self.host.clone(),
             port: self.port,
@@ -361,22 +364,24 @@ impl Upstream {
 
     /// The HTTP/1.1 request head for `ex` (and `body` after it when it is small enough to go in
     /// the same write): what [`forwarded_headers`], [`Self::build_request`] and the client's
-    /// encoder make of it together, without building the header map in between.
-    fn encode_head(&self, ex: &Exchange, body: &Bytes) -> Vec<u8> {
+    /// encoder make of it together, without building the header map in between. `None` when
+    /// the query is not one a URI may carry (the general path, whose URI rejects it, answers).
+    fn encode_head(&self, ex: &Exchange, body: &Bytes) -> Option<Vec<u8>> {
         let small = body.len() <= h1::COALESCE_MAX;
         let mut out = Vec::with_capacity(512 + if small { body.len() } else { 0 });
         out.extend_from_slice(ex.method.as_str().as_bytes());
         out.push(b' ');
-        match (&self.base_query, &ex.query) {
-            (None, None) => out.extend_from_slice(self.path.as_bytes()),
-            (None, Some(q)) => {
-                out.extend_from_slice(self.path.as_bytes());
-                out.push(b'?');
-                out.extend_from_slice(q.as_bytes());
-            }
-            (Some(_), q) => {
-                out.extend_from_slice(self.path_and_query(q.as_deref()).as_bytes());
-            }
+        if self.base_query.is_none() && ex.query.is_none() {
+            out.extend_from_slice(self.path.as_bytes());
+        } else {
+            // The query goes into the request line as it is: only when the URI grammar takes
+            // all of it (as the general path's `Uri` would, which also drops a `#` and what
+            // follows unchecked), so that no space or line break can end the line early.
+            let pq = self.path_and_query(ex.query.as_deref());
+            PathAndQuery::try_from(pq.as_str())
+                .ok()
+                .filter(|p| p.as_str() == pq)?;
+            out.extend_from_slice(pq.as_bytes());
         }
         out.extend_from_slice(b" HTTP/1.1\r\n");
         out.extend_from_slice(&self.host_field);
@@ -423,7 +428,7 @@ impl Upstream {
         if small {
             out.extend_from_slice(body);
         }
-        out
+        Some(out)
     }
 
     /// Sends `req` and waits for the response headers, at most `timeout`.
@@ -601,7 +606,7 @@ mod tests {
         for (url, inject, query) in cases {
             let up = upstream(url, inject);
             let ex = exchange(query, r#"{"message":"hi"}"#);
-            let direct = up.encode_head(&ex, &ex.body.clone());
+            let direct = up.encode_head(&ex, &ex.body.clone()).unwrap();
             let general = built(&up, exchange(query, r#"{"message":"hi"}"#));
             let mut a = normalized(&direct);
             let mut b = normalized(&general);
@@ -644,6 +649,19 @@ mod tests {
         }
     }
 
+    /// A query that could end the request line (it cannot come from a parsed request, but the
+    /// exchange's query is rewritten by guards) is never written raw: the direct path declines.
+    #[test]
+    fn direct_head_declines_a_query_that_is_not_a_uri_query() {
+        let up = upstream("http://127.0.0.1:18001/hook", &[]);
+        for q in ["a=1 HTTP/1.1\r\nx-injected: 1", "a=\r\n", "a=1#frag x"] {
+            let ex = exchange(Some(q), "");
+            assert!(up.encode_head(&ex, &Bytes::new()).is_none(), "{q:?}");
+        }
+        let ex = exchange(Some("a=1&b=%20"), "");
+        assert!(up.encode_head(&ex, &Bytes::new()).is_some());
+    }
+
     #[test]
     fn direct_head_injects_and_forwards_as_configured() {
         let up = upstream(
@@ -651,7 +669,7 @@ mod tests {
             &[("x-auth", "secret"), ("host", "n8n.internal")],
         );
         let ex = exchange(Some("b=2&a=9&token=guess"), "");
-        let (line, headers, rest) = normalized(&up.encode_head(&ex, &Bytes::new()));
+        let (line, headers, rest) = normalized(&up.encode_head(&ex, &Bytes::new()).unwrap());
         assert_eq!(line, "POST /run?token=s3cret&a=1&b=2");
         let get = |name: &str| -> Vec<String> {
             headers
