@@ -624,8 +624,10 @@ fn parse_head(buf: &[u8], head_request: bool) -> Result<Option<(usize, Option<He
     for f in resp.headers.iter() {
         let name = HeaderName::from_bytes(f.name.as_bytes())
             .map_err(|_| "invalid response header name".to_owned())?;
-        let value = HeaderValue::from_bytes(f.value)
-            .map_err(|_| format!("invalid value in response header {name}"))?;
+        let value = || {
+            HeaderValue::from_bytes(f.value)
+                .map_err(|_| format!("invalid value in response header {name}"))
+        };
         if name == header::CONTENT_LENGTH {
             let n = parse_length(f.value).ok_or("invalid Content-Length from the upstream")?;
             if length.is_some_and(|l| l != n) {
@@ -651,15 +653,17 @@ fn parse_head(buf: &[u8], head_request: bool) -> Result<Option<(usize, Option<He
             }
             // Kept only when it names other headers, for `strip_hop_by_hop` to remove them.
             if names_others {
+                let value = value()?;
                 headers.append(name, value);
             }
             continue;
         }
         // Never passed on (the framing was read from them above): dropped here rather than
-        // put in the map and taken out again.
+        // copied into the map and taken out again.
         if super::headers::is_hop_by_hop(&name) {
             continue;
         }
+        let value = value()?;
         headers.append(name, value);
     }
     let no_body =
