@@ -321,11 +321,12 @@ fn insert(
     let tx = conn.transaction()?;
     {
         let mut rest = batch;
-        for &rows in INSERT_ROWS {
+        for (rows, sql) in insert_statements() {
+            let rows = *rows;
             if rest.len() < rows {
                 continue;
             }
-            let mut stmt = tx.prepare_cached(insert_sql(rows))?;
+            let mut stmt = tx.prepare_cached(sql)?;
             while rest.len() >= rows {
                 let (now, later) = rest.split_at(rows);
                 for (i, e) in now.iter().enumerate() {
@@ -356,18 +357,17 @@ const INSERT_ROWS: &[usize] = &[32, 8, 1];
 /// Columns bound per event.
 const EVENT_COLUMNS: usize = 16;
 
-/// `INSERT INTO events … VALUES (…), (…)` for `rows` rows of numbered parameters (one of
-/// [`INSERT_ROWS`]); built once per size, since the statement cache is looked up by text.
-fn insert_sql(rows: usize) -> &'static str {
+/// For each of [`INSERT_ROWS`], largest first, that many rows and the `INSERT INTO events …
+/// VALUES (…), (…)` statement for them; built once, since the statement cache is looked up by
+/// text.
+fn insert_statements() -> &'static [(usize, String)] {
     static SQL: std::sync::LazyLock<Vec<(usize, String)>> = std::sync::LazyLock::new(|| {
         INSERT_ROWS
             .iter()
             .map(|&n| (n, build_insert_sql(n)))
             .collect()
     });
-    SQL.iter()
-        .find(|(n, _)| *n == rows)
-        .map_or("", |(_, sql)| sql.as_str())
+    &SQL
 }
 
 fn build_insert_sql(rows: usize) -> String {
@@ -1186,8 +1186,11 @@ mod tests {
 
     #[test]
     fn insert_statements_have_numbered_parameters_for_each_size() {
-        for &rows in INSERT_ROWS {
-            let sql = insert_sql(rows);
+        assert_eq!(insert_statements().len(), INSERT_ROWS.len());
+        // The last size must be 1, or a batch's remainder would never be written.
+        assert_eq!(INSERT_ROWS.last(), Some(&1));
+        for (rows, sql) in insert_statements() {
+            let rows = *rows;
             assert_eq!(sql.matches('(').count(), rows + 1, "{rows} rows");
             assert!(
                 sql.ends_with(&format!("?{})", rows * EVENT_COLUMNS)),
