@@ -45,7 +45,7 @@ const MAX_HEADERS: usize = 128;
 /// How much the read buffer grows by before a read.
 const READ_CHUNK: usize = 16 * 1024;
 /// Bodies up to this size are copied behind the head and written with it in one call.
-pub(super) const COALESCE_MAX: usize = 64 * 1024;
+const COALESCE_MAX: usize = 64 * 1024;
 /// Idle connections kept per upstream address and thread at most.
 const MAX_IDLE_PER_TARGET: usize = 256;
 
@@ -445,8 +445,7 @@ pub(super) fn encode_request(
     target: &Target,
     body: &Bytes,
 ) -> Vec<u8> {
-    let small = body.len() <= COALESCE_MAX;
-    let mut out = Vec::with_capacity(512 + if small { body.len() } else { 0 });
+    let mut out = head_buffer(body);
     out.extend_from_slice(parts.method.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(
@@ -458,13 +457,7 @@ pub(super) fn encode_request(
     );
     out.extend_from_slice(b" HTTP/1.1\r\n");
     if !parts.headers.contains_key(header::HOST) {
-        out.extend_from_slice(b"host: ");
-        out.extend_from_slice(target.host.as_bytes());
-        if target.port != 80 {
-            out.push(b':');
-            out.extend_from_slice(decimal(u64::from(target.port), &mut [0; 20]).as_bytes());
-        }
-        out.extend_from_slice(b"\r\n");
+        push_host_field(&mut out, &target.host, target.port);
     }
     for (name, value) in &parts.headers {
         if name == header::CONTENT_LENGTH
@@ -478,13 +471,37 @@ pub(super) fn encode_request(
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
+    end_head(&mut out, body);
+    out
+}
+
+/// A buffer for a request head, with room for `body` when [`end_head`] will put it there.
+pub(super) fn head_buffer(body: &Bytes) -> Vec<u8> {
+    let small = body.len() <= COALESCE_MAX;
+    Vec::with_capacity(512 + if small { body.len() } else { 0 })
+}
+
+/// `host: host[:port]` for a URL's host and port (no port for 80).
+pub(super) fn push_host_field(out: &mut Vec<u8>, host: &str, port: u16) {
+    out.extend_from_slice(b"host: ");
+    out.extend_from_slice(host.as_bytes());
+    if port != 80 {
+        out.push(b':');
+        out.extend_from_slice(decimal(u64::from(port), &mut [0; 20]).as_bytes());
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Ends a request head with the gateway's own `Content-Length` and the blank line, and puts
+/// `body` after it when it is at most [`COALESCE_MAX`] bytes; [`send_encoded`] writes a larger
+/// one on its own.
+pub(super) fn end_head(out: &mut Vec<u8>, body: &Bytes) {
     out.extend_from_slice(b"content-length: ");
     out.extend_from_slice(decimal(body.len() as u64, &mut [0; 20]).as_bytes());
     out.extend_from_slice(b"\r\n\r\n");
-    if small {
+    if body.len() <= COALESCE_MAX {
         out.extend_from_slice(body);
     }
-    out
 }
 
 /// Opens a connection: each address the host resolves to in turn, each within

@@ -163,10 +163,7 @@ impl UpstreamClient {
     ) -> Result<Response<UpstreamBody>, ForwardError> {
         if req.uri().scheme() == Some(&Scheme::HTTP) {
             let sent = h1::send(req, self.settings.connect_timeout, POOL_IDLE);
-            return match tokio::time::timeout(timeout, sent).await {
-                Err(_) => Err(ForwardError::Timeout(timeout)),
-                Ok(r) => r.map(|resp| resp.map(UpstreamBody::Left)),
-            };
+            return h1_within(timeout, sent).await;
         }
         match tokio::time::timeout(timeout, self.start(req)).await {
             Err(_) => Err(ForwardError::Timeout(timeout)),
@@ -174,6 +171,17 @@ impl UpstreamClient {
             Ok(Err(e)) if e.is_connect() => Err(ForwardError::Connect(error_chain(&e))),
             Ok(Err(e)) => Err(ForwardError::Broken(error_chain(&e))),
         }
+    }
+}
+
+/// Waits for a plain-http exchange's response head at most `timeout`.
+async fn h1_within(
+    timeout: Duration,
+    sent: impl std::future::Future<Output = Result<Response<h1::Body>, ForwardError>>,
+) -> Result<Response<UpstreamBody>, ForwardError> {
+    match tokio::time::timeout(timeout, sent).await {
+        Err(_) => Err(ForwardError::Timeout(timeout)),
+        Ok(r) => r.map(|resp| resp.map(UpstreamBody::Left)),
     }
 }
 
@@ -223,15 +231,7 @@ impl Upstream {
         let port = authority.port_u16().unwrap_or(80);
         let mut host_field = Vec::new();
         if !cfg.headers.iter().any(|(n, _)| n == http::header::HOST) {
-            host_field.extend_from_slice(b"host: ");
-            host_field.extend_from_slice(host.as_bytes());
-            if port != 80 {
-                host_field.push(b':');
-                host_field.extend_from_slice(
-                    crate::digits::decimal(u64::from(port), &mut [0; 20]).as_bytes(),
-                );
-            }
-            host_field.extend_from_slice(b"\r\n");
+            h1::push_host_field(&mut host_field, &host, port);
         }
         Upstream {
             scheme,
@@ -334,11 +334,12 @@ impl Upstream {
     /// would build (`direct_head_is_the_built_request` holds the two to that): the intermediate
     /// header map and request cost about 3,000 instructions per request.
     pub async fn forward(&self, ex: &mut Exchange) -> Result<Response<UpstreamBody>, ForwardError> {
-        if self.scheme != Scheme::HTTP || self.signer.is_some() {
-            let req = self.request(ex);
-            return self.send(req).await;
-        }
-        let Some(message) = self.encode_head(ex, &ex.body) else {
+        let direct = if self.scheme == Scheme::HTTP && self.signer.is_none() {
+            self.encode_head(ex, &ex.body)
+        } else {
+            None
+        };
+        let Some(message) = direct else {
             let req = self.request(ex);
             return self.send(req).await;
         };
@@ -356,10 +357,7 @@ impl Upstream {
             connect_timeout,
             POOL_IDLE,
         );
-        match tokio::time::timeout(self.timeout, sent).await {
-            Err(_) => Err(ForwardError::Timeout(self.timeout)),
-            Ok(r) => r.map(|resp| resp.map(UpstreamBody::Left)),
-        }
+        h1_within(self.timeout, sent).await
     }
 
     /// The HTTP/1.1 request head for `ex` (and `body` after it when it is small enough to go in
@@ -367,8 +365,7 @@ impl Upstream {
     /// encoder make of it together, without building the header map in between. `None` when
     /// the query is not one a URI may carry (the general path, whose URI rejects it, answers).
     fn encode_head(&self, ex: &Exchange, body: &Bytes) -> Option<Vec<u8>> {
-        let small = body.len() <= h1::COALESCE_MAX;
-        let mut out = Vec::with_capacity(512 + if small { body.len() } else { 0 });
+        let mut out = h1::head_buffer(body);
         out.extend_from_slice(ex.method.as_str().as_bytes());
         out.push(b' ');
         if self.base_query.is_none() && ex.query.is_none() {
@@ -420,14 +417,7 @@ impl Upstream {
                 field(name.as_str().as_bytes(), value.as_bytes());
             }
         }
-        field(
-            b"content-length",
-            crate::digits::decimal(body.len() as u64, &mut [0; 20]).as_bytes(),
-        );
-        out.extend_from_slice(b"\r\n");
-        if small {
-            out.extend_from_slice(body);
-        }
+        h1::end_head(&mut out, body);
         Some(out)
     }
 
