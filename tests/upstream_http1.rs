@@ -486,3 +486,140 @@ async fn a_post_meeting_a_dead_pooled_connection_is_never_sent_twice() {
     assert_eq!(seen.len(), 2);
     assert_eq!(seen[1].body, br#"{"once":true}"#);
 }
+
+/// Sends the same POST over HTTP/1.1 (raw bytes, to see the head exactly as written) and over
+/// HTTP/2, and returns both answers.
+async fn over_both(gw: &Gateway) -> (String, Got) {
+    let h1 = raw_response(
+        gw.addr,
+        b"POST /hook HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n\
+          Content-Length: 2\r\n\r\n{}",
+        Duration::from_secs(5),
+    )
+    .await;
+    let h2 = send_with(&h2c_client(), post_json(&gw.url("/hook"), "{}")).await;
+    assert_eq!(h2.version, http::Version::HTTP_2);
+    (h1, h2)
+}
+
+/// The lines of a raw HTTP/1.1 answer's head named `name` (any case), as `name: value`.
+fn field_lines<'a>(answer: &'a str, name: &str) -> Vec<&'a str> {
+    let head = answer.split("\r\n\r\n").next().unwrap_or_default();
+    head.lines()
+        .skip(1)
+        .filter(|l| {
+            l.split(':')
+                .next()
+                .is_some_and(|n| n.eq_ignore_ascii_case(name))
+        })
+        .collect()
+}
+
+/// The upstream's end-to-end fields reach HTTP/1.1 clients as they came (passed through as
+/// bytes, `forward::passed`) and HTTP/2 clients through the header map, alike: every value
+/// and repeat kept, the upstream's `Date` instead of the gateway's, the framing and hop-by-hop
+/// fields replaced by the listener's own.
+#[tokio::test]
+async fn upstream_fields_reach_http1_and_http2_clients_alike() {
+    let raw = RawUpstream::start(|_| {
+        (
+            b"HTTP/1.1 201 Created\r\nServer: up/1\r\nSet-Cookie: a=1\r\n\
+              X-Custom: Value, with spaces\r\nDate: Tue, 01 Dec 2026 00:00:00 GMT\r\n\
+              set-cookie: b=2; Path=/\r\nKeep-Alive: timeout=5\r\nContent-Length: 5\r\n\
+              Proxy-Connection: keep-alive\r\nVary: Accept\r\n\r\nhello"
+                .to_vec(),
+            Then::KeepOpen,
+        )
+    })
+    .await;
+    let (gw, _u) = gateway(&raw, r#"["POST"]"#).await;
+    let (h1, h2) = over_both(&gw).await;
+
+    assert!(h1.starts_with("HTTP/1.1 201 Created\r\n"), "{h1}");
+    assert!(h1.ends_with("\r\n\r\nhello"), "{h1}");
+    assert_eq!(
+        field_lines(&h1, "set-cookie"),
+        ["Set-Cookie: a=1", "set-cookie: b=2; Path=/"]
+    );
+    assert_eq!(
+        field_lines(&h1, "x-custom"),
+        ["X-Custom: Value, with spaces"]
+    );
+    assert_eq!(field_lines(&h1, "server"), ["Server: up/1"]);
+    assert_eq!(
+        field_lines(&h1, "date"),
+        ["Date: Tue, 01 Dec 2026 00:00:00 GMT"]
+    );
+    assert_eq!(field_lines(&h1, "content-length"), ["content-length: 5"]);
+    assert_eq!(field_lines(&h1, "vary"), ["Vary: Accept"]);
+    for gone in [
+        "keep-alive",
+        "proxy-connection",
+        "transfer-encoding",
+        "connection",
+    ] {
+        assert_eq!(field_lines(&h1, gone), Vec::<&str>::new(), "{gone}: {h1}");
+    }
+    let ids = field_lines(&h1, "x-request-id");
+    assert_eq!(ids.len(), 1, "{h1}");
+
+    assert_eq!(h2.status, 201);
+    assert_eq!(h2.text(), "hello");
+    let h = &h2.headers;
+    let cookies: Vec<_> = h.get_all("set-cookie").iter().collect();
+    assert_eq!(cookies, ["a=1", "b=2; Path=/"]);
+    assert_eq!(h["x-custom"], "Value, with spaces");
+    assert_eq!(h["server"], "up/1");
+    assert_eq!(h["date"], "Tue, 01 Dec 2026 00:00:00 GMT");
+    assert_eq!(h["vary"], "Accept");
+    assert!(h.get("keep-alive").is_none() && h.get("proxy-connection").is_none());
+    assert_eq!(h.get_all("x-request-id").iter().count(), 1);
+    assert_ne!(h["x-request-id"], ids[0].split_once(": ").unwrap().1);
+    assert_eq!(raw.seen().len(), 2);
+}
+
+/// Fields a response rule reads send the head through the rules, over both protocols: a field
+/// `Connection` names goes, the gateway's `X-Request-Id` replaces the upstream's, and a
+/// `Location` into the upstream is removed while one to another host stays.
+#[tokio::test]
+async fn upstream_fields_the_rules_change_are_changed_over_both_protocols() {
+    let raw = RawUpstream::start(|n| {
+        let location = if n % 2 == 1 {
+            "Location: /in/next"
+        } else {
+            "Location: https://elsewhere.example/next"
+        };
+        (
+            format!(
+                "HTTP/1.1 200 OK\r\nConnection: X-Hop\r\nX-Hop: secret\r\n\
+                 X-Request-Id: upstream-chosen\r\n{location}\r\nX-Kept: 1\r\n\
+                 Content-Length: 2\r\n\r\nok"
+            )
+            .into_bytes(),
+            Then::KeepOpen,
+        )
+    })
+    .await;
+    let (gw, _u) = gateway(&raw, r#"["POST"]"#).await;
+    for round in 0..2 {
+        let (h1, h2) = over_both(&gw).await;
+        assert!(h1.starts_with("HTTP/1.1 200 OK\r\n"), "{h1}");
+        assert!(h1.ends_with("\r\n\r\nok"), "{h1}");
+        assert_eq!(field_lines(&h1, "x-hop"), Vec::<&str>::new(), "{h1}");
+        assert_eq!(field_lines(&h1, "x-kept").len(), 1, "{h1}");
+        let ids = field_lines(&h1, "x-request-id");
+        assert_eq!(ids.len(), 1, "{h1}");
+        assert!(!ids[0].contains("upstream-chosen"), "{h1}");
+        assert!(h2.headers.get("x-hop").is_none());
+        assert_eq!(h2.headers["x-kept"], "1");
+        assert_eq!(h2.headers.get_all("x-request-id").iter().count(), 1);
+        assert_ne!(h2.headers["x-request-id"], "upstream-chosen");
+        // Requests 1 and 3 (HTTP/1.1) meet the relative Location; 2 and 4 (HTTP/2) the other.
+        assert_eq!(
+            field_lines(&h1, "location"),
+            Vec::<&str>::new(),
+            "round {round}: {h1}"
+        );
+        assert_eq!(h2.headers["location"], "https://elsewhere.example/next");
+    }
+}

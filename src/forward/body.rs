@@ -8,6 +8,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+
+use super::passed::PassedHead;
 use tokio::time::{Instant, Sleep};
 
 /// Errors a response body can end with.
@@ -24,7 +26,14 @@ pub enum ResponseBody {
     /// A complete body (errors, health checks, gateway endpoints).
     Full(Option<Bytes>),
     /// An upstream's body, streamed through.
-    Stream(IdleTimeout<UpstreamBody>),
+    Stream {
+        /// The body.
+        body: IdleTimeout<UpstreamBody>,
+        /// The upstream's head fields, when they are passed on as they came rather than
+        /// through the response's header map: the HTTP/1.1 listener writes them after the
+        /// map's fields (`server::h1`); see [`super::passed`].
+        passed: Option<PassedHead>,
+    },
 }
 
 /// An upstream response's body: `Left` from the lean HTTP/1.1 client (plain-`http`
@@ -42,6 +51,28 @@ impl ResponseBody {
     pub fn empty() -> Self {
         ResponseBody::Full(None)
     }
+
+    /// An upstream's body, its head in the response's header map.
+    pub fn stream(body: IdleTimeout<UpstreamBody>) -> Self {
+        ResponseBody::Stream { body, passed: None }
+    }
+
+    /// An upstream's body, with its head's fields to be written as they came.
+    pub fn passed(body: IdleTimeout<UpstreamBody>, head: PassedHead) -> Self {
+        ResponseBody::Stream {
+            body,
+            passed: Some(head),
+        }
+    }
+
+    /// Takes the upstream head fields this body carries, if any: whoever writes the response
+    /// must write them too (or merge them into the header map first).
+    pub fn take_passed(&mut self) -> Option<PassedHead> {
+        match self {
+            ResponseBody::Stream { passed, .. } => passed.take(),
+            ResponseBody::Full(_) => None,
+        }
+    }
 }
 
 impl Body for ResponseBody {
@@ -54,14 +85,14 @@ impl Body for ResponseBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             ResponseBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            ResponseBody::Stream(s) => Pin::new(s).poll_frame(cx),
+            ResponseBody::Stream { body, .. } => Pin::new(body).poll_frame(cx),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
             ResponseBody::Full(b) => b.is_none(),
-            ResponseBody::Stream(s) => s.inner.is_end_stream(),
+            ResponseBody::Stream { body, .. } => body.inner.is_end_stream(),
         }
     }
 
@@ -69,7 +100,7 @@ impl Body for ResponseBody {
         match self {
             ResponseBody::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             ResponseBody::Full(None) => SizeHint::with_exact(0),
-            ResponseBody::Stream(s) => s.inner.size_hint(),
+            ResponseBody::Stream { body, .. } => body.inner.size_hint(),
         }
     }
 }

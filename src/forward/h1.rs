@@ -26,7 +26,7 @@ use std::task::{Context, Poll, Waker, ready};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header;
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body::{Frame, SizeHint};
 use http_body_util::Full;
@@ -35,6 +35,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::ForwardError;
+use super::passed::{FieldKind, PassedHead, field_kind};
 use crate::digits::decimal;
 use crate::http1::{Chunk, Step, parse_length, step_chunked};
 
@@ -386,7 +387,7 @@ pub(super) async fn send(
         port,
     };
     let message = encode_request(&parts, &target, &body);
-    send_encoded(
+    let (status, fields, body) = send_encoded(
         target,
         &message,
         &body,
@@ -394,8 +395,20 @@ pub(super) async fn send(
         connect_timeout,
         max_idle,
     )
-    .await
+    .await?;
+    let headers = fields
+        .into_map()
+        .map_err(|e| ForwardError::Broken(e.to_string()))?;
+    let mut resp = Response::new(body);
+    *resp.status_mut() = status;
+    *resp.version_mut() = Version::HTTP_11;
+    *resp.headers_mut() = headers;
+    Ok(resp)
 }
+
+/// A response as [`send_encoded`] reads it: the status, the head's end-to-end fields as the
+/// upstream sent them, and the body.
+pub(super) type Answer = (StatusCode, PassedHead, Body);
 
 /// Sends a request the caller has encoded (`message`: the head, followed by `body` when it is
 /// at most [`COALESCE_MAX`] bytes; a larger body is written after it) to `host:port`, and
@@ -407,7 +420,7 @@ pub(super) async fn send_encoded(
     method: &Method,
     connect_timeout: Duration,
     max_idle: Duration,
-) -> Result<Response<Body>, ForwardError> {
+) -> Result<Answer, ForwardError> {
     let head_request = *method == Method::HEAD;
     if let Some(conn) = checkout(&target, max_idle) {
         match exchange(conn, message, body, head_request).await {
@@ -549,7 +562,7 @@ async fn connect(host: &str, port: u16, connect_timeout: Duration) -> Result<Con
 /// A parsed response head and how its body is framed.
 struct Head {
     status: StatusCode,
-    headers: HeaderMap,
+    fields: PassedHead,
     framing: Framing,
     keep_alive: bool,
 }
@@ -633,55 +646,53 @@ fn parse_head(buf: &[u8], head_request: bool) -> Result<Option<(usize, Option<He
     if status.is_informational() {
         return Ok(Some((consumed, None)));
     }
-    let mut headers = HeaderMap::with_capacity(resp.headers.len());
+    let mut fields = PassedHead::with_fields(resp.headers.len());
     let mut length: Option<u64> = None;
     let mut chunked = false;
     let mut coded = false;
     let mut close = resp.version != Some(1);
+    // httparse has checked each name is a token and each value holds only what a header value
+    // may (`HeaderValue`'s own rule), so the fields are kept as bytes (`passed.rs`).
     for f in resp.headers.iter() {
-        let name = HeaderName::from_bytes(f.name.as_bytes())
-            .map_err(|_| "invalid response header name".to_owned())?;
-        let value = || {
-            HeaderValue::from_bytes(f.value)
-                .map_err(|_| format!("invalid value in response header {name}"))
-        };
-        if name == header::CONTENT_LENGTH {
-            let n = parse_length(f.value).ok_or("invalid Content-Length from the upstream")?;
-            if length.is_some_and(|l| l != n) {
-                return Err("conflicting Content-Length values from the upstream".to_owned());
+        let name = f.name.as_bytes();
+        let kind = field_kind(name);
+        match kind {
+            FieldKind::ContentLength => {
+                let n = parse_length(f.value).ok_or("invalid Content-Length from the upstream")?;
+                if length.is_some_and(|l| l != n) {
+                    return Err("conflicting Content-Length values from the upstream".to_owned());
+                }
+                length = Some(n);
             }
-            length = Some(n);
-        } else if name == header::TRANSFER_ENCODING {
-            coded = true;
-            // Only the last coding counts: chunked must be the final one (RFC 9112 §6.3).
-            chunked = f
-                .value
-                .rsplit(|&b| b == b',')
-                .next()
-                .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-        } else if name == header::CONNECTION {
-            let mut names_others = false;
-            for t in f.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
-                if t.eq_ignore_ascii_case(b"close") {
-                    close = true;
-                } else if !t.eq_ignore_ascii_case(b"keep-alive") && !t.is_empty() {
-                    names_others = true;
+            FieldKind::TransferEncoding => {
+                coded = true;
+                // Only the last coding counts: chunked must be the final one (RFC 9112 §6.3).
+                chunked = f
+                    .value
+                    .rsplit(|&b| b == b',')
+                    .next()
+                    .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            }
+            FieldKind::Connection => {
+                let mut names_others = false;
+                for t in f.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                    if t.eq_ignore_ascii_case(b"close") {
+                        close = true;
+                    } else if !t.eq_ignore_ascii_case(b"keep-alive") && !t.is_empty() {
+                        names_others = true;
+                    }
+                }
+                // Kept only when it names other fields, for `strip_hop_by_hop` to remove them.
+                if names_others {
+                    fields.push(kind, name, f.value);
                 }
             }
-            // Kept only when it names other headers, for `strip_hop_by_hop` to remove them.
-            if names_others {
-                let value = value()?;
-                headers.append(name, value);
+            // Never passed on (the framing was read from them above).
+            FieldKind::HopByHop => {}
+            FieldKind::Ruled | FieldKind::Date | FieldKind::Other => {
+                fields.push(kind, name, f.value);
             }
-            continue;
         }
-        // Never passed on (the framing was read from them above): dropped here rather than
-        // copied into the map and taken out again.
-        if super::headers::is_hop_by_hop(&name) {
-            continue;
-        }
-        let value = value()?;
-        headers.append(name, value);
     }
     let no_body =
         head_request || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
@@ -691,9 +702,8 @@ fn parse_head(buf: &[u8], head_request: bool) -> Result<Option<(usize, Option<He
         // Transfer-Encoding overrides Content-Length; a message with both is a smuggling
         // attempt or a broken upstream, so its connection is not trusted again, and the length
         // is not passed on (RFC 9112 §6.3): the client would cut the decoded body by it.
-        if length.is_some() {
+        if length.take().is_some() {
             close = true;
-            headers.remove(header::CONTENT_LENGTH);
         }
         if chunked {
             Framing::Chunked(Chunk::Size)
@@ -707,19 +717,20 @@ fn parse_head(buf: &[u8], head_request: bool) -> Result<Option<(usize, Option<He
         close = true;
         Framing::UntilClose
     };
+    fields.set_content_length(length);
     Ok(Some((
         consumed,
         Some(Head {
             status,
-            headers,
+            fields,
             framing,
             keep_alive: !close,
         }),
     )))
 }
 
-/// The response for a parsed head, its body reading from `conn`.
-fn body_of(head: Head, conn: Conn, target: Target, max_idle: Duration) -> Response<Body> {
+/// The status, fields and body of a parsed head, the body reading from `conn`.
+fn body_of(head: Head, conn: Conn, target: Target, max_idle: Duration) -> Answer {
     let mut body = Body {
         conn: Some(conn),
         framing: head.framing,
@@ -728,11 +739,7 @@ fn body_of(head: Head, conn: Conn, target: Target, max_idle: Duration) -> Respon
     if body.framing == Framing::Length(0) {
         body.finish();
     }
-    let mut resp = Response::new(body);
-    *resp.status_mut() = head.status;
-    *resp.version_mut() = Version::HTTP_11;
-    *resp.headers_mut() = head.headers;
-    resp
+    (head.status, head.fields, body)
 }
 
 #[cfg(test)]
@@ -760,19 +767,65 @@ mod tests {
             "HTTP/1.1 200 OK\r\nconnection: keep-alive\r\nkeep-alive: timeout=5\r\n\
              transfer-encoding: chunked\r\nupgrade: h2c\r\ntrailer: x-t\r\nx-kept: 1\r\n\r\n",
         );
-        let names: Vec<&str> = h.headers.keys().map(|n| n.as_str()).collect();
-        assert_eq!(names, ["x-kept"]);
+        assert_eq!(h.fields.lines(), b"x-kept: 1\r\n");
+        assert!(!h.fields.is_ruled());
         assert!(h.keep_alive);
-        let mut h = head(
+        let h = head(
             "HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close, X-Hop\r\n\
              x-hop: secret\r\nx-kept: 1\r\n\r\n",
         );
         assert!(!h.keep_alive);
-        assert!(h.headers.contains_key(header::CONNECTION));
-        super::super::headers::strip_hop_by_hop(&mut h.headers);
-        let mut names: Vec<&str> = h.headers.keys().map(|n| n.as_str()).collect();
+        // The rules must see it: the head is not passed on as it is.
+        assert!(h.fields.is_ruled());
+        let mut map = h.fields.into_map().unwrap();
+        assert!(map.contains_key(header::CONNECTION));
+        super::super::headers::strip_hop_by_hop(&mut map);
+        let mut names: Vec<&str> = map.keys().map(|n| n.as_str()).collect();
         names.sort_unstable();
         assert_eq!(names, ["content-length", "x-kept"]);
+    }
+
+    /// The passed lines are the end-to-end fields as sent, in order; the length travels
+    /// beside them, and the map built from them is the one the rules always saw.
+    #[test]
+    fn end_to_end_fields_pass_as_sent() {
+        let h = head(
+            "HTTP/1.1 201 Created\r\nServer: up\r\nSet-Cookie: a=1\r\nContent-Length: 2\r\n\
+             Date: Mon, 30 Nov 2026 04:00:00 GMT\r\nset-cookie: b=2\r\nX-Odd:  spaced \t\r\n\r\n",
+        );
+        assert_eq!(h.status, StatusCode::CREATED);
+        assert_eq!(h.framing, Framing::Length(2));
+        assert_eq!(
+            h.fields.lines(),
+            b"Server: up\r\nSet-Cookie: a=1\r\nDate: Mon, 30 Nov 2026 04:00:00 GMT\r\n\
+              set-cookie: b=2\r\nX-Odd: spaced\r\n"
+        );
+        assert_eq!(h.fields.content_length(), Some(2));
+        assert!(h.fields.is_dated());
+        assert!(!h.fields.is_ruled());
+        let map = h.fields.into_map().unwrap();
+        let cookies: Vec<_> = map.get_all("set-cookie").iter().collect();
+        assert_eq!(cookies, ["a=1", "b=2"]);
+        assert_eq!(map["content-length"], "2");
+        assert_eq!(map["x-odd"], "spaced");
+        // A field a response rule reads sends the head through the rules.
+        for field in [
+            "Location: /next",
+            "content-location: /x",
+            "Refresh: 0",
+            "X-Request-Id: up",
+            "Strict-Transport-Security: max-age=1",
+            "Access-Control-Allow-Origin: *",
+        ] {
+            let h = head(&format!(
+                "HTTP/1.1 200 OK\r\ncontent-length: 0\r\n{field}\r\n\r\n"
+            ));
+            assert!(h.fields.is_ruled(), "{field}");
+        }
+        // With Transfer-Encoding, the length is neither believed nor passed on.
+        let h = head("HTTP/1.1 200 OK\r\ncontent-length: 5\r\ntransfer-encoding: chunked\r\n\r\n");
+        assert_eq!(h.fields.content_length(), None);
+        assert_eq!(h.fields.lines(), b"");
     }
 
     #[test]

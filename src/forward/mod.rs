@@ -9,6 +9,7 @@
 pub mod body;
 pub mod h1;
 pub mod headers;
+pub mod passed;
 pub mod sign;
 pub mod tls;
 
@@ -18,7 +19,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{HeaderMap, Method, Request, Response, Uri, Version};
+use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::Full;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
@@ -28,6 +29,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use crate::config::UpstreamConfig;
 use crate::policy::Exchange;
 use body::UpstreamBody;
+use passed::PassedHead;
 use sign::OutboundSigner;
 
 /// The idle time after which pooled upstream connections are closed: below the 5 s keep-alive
@@ -163,7 +165,9 @@ impl UpstreamClient {
     ) -> Result<Response<UpstreamBody>, ForwardError> {
         if req.uri().scheme() == Some(&Scheme::HTTP) {
             let sent = h1::send(req, self.settings.connect_timeout, POOL_IDLE);
-            return h1_within(timeout, sent).await;
+            return h1_within(timeout, sent)
+                .await
+                .map(|resp| resp.map(UpstreamBody::Left));
         }
         match tokio::time::timeout(timeout, self.start(req)).await {
             Err(_) => Err(ForwardError::Timeout(timeout)),
@@ -175,13 +179,54 @@ impl UpstreamClient {
 }
 
 /// Waits for a plain-http exchange's response head at most `timeout`.
-async fn h1_within(
+async fn h1_within<T>(
     timeout: Duration,
-    sent: impl std::future::Future<Output = Result<Response<h1::Body>, ForwardError>>,
-) -> Result<Response<UpstreamBody>, ForwardError> {
+    sent: impl std::future::Future<Output = Result<T, ForwardError>>,
+) -> Result<T, ForwardError> {
     match tokio::time::timeout(timeout, sent).await {
         Err(_) => Err(ForwardError::Timeout(timeout)),
-        Ok(r) => r.map(|resp| resp.map(UpstreamBody::Left)),
+        Ok(r) => r,
+    }
+}
+
+/// An upstream's answer to a forwarded request, up to its head.
+#[derive(Debug)]
+pub struct UpstreamResponse {
+    /// The status.
+    pub status: StatusCode,
+    /// The end-to-end header fields.
+    pub headers: UpstreamHeaders,
+    /// The body, still to be read.
+    pub body: UpstreamBody,
+}
+
+/// An upstream response's header fields, in the form its client read them.
+#[derive(Debug)]
+pub enum UpstreamHeaders {
+    /// A header map (hyper's client, or the general path of the lean one).
+    Map(HeaderMap),
+    /// The fields as the upstream sent them (the lean client's direct path).
+    Passed(PassedHead),
+}
+
+impl UpstreamHeaders {
+    /// The fields as a header map.
+    pub fn into_map(self) -> Result<HeaderMap, passed::InvalidField> {
+        match self {
+            UpstreamHeaders::Map(map) => Ok(map),
+            UpstreamHeaders::Passed(head) => head.into_map(),
+        }
+    }
+}
+
+impl From<Response<UpstreamBody>> for UpstreamResponse {
+    fn from(resp: Response<UpstreamBody>) -> Self {
+        let (parts, body) = resp.into_parts();
+        UpstreamResponse {
+            status: parts.status,
+            headers: UpstreamHeaders::Map(parts.headers),
+            body,
+        }
     }
 }
 
@@ -333,7 +378,7 @@ impl Upstream {
     /// the request head is written straight from the exchange, with the headers [`Self::request`]
     /// would build (`direct_head_is_the_built_request` holds the two to that): the intermediate
     /// header map and request cost about 3,000 instructions per request.
-    pub async fn forward(&self, ex: &mut Exchange) -> Result<Response<UpstreamBody>, ForwardError> {
+    pub async fn forward(&self, ex: &mut Exchange) -> Result<UpstreamResponse, ForwardError> {
         let direct = if self.scheme == Scheme::HTTP && self.signer.is_none() {
             self.encode_head(ex, &ex.body)
         } else {
@@ -341,7 +386,7 @@ impl Upstream {
         };
         let Some(message) = direct else {
             let req = self.request(ex);
-            return self.send(req).await;
+            return self.send(req).await.map(UpstreamResponse::from);
         };
         let body = std::mem::take(&mut ex.body);
         let target = h1::Target {
@@ -357,7 +402,12 @@ impl Upstream {
             connect_timeout,
             POOL_IDLE,
         );
-        h1_within(self.timeout, sent).await
+        let (status, fields, body) = h1_within(self.timeout, sent).await?;
+        Ok(UpstreamResponse {
+            status,
+            headers: UpstreamHeaders::Passed(fields),
+            body: UpstreamBody::Left(body),
+        })
     }
 
     /// The HTTP/1.1 request head for `ex` (and `body` after it when it is small enough to go in

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use http::header::{self, HeaderValue};
+use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Body;
@@ -33,9 +33,9 @@ use ipnet::IpNet;
 use crate::browser::{BrowserPolicy, cors};
 use crate::config::RouteMode;
 use crate::events::{Emitter, Event, Outcome, truncate_user_agent};
-use crate::forward::ForwardError;
 use crate::forward::body::{IdleTimeout, ResponseBody};
 use crate::forward::headers::{X_REQUEST_ID, overlay, strip_hop_by_hop};
+use crate::forward::{ForwardError, UpstreamHeaders, UpstreamResponse};
 use crate::policy::{Denial, Exchange, Reason, RoutePolicy, RouteTable, Services, client_ip, path};
 use crate::queue::{AcceptError, Queue};
 use crate::server::body::RequestBody;
@@ -51,6 +51,10 @@ pub struct ConnInfo {
     pub peer: SocketAddr,
     /// True for TLS connections.
     pub tls: bool,
+    /// True when the connection's writer takes upstream head fields passed through as bytes
+    /// ([`ResponseBody::take_passed`]): the HTTP/1.1 listener. Otherwise they are merged into
+    /// the response's header map before it is returned.
+    pub passed_heads: bool,
 }
 
 /// Listener-wide settings the pipeline needs.
@@ -271,6 +275,9 @@ impl Gateway {
             let delivered = queued || upstream_status.is_some_and(|s| (200..300).contains(&s));
             self.finish_claims(&ex, delivered).await;
         }
+        if !conn.passed_heads {
+            response::merge_passed(&mut response, &ex.request_id);
+        }
         if browser.is_some() {
             cors::decorate(response.headers_mut(), cors_origin.as_ref());
         }
@@ -411,16 +418,19 @@ impl Gateway {
         match route.upstream.forward(ex).await {
             Ok(resp) => {
                 let upstream_latency = Some(sent.elapsed());
-                let (mut parts, body) = resp.into_parts();
-                let upstream_status = Some(parts.status.as_u16());
+                let UpstreamResponse {
+                    status,
+                    headers,
+                    body,
+                } = resp;
+                let upstream_status = Some(status.as_u16());
                 if route.hide_error_bodies
-                    && (parts.status == http::StatusCode::NOT_FOUND
-                        || parts.status.is_server_error())
+                    && (status == http::StatusCode::NOT_FOUND || status.is_server_error())
                 {
                     // The upstream's error page may name the real webhook URL; the client gets
                     // the status and the gateway's own JSON error instead.
-                    let body = response::error_body(parts.status, &ex.request_id);
-                    let mut response = response::json_response(parts.status, body);
+                    let body = response::error_body(status, &ex.request_id);
+                    let mut response = response::json_response(status, body);
                     overlay(response.headers_mut(), &ex.response_headers);
                     return Finished {
                         response,
@@ -432,24 +442,31 @@ impl Gateway {
                         queued: false,
                     };
                 }
-                strip_hop_by_hop(&mut parts.headers);
-                for name in [header::LOCATION, header::CONTENT_LOCATION, header::REFRESH] {
-                    let leaks = parts
-                        .headers
-                        .get_all(&name)
-                        .iter()
-                        .any(|v| v.to_str().map_or(true, |v| route.upstream.is_own_url(v)));
-                    if leaks {
-                        parts.headers.remove(&name);
+                let body = IdleTimeout::new(body, route.upstream.idle_timeout);
+                let mut response = match headers {
+                    // Nothing here reads or changes the upstream's fields: they go on as they
+                    // came (`forward::passed`).
+                    UpstreamHeaders::Passed(head)
+                        if !head.is_ruled() && ex.response_headers.is_empty() =>
+                    {
+                        Response::new(ResponseBody::passed(body, head))
                     }
-                }
-                overlay(&mut parts.headers, &ex.response_headers);
-                // The response is always HTTP/1.1 or HTTP/2 as the client spoke; hyper sets it.
-                parts.version = http::Version::default();
-                let body =
-                    ResponseBody::Stream(IdleTimeout::new(body, route.upstream.idle_timeout));
+                    headers => match headers.into_map() {
+                        Ok(mut headers) => {
+                            self.apply_response_rules(route, ex, &mut headers);
+                            let mut response = Response::new(ResponseBody::stream(body));
+                            *response.headers_mut() = headers;
+                            response
+                        }
+                        Err(e) => {
+                            let e = ForwardError::Broken(e.to_string());
+                            return self.upstream_failed(route, ex, e, sent);
+                        }
+                    },
+                };
+                *response.status_mut() = status;
                 Finished {
-                    response: Response::from_parts(parts, body),
+                    response,
                     outcome: Outcome::Allowed,
                     reason: None,
                     detail: None,
@@ -458,26 +475,50 @@ impl Gateway {
                     queued: false,
                 }
             }
-            Err(e) => {
-                let (reason, detail) = match &e {
-                    ForwardError::Connect(_) => (Reason::UpstreamUnreachable, "connect failed"),
-                    ForwardError::Broken(_) => (Reason::UpstreamUnreachable, "exchange broken"),
-                    ForwardError::Timeout(_) => {
-                        (Reason::UpstreamTimeout, "no response headers in time")
-                    }
-                };
-                tracing::warn!(
-                    request_id = %ex.request_id,
-                    route = %route.name,
-                    error = %e,
-                    "upstream failed"
-                );
-                let mut f = self.refuse(ex, Denial::new(reason).with_detail(detail));
-                f.outcome = Outcome::Failed;
-                f.upstream_latency = Some(sent.elapsed());
-                f
+            Err(e) => self.upstream_failed(route, ex, e, sent),
+        }
+    }
+
+    /// The rules for the fields of an upstream's response: hop-by-hop fields go, and so do
+    /// `Location`, `Content-Location` and `Refresh` when they would show the upstream's URL;
+    /// the headers the guards asked for replace the upstream's of the same name.
+    fn apply_response_rules(&self, route: &RoutePolicy, ex: &Exchange, headers: &mut HeaderMap) {
+        strip_hop_by_hop(headers);
+        for name in [header::LOCATION, header::CONTENT_LOCATION, header::REFRESH] {
+            let leaks = headers
+                .get_all(&name)
+                .iter()
+                .any(|v| v.to_str().map_or(true, |v| route.upstream.is_own_url(v)));
+            if leaks {
+                headers.remove(&name);
             }
         }
+        overlay(headers, &ex.response_headers);
+    }
+
+    /// The answer when the upstream could not be reached or broke the exchange.
+    fn upstream_failed(
+        &self,
+        route: &RoutePolicy,
+        ex: &Exchange,
+        e: ForwardError,
+        sent: Instant,
+    ) -> Finished {
+        let (reason, detail) = match &e {
+            ForwardError::Connect(_) => (Reason::UpstreamUnreachable, "connect failed"),
+            ForwardError::Broken(_) => (Reason::UpstreamUnreachable, "exchange broken"),
+            ForwardError::Timeout(_) => (Reason::UpstreamTimeout, "no response headers in time"),
+        };
+        tracing::warn!(
+            request_id = %ex.request_id,
+            route = %route.name,
+            error = %e,
+            "upstream failed"
+        );
+        let mut f = self.refuse(ex, Denial::new(reason).with_detail(detail));
+        f.outcome = Outcome::Failed;
+        f.upstream_latency = Some(sent.elapsed());
+        f
     }
 
     /// Settles the replay claims of a delivered request (copies are now duplicates), or

@@ -4,6 +4,7 @@ use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
 
 use crate::forward::body::ResponseBody;
+use crate::forward::headers::overlay;
 use crate::policy::{Denial, Reason, error_code};
 
 /// The JSON error response for `denial`: `{"error": "<code>", "request_id": "<id>"}`. The
@@ -58,4 +59,25 @@ pub fn text_response(status: StatusCode, body: &'static str) -> Response<Respons
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     resp
+}
+
+/// Moves the upstream head fields a response carries as bytes ([`ResponseBody::take_passed`])
+/// into its header map, for a writer that knows only the map (hyper's HTTP/2). The map's own
+/// fields replace the upstream's of the same name, as the response rules would have it. A head
+/// the map does not take (the parser lets none through) becomes a 502.
+pub fn merge_passed(resp: &mut Response<ResponseBody>, request_id: &str) {
+    let Some(head) = resp.body_mut().take_passed() else {
+        return;
+    };
+    match head.into_map() {
+        Ok(mut map) => {
+            overlay(&mut map, resp.headers());
+            *resp.headers_mut() = map;
+        }
+        Err(e) => {
+            tracing::warn!(request_id, error = %e, "upstream response head not passed on");
+            let status = StatusCode::BAD_GATEWAY;
+            *resp = json_response(status, error_body(status, request_id));
+        }
+    }
 }

@@ -66,6 +66,7 @@ impl Connection {
         let info = ConnInfo {
             peer: self.peer,
             tls: false,
+            passed_heads: !h2,
         };
         let io = SendTimeout::new(stream, self.send_timeout);
         if h2 {
@@ -93,6 +94,7 @@ impl Connection {
         let info = ConnInfo {
             peer: self.peer,
             tls: true,
+            passed_heads: !h2,
         };
         if h2 {
             self.serve_h2(tls, info).await;

@@ -609,6 +609,7 @@ where
     I: AsyncRead + AsyncWrite + Unpin,
 {
     let (parts, mut body) = response.into_parts();
+    let passed = body.take_passed();
     let status = parts.status;
     out.clear();
     out.extend_from_slice(b"HTTP/1.1 ");
@@ -635,6 +636,20 @@ where
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
+    }
+    if let Some(head) = &passed {
+        // The upstream's end-to-end fields, as they came (`forward::passed`); the gateway put
+        // none of the same name in the map.
+        out.extend_from_slice(head.lines());
+        dated |= head.is_dated();
+        if declared.is_none()
+            && let Some(n) = head.content_length()
+        {
+            declared = Some(n);
+            out.extend_from_slice(b"content-length: ");
+            out.extend_from_slice(decimal(n, &mut digits).as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
     }
     if !dated {
         put_date(out);

@@ -1,0 +1,287 @@
+//! Upstream response heads passed through as bytes.
+//!
+//! The lean HTTP/1.1 client (`h1.rs`) keeps the end-to-end fields of a plain-`http` upstream's
+//! response head as the `name: value` lines the listener will write, instead of building a
+//! header map that the listener then writes out again field by field: on a proxied request the
+//! map (a name lookup, a value copy and a hash per field, then the map's drop) cost about 4,000
+//! instructions (`bench/run --instructions`, docs/benchmarks.md). The map is still built
+//! ([`PassedHead::into_map`]) whenever a response rule has to read or change a field the
+//! upstream sent: the head says so itself ([`PassedHead::is_ruled`]), and the gateway does it
+//! for HTTP/2 and for responses that carry headers of its own besides `X-Request-Id`.
+
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+
+use crate::digits::decimal;
+
+/// What a response head field means to the gateway, by name (ASCII case-insensitive).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FieldKind {
+    /// `Content-Length`: read for the framing, written by the listener from the value.
+    ContentLength,
+    /// `Transfer-Encoding`: read for the framing, never passed on.
+    TransferEncoding,
+    /// `Connection`: read for persistence; passed to the rules only when it names other fields.
+    Connection,
+    /// Another hop-by-hop field ([`super::headers::is_hop_by_hop`]): never passed on.
+    HopByHop,
+    /// A field some response rule removes or replaces: `Location`, `Content-Location` and
+    /// `Refresh` (they may name the upstream), `X-Request-Id` and `Strict-Transport-Security`
+    /// (the gateway's own), and the CORS fields a browser route sets.
+    Ruled,
+    /// `Date`: passed on, and the listener then adds none of its own.
+    Date,
+    /// Any other end-to-end field: passed on as it came.
+    Other,
+}
+
+/// Classifies a field name without building a [`HeaderName`].
+pub(crate) fn field_kind(name: &[u8]) -> FieldKind {
+    let is = |s: &str| name.eq_ignore_ascii_case(s.as_bytes());
+    match name.len() {
+        2 if is("te") => FieldKind::HopByHop,
+        4 if is("date") => FieldKind::Date,
+        7 if is("trailer") || is("upgrade") => FieldKind::HopByHop,
+        7 if is("refresh") => FieldKind::Ruled,
+        8 if is("location") => FieldKind::Ruled,
+        10 if is("connection") => FieldKind::Connection,
+        10 if is("keep-alive") => FieldKind::HopByHop,
+        12 if is("x-request-id") => FieldKind::Ruled,
+        14 if is("content-length") => FieldKind::ContentLength,
+        16 if is("content-location") => FieldKind::Ruled,
+        16 if is("proxy-connection") => FieldKind::HopByHop,
+        17 if is("transfer-encoding") => FieldKind::TransferEncoding,
+        18 if is("proxy-authenticate") => FieldKind::HopByHop,
+        19 if is("proxy-authorization") => FieldKind::HopByHop,
+        25 if is("strict-transport-security") => FieldKind::Ruled,
+        27 if is("access-control-allow-origin") => FieldKind::Ruled,
+        29 if is("access-control-expose-headers") => FieldKind::Ruled,
+        32 if is("access-control-allow-credentials") => FieldKind::Ruled,
+        _ => FieldKind::Other,
+    }
+}
+
+/// The end-to-end fields of an upstream's response head, as `name: value\r\n` lines in the
+/// order the upstream sent them (names as it spelled them), without the framing fields.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PassedHead {
+    lines: Vec<u8>,
+    content_length: Option<u64>,
+    ruled: bool,
+    dated: bool,
+}
+
+impl PassedHead {
+    /// An empty head, with room for `fields` typical fields.
+    pub(crate) fn with_fields(fields: usize) -> Self {
+        PassedHead {
+            lines: Vec::with_capacity(fields * 32),
+            ..PassedHead::default()
+        }
+    }
+
+    /// Adds a field the parser has validated (an HTTP token as name; a value of visible
+    /// characters, spaces, tabs and obs-text). A `Ruled` field, or a `Connection` field passed
+    /// here because it names others, marks the head for the rules.
+    pub(crate) fn push(&mut self, kind: FieldKind, name: &[u8], value: &[u8]) {
+        match kind {
+            FieldKind::Ruled | FieldKind::Connection => self.ruled = true,
+            FieldKind::Date => self.dated = true,
+            _ => {}
+        }
+        self.lines.extend_from_slice(name);
+        self.lines.extend_from_slice(b": ");
+        self.lines.extend_from_slice(value);
+        self.lines.extend_from_slice(b"\r\n");
+    }
+
+    /// Sets the response's `Content-Length`, written by the listener (and by
+    /// [`Self::into_map`]) as a field of its own.
+    pub(crate) fn set_content_length(&mut self, length: Option<u64>) {
+        self.content_length = length;
+    }
+
+    /// The `Content-Length` the upstream declared, when it framed the body by it.
+    pub fn content_length(&self) -> Option<u64> {
+        self.content_length
+    }
+
+    /// True when a field the upstream sent is one a response rule reads or changes: the head
+    /// must go through the header map ([`Self::into_map`]) rather than be passed on as it is.
+    pub fn is_ruled(&self) -> bool {
+        self.ruled
+    }
+
+    /// True when the upstream sent a `Date`.
+    pub fn is_dated(&self) -> bool {
+        self.dated
+    }
+
+    /// The `name: value\r\n` lines (no `Content-Length`; see [`Self::content_length`]).
+    pub fn lines(&self) -> &[u8] {
+        &self.lines
+    }
+
+    /// The fields as `(name, value)` pairs, in order, `Content-Length` excepted.
+    pub fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.lines
+            .split(|&b| b == b'\n')
+            .filter(|line| !line.is_empty())
+            .map(|line| {
+                let line = line.strip_suffix(b"\r").unwrap_or(line);
+                // Names are tokens: the first colon ends the name, and `push` put one space
+                // after it.
+                let colon = line.iter().position(|&b| b == b':').unwrap_or(line.len());
+                let value = line.get(colon + 2..).unwrap_or_default();
+                (&line[..colon], value)
+            })
+    }
+
+    /// The head as a header map, `Content-Length` included, for the response rules.
+    pub fn into_map(self) -> Result<HeaderMap, InvalidField> {
+        let mut map = HeaderMap::with_capacity(8);
+        for (name, value) in self.fields() {
+            let name = HeaderName::from_bytes(name).map_err(|_| InvalidField)?;
+            let value = HeaderValue::from_bytes(value).map_err(|_| InvalidField)?;
+            map.append(name, value);
+        }
+        if let Some(n) = self.content_length {
+            let mut digits = [0u8; 20];
+            let value = HeaderValue::from_str(decimal(n, &mut digits)).map_err(|_| InvalidField)?;
+            map.append(http::header::CONTENT_LENGTH, value);
+        }
+        Ok(map)
+    }
+}
+
+/// A passed field that a header map does not take (the parser should have refused it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("invalid header field in the upstream's response")]
+pub struct InvalidField;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::forward::headers::is_hop_by_hop;
+
+    /// The byte classification agrees with the header-map rules for every name they single
+    /// out, in any letter case, and leaves other names alone.
+    #[test]
+    fn field_kinds_agree_with_the_header_rules() {
+        let ruled = [
+            "location",
+            "content-location",
+            "refresh",
+            "x-request-id",
+            "strict-transport-security",
+            "access-control-allow-origin",
+            "access-control-expose-headers",
+            "access-control-allow-credentials",
+        ];
+        let hop = [
+            "te",
+            "trailer",
+            "upgrade",
+            "keep-alive",
+            "proxy-connection",
+            "proxy-authenticate",
+            "proxy-authorization",
+        ];
+        for name in hop {
+            assert!(is_hop_by_hop(&HeaderName::from_static(name)), "{name}");
+        }
+        for (names, kind) in [
+            (&ruled[..], FieldKind::Ruled),
+            (&hop[..], FieldKind::HopByHop),
+            (&["date"][..], FieldKind::Date),
+            (&["connection"][..], FieldKind::Connection),
+            (&["content-length"][..], FieldKind::ContentLength),
+            (&["transfer-encoding"][..], FieldKind::TransferEncoding),
+        ] {
+            for name in names {
+                assert_eq!(field_kind(name.as_bytes()), kind, "{name}");
+                let upper = name.to_ascii_uppercase();
+                assert_eq!(field_kind(upper.as_bytes()), kind, "{upper}");
+            }
+        }
+        // Every hop-by-hop name of the map rules has a kind that is never passed on.
+        for name in [
+            "connection",
+            "te",
+            "trailer",
+            "transfer-encoding",
+            "upgrade",
+            "proxy-authorization",
+            "proxy-authenticate",
+            "keep-alive",
+            "proxy-connection",
+        ] {
+            assert!(is_hop_by_hop(&HeaderName::from_static(name)));
+            assert!(
+                !matches!(
+                    field_kind(name.as_bytes()),
+                    FieldKind::Other | FieldKind::Date | FieldKind::Ruled
+                ),
+                "{name}"
+            );
+        }
+        for name in [
+            "content-type",
+            "set-cookie",
+            "x-locations",
+            "locations",
+            "dates",
+            "x-te",
+            "server",
+            "vary",
+            "access-control-max-age",
+            "",
+        ] {
+            assert_eq!(field_kind(name.as_bytes()), FieldKind::Other, "{name}");
+        }
+    }
+
+    #[test]
+    fn fields_come_back_in_order_and_the_map_adds_the_length() {
+        let mut head = PassedHead::with_fields(3);
+        head.push(FieldKind::Other, b"Content-Type", b"text/plain");
+        head.push(FieldKind::Other, b"set-cookie", b"a=1");
+        head.push(FieldKind::Date, b"Date", b"Mon, 30 Nov 2026 04:00:00 GMT");
+        head.push(FieldKind::Other, b"Set-Cookie", b"b=2; Path=/");
+        head.push(FieldKind::Other, b"x-empty", b"");
+        head.push(FieldKind::Other, b"x-colon", b"a: b\xe9");
+        head.set_content_length(Some(42));
+        assert!(head.is_dated());
+        assert!(!head.is_ruled());
+        assert_eq!(
+            head.lines(),
+            b"Content-Type: text/plain\r\nset-cookie: a=1\r\nDate: Mon, 30 Nov 2026 04:00:00 GMT\r\n\
+              Set-Cookie: b=2; Path=/\r\nx-empty: \r\nx-colon: a: b\xe9\r\n"
+        );
+        let fields: Vec<(&[u8], &[u8])> = head.fields().collect();
+        assert_eq!(fields[1], (&b"set-cookie"[..], &b"a=1"[..]));
+        assert_eq!(fields[4], (&b"x-empty"[..], &b""[..]));
+        assert_eq!(fields[5], (&b"x-colon"[..], &b"a: b\xe9"[..]));
+        let map = head.into_map().unwrap();
+        assert_eq!(map["content-type"], "text/plain");
+        let cookies: Vec<_> = map.get_all("set-cookie").iter().collect();
+        assert_eq!(cookies, ["a=1", "b=2; Path=/"]);
+        assert_eq!(map["content-length"], "42");
+        assert_eq!(map["x-empty"], "");
+        assert_eq!(map["x-colon"].as_bytes(), b"a: b\xe9");
+        assert_eq!(map.len(), 7);
+    }
+
+    #[test]
+    fn ruled_fields_and_connection_lists_send_the_head_to_the_rules() {
+        for (kind, name) in [
+            (FieldKind::Ruled, "Location"),
+            (FieldKind::Connection, "Connection"),
+        ] {
+            let mut head = PassedHead::with_fields(1);
+            head.push(FieldKind::Other, b"x-a", b"1");
+            assert!(!head.is_ruled());
+            head.push(kind, name.as_bytes(), b"x");
+            assert!(head.is_ruled(), "{name}");
+        }
+    }
+}
