@@ -320,7 +320,7 @@ fn request_line(out: &mut String, e: &Event, format: crate::logging::LogFormat, 
             out.push_str(r#","method":"#);
             json_str(out, &e.method);
             out.push_str(r#","status":"#);
-            out.push_str(crate::digits::decimal(e.status.into(), &mut [0; 20]));
+            crate::digits::push_decimal(out, e.status.into());
             out.push_str(r#","outcome":""#);
             out.push_str(e.outcome.as_str());
             out.push('"');
@@ -392,15 +392,22 @@ fn push_timestamp(out: &mut String, now: jiff::Timestamp) {
         out.push_str(text);
     });
     // Before 1970 the fraction is negative; such clocks are not worth a special case.
-    let micros = now.subsec_microsecond().unsigned_abs();
-    let _ = std::fmt::Write::write_fmt(out, format_args!(".{micros:06}Z"));
+    let mut micros = now.subsec_microsecond().unsigned_abs();
+    let mut digits = [b'0'; 6];
+    for d in digits.iter_mut().rev() {
+        *d = b'0' + (micros % 10) as u8;
+        micros /= 10;
+    }
+    out.push('.');
+    out.extend(digits.iter().map(|&b| char::from(b)));
+    out.push('Z');
 }
 
 /// Appends a duration in microseconds as milliseconds, as `f64`'s `Display` would show
 /// `us / 1000.0` (`1.25`, `3`, `0.007`), without floating-point formatting.
 fn push_ms(out: &mut String, us: u128) {
     let (ms, frac) = (us / 1000, us % 1000);
-    let _ = std::fmt::Write::write_fmt(out, format_args!("{ms}"));
+    crate::digits::push_decimal(out, u64::try_from(ms).unwrap_or(u64::MAX));
     if frac != 0 {
         let digits = [frac / 100, frac / 10 % 10, frac % 10].map(|d| char::from(b'0' + d as u8));
         let len = 3 - digits.iter().rev().take_while(|&&c| c == '0').count();

@@ -22,6 +22,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker, ready};
 use std::time::Duration;
 
@@ -36,7 +37,7 @@ use tokio::time::Instant;
 
 use super::ForwardError;
 use super::passed::{FieldKind, PassedHead, field_kind};
-use crate::digits::decimal;
+use crate::digits::decimal_bytes;
 use crate::http1::{Chunk, Step, parse_length, step_chunked};
 
 /// Largest response head accepted (status line and headers).
@@ -88,7 +89,7 @@ impl Conn {
 /// Where pooled connections go: the upstream's host and port as the URL names them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Target {
-    pub(super) host: String,
+    pub(super) host: Arc<str>,
     pub(super) port: u16,
 }
 
@@ -383,7 +384,7 @@ pub(super) async fn send(
         .ok_or_else(|| ForwardError::Connect("the URL has no host".to_owned()))?;
     let port = parts.uri.port_u16().unwrap_or(80);
     let target = Target {
-        host: host.to_owned(),
+        host: Arc::from(host),
         port,
     };
     let message = encode_request(&parts, &target, &body);
@@ -500,7 +501,7 @@ pub(super) fn push_host_field(out: &mut Vec<u8>, host: &str, port: u16) {
     out.extend_from_slice(host.as_bytes());
     if port != 80 {
         out.push(b':');
-        out.extend_from_slice(decimal(u64::from(port), &mut [0; 20]).as_bytes());
+        out.extend_from_slice(decimal_bytes(u64::from(port), &mut [0; 20]));
     }
     out.extend_from_slice(b"\r\n");
 }
@@ -510,7 +511,7 @@ pub(super) fn push_host_field(out: &mut Vec<u8>, host: &str, port: u16) {
 /// one on its own.
 pub(super) fn end_head(out: &mut Vec<u8>, body: &Bytes) {
     out.extend_from_slice(b"content-length: ");
-    out.extend_from_slice(decimal(body.len() as u64, &mut [0; 20]).as_bytes());
+    out.extend_from_slice(decimal_bytes(body.len() as u64, &mut [0; 20]));
     out.extend_from_slice(b"\r\n\r\n");
     if body.len() <= COALESCE_MAX {
         out.extend_from_slice(body);

@@ -246,7 +246,7 @@ pub struct Upstream {
     signer: Option<OutboundSigner>,
     /// Where plain-http connections go: the URL's host and port (80 when it names none).
     /// Kept apart because `Authority::host`/`port` search the text on every call.
-    host: String,
+    host: Arc<str>,
     port: u16,
     /// The `Host` field for the direct path (`host[:port]`), or nothing when a route injects one.
     host_field: Vec<u8>,
@@ -272,7 +272,7 @@ impl Upstream {
                 Some((name.clone(), v))
             })
             .collect();
-        let host = authority.host().to_owned();
+        let host: Arc<str> = authority.host().into();
         let port = authority.port_u16().unwrap_or(80);
         let mut host_field = Vec::new();
         if !cfg.headers.iter().any(|(n, _)| n == http::header::HOST) {
@@ -620,7 +620,7 @@ mod tests {
         let (parts, body) = up.request(&mut ex).into_parts();
         let body = h1::full_bytes(body);
         let target = h1::Target {
-            host: parts.uri.host().unwrap().to_owned(),
+            host: parts.uri.host().unwrap().into(),
             port: parts.uri.port_u16().unwrap_or(80),
         };
         h1::encode_request(&parts, &target, &body)

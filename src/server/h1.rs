@@ -34,7 +34,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::digits::decimal;
+use crate::digits::decimal_bytes;
 use crate::events::{Event, Outcome};
 use crate::forward::body::ResponseBody;
 use crate::gateway::response::{error_body, json_response};
@@ -614,7 +614,7 @@ where
     out.clear();
     out.extend_from_slice(b"HTTP/1.1 ");
     let mut digits = [0u8; 20];
-    out.extend_from_slice(decimal(u64::from(status.as_u16()), &mut digits).as_bytes());
+    out.extend_from_slice(status.as_str().as_bytes());
     out.extend_from_slice(b" ");
     out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
@@ -647,7 +647,7 @@ where
         {
             declared = Some(n);
             out.extend_from_slice(b"content-length: ");
-            out.extend_from_slice(decimal(n, &mut digits).as_bytes());
+            out.extend_from_slice(decimal_bytes(n, &mut digits));
             out.extend_from_slice(b"\r\n");
         }
     }
@@ -664,7 +664,7 @@ where
         Out::Length(n)
     } else if let Some(n) = body.size_hint().exact() {
         out.extend_from_slice(b"content-length: ");
-        out.extend_from_slice(decimal(n, &mut digits).as_bytes());
+        out.extend_from_slice(decimal_bytes(n, &mut digits));
         out.extend_from_slice(b"\r\n");
         Out::Length(n)
     } else if http10 {
