@@ -2,9 +2,9 @@
 //!
 //! The lean HTTP/1.1 client (`h1.rs`) keeps the end-to-end fields of a plain-`http` upstream's
 //! response head as the `name: value` lines the listener will write, instead of building a
-//! header map that the listener then writes out again field by field: on a proxied request the
-//! map (a name lookup, a value copy and a hash per field, then the map's drop) cost about 4,000
-//! instructions (`bench/run --instructions`, docs/benchmarks.md). The map is still built
+//! header map that the listener then writes out again field by field: the map (a name lookup,
+//! a value copy and a hash per field, then its drop) cost 3,700 instructions a proxied request
+//! more than the lines do (`bench/run --instructions`, docs/benchmarks.md). The map is still built
 //! ([`PassedHead::into_map`]) whenever a response rule has to read or change a field the
 //! upstream sent: the head says so itself ([`PassedHead::is_ruled`]), and the gateway does it
 //! for HTTP/2 and for responses that carry headers of its own besides `X-Request-Id`.
