@@ -108,11 +108,15 @@ impl Body for ResponseBody {
 /// Wraps a body and fails it when no frame arrives within `idle` of being asked for one.
 ///
 /// The clock starts when the consumer asks for the next frame, not when the last one was
-/// produced, so a slow reader (back-pressure) never counts against the upstream.
+/// produced, so a slow reader (back-pressure) never counts against the upstream. The timer is
+/// made only when the inner body first has nothing ready: most upstream answers are read
+/// whole from what the socket already holds, and a timer per response (an allocation, a clock
+/// read, registering with the driver and taking it out again) cost about 700 instructions.
 pub struct IdleTimeout<B> {
     inner: B,
     idle: Duration,
-    sleep: Pin<Box<Sleep>>,
+    sleep: Option<Pin<Box<Sleep>>>,
+    /// The timer must be set afresh before it is waited on: a frame came since it was set.
     rearm: bool,
 }
 
@@ -122,8 +126,8 @@ impl<B> IdleTimeout<B> {
         IdleTimeout {
             inner,
             idle,
-            sleep: Box::pin(tokio::time::sleep(idle)),
-            rearm: false,
+            sleep: None,
+            rearm: true,
         }
     }
 }
@@ -141,20 +145,25 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
+        if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
+            this.rearm = true;
+            return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
+        }
+        // Nothing ready: this ask is where the wait starts, unless it has started already.
         if this.rearm {
             this.rearm = false;
             let deadline = Instant::now() + this.idle;
-            this.sleep.as_mut().reset(deadline);
-        }
-        match Pin::new(&mut this.inner).poll_frame(cx) {
-            Poll::Ready(frame) => {
-                this.rearm = true;
-                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+            match &mut this.sleep {
+                Some(sleep) => sleep.as_mut().reset(deadline),
+                None => this.sleep = Some(Box::pin(tokio::time::sleep_until(deadline))),
             }
-            Poll::Pending => {
-                ready!(this.sleep.as_mut().poll(cx));
+        }
+        match &mut this.sleep {
+            Some(sleep) => {
+                ready!(sleep.as_mut().poll(cx));
                 Poll::Ready(Some(Err(Box::new(IdleTimeoutError(this.idle)))))
             }
+            None => Poll::Pending,
         }
     }
 
@@ -164,5 +173,51 @@ where
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+    use http_body_util::channel::Channel;
+
+    /// Pauses shorter than the idle time pass however long the whole body takes; a pause
+    /// longer fails the body, counted from the ask that found nothing.
+    #[tokio::test(start_paused = true)]
+    async fn the_idle_clock_restarts_with_every_frame() {
+        let (mut tx, inner) = Channel::<Bytes, BoxError>::new(1);
+        let mut body = IdleTimeout::new(inner, Duration::from_millis(300));
+        tokio::spawn(async move {
+            for i in 0..4u8 {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                tx.send_data(Bytes::from(vec![b'0' + i])).await.unwrap();
+            }
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            drop(tx);
+        });
+        for i in 0..4u8 {
+            let frame = body.frame().await.unwrap().unwrap();
+            assert_eq!(frame.into_data().unwrap(), Bytes::from(vec![b'0' + i]));
+        }
+        let asked = Instant::now();
+        let err = body.frame().await.unwrap().unwrap_err();
+        assert!(err.is::<IdleTimeoutError>(), "{err}");
+        let waited = asked.elapsed();
+        assert!(
+            waited >= Duration::from_millis(300) && waited < Duration::from_millis(400),
+            "{waited:?}"
+        );
+    }
+
+    /// A body whose frames are all ready never sets a timer.
+    #[tokio::test(start_paused = true)]
+    async fn a_body_read_whole_at_once_sets_no_timer() {
+        let inner = http_body_util::Full::new(Bytes::from_static(b"whole"));
+        let mut body = IdleTimeout::new(inner, Duration::from_millis(1));
+        let frame = body.frame().await.unwrap().unwrap();
+        assert_eq!(frame.into_data().unwrap(), "whole");
+        assert!(body.frame().await.is_none());
+        assert!(body.sleep.is_none());
     }
 }
