@@ -623,3 +623,47 @@ async fn upstream_fields_the_rules_change_are_changed_over_both_protocols() {
         assert_eq!(h2.headers["location"], "https://elsewhere.example/next");
     }
 }
+
+/// The guards' own response headers (here a limit's RateLimit fields) go out beside the
+/// upstream's fields over both protocols, and replace an upstream field of the same name.
+#[tokio::test]
+async fn guard_headers_join_the_upstream_fields_and_replace_same_named_ones() {
+    let raw = RawUpstream::start(|n| {
+        let own = if n <= 2 {
+            ""
+        } else {
+            "RateLimit: \"upstream\";r=1\r\n"
+        };
+        (
+            format!("HTTP/1.1 200 OK\r\nX-Up: 1\r\n{own}Content-Length: 2\r\n\r\nok").into_bytes(),
+            Then::KeepOpen,
+        )
+    })
+    .await;
+    let unused = Upstream::start().await;
+    let config = format!(
+        "{}\n[[route.limit]]\nkey = \"route\"\nrate = \"1000/minute\"\n",
+        route(&raw.url("/in"), r#"["POST"]"#)
+    );
+    let gw = Gateway::start(&config, &unused).await;
+    // Requests 1 (HTTP/1.1) and 2 (HTTP/2) meet an upstream without the field, 3 and 4 one
+    // with it.
+    for round in 0..2 {
+        let (h1, h2) = over_both(&gw).await;
+        assert!(h1.ends_with("\r\n\r\nok"), "{h1}");
+        // Passed through as written while no name is shared; through the header map (which
+        // spells names in lower case) once the upstream sends a RateLimit of its own.
+        let x_up = if round == 0 { "X-Up: 1" } else { "x-up: 1" };
+        assert_eq!(field_lines(&h1, "x-up"), [x_up], "round {round}");
+        let ratelimit = field_lines(&h1, "ratelimit");
+        assert_eq!(ratelimit.len(), 1, "round {round}: {h1}");
+        assert!(!ratelimit[0].contains("upstream"), "round {round}: {h1}");
+        assert_eq!(field_lines(&h1, "ratelimit-policy").len(), 1, "{h1}");
+        assert_eq!(h2.headers["x-up"], "1");
+        let ratelimit: Vec<_> = h2.headers.get_all("ratelimit").iter().collect();
+        assert_eq!(ratelimit.len(), 1, "round {round}");
+        assert!(!ratelimit[0].to_str().unwrap().contains("upstream"));
+        assert!(h2.headers.contains_key("ratelimit-policy"));
+    }
+    assert_eq!(raw.seen().len(), 4);
+}

@@ -116,6 +116,16 @@ impl PassedHead {
         self.dated
     }
 
+    /// True when a field has the name of one of `map`'s (ASCII case-insensitive): the map's
+    /// fields would replace it, so the head must go through the map.
+    pub fn shares_a_name_with(&self, map: &HeaderMap) -> bool {
+        !map.is_empty()
+            && self.fields().any(|(name, _)| {
+                map.keys()
+                    .any(|k| name.eq_ignore_ascii_case(k.as_str().as_bytes()))
+            })
+    }
+
     /// The `name: value\r\n` lines (no `Content-Length`; see [`Self::content_length`]).
     pub fn lines(&self) -> &[u8] {
         &self.lines
@@ -269,6 +279,19 @@ mod tests {
         assert_eq!(map["x-empty"], "");
         assert_eq!(map["x-colon"].as_bytes(), b"a: b\xe9");
         assert_eq!(map.len(), 7);
+    }
+
+    #[test]
+    fn names_shared_with_a_map_are_found_in_any_case() {
+        let mut head = PassedHead::with_fields(2);
+        head.push(FieldKind::Other, b"Content-Type", b"text/plain");
+        head.push(FieldKind::Other, b"RateLimit", b"\"up\";r=1");
+        let mut map = HeaderMap::new();
+        assert!(!head.shares_a_name_with(&map));
+        map.insert("ratelimit-policy", HeaderValue::from_static("\"gw\";q=10"));
+        assert!(!head.shares_a_name_with(&map));
+        map.insert("ratelimit", HeaderValue::from_static("\"gw\";r=9"));
+        assert!(head.shares_a_name_with(&map));
     }
 
     #[test]

@@ -445,11 +445,14 @@ impl Gateway {
                 let body = IdleTimeout::new(body, route.upstream.idle_timeout);
                 let mut response = match headers {
                     // Nothing here reads or changes the upstream's fields: they go on as they
-                    // came (`forward::passed`).
+                    // came (`forward::passed`), after the guards' own headers (RateLimit
+                    // fields, a rotated token), none of which the upstream sent.
                     UpstreamHeaders::Passed(head)
-                        if !head.is_ruled() && ex.response_headers.is_empty() =>
+                        if !head.is_ruled() && !head.shares_a_name_with(&ex.response_headers) =>
                     {
-                        Response::new(ResponseBody::passed(body, head))
+                        let mut response = Response::new(ResponseBody::passed(body, head));
+                        *response.headers_mut() = std::mem::take(&mut ex.response_headers);
+                        response
                     }
                     headers => match headers.into_map() {
                         Ok(mut headers) => {
