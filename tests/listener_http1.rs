@@ -461,3 +461,74 @@ async fn the_first_byte_does_not_buy_a_second_header_timeout() {
     assert!(took < Duration::from_millis(2800), "closed after {took:?}");
     assert_eq!(up.count(), 0);
 }
+
+/// One request with an empty JSON body on the keep-alive connection `s`, to `path`.
+async fn post_on(s: &mut TcpStream, buf: &mut Vec<u8>, path: &str) -> String {
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+         Content-Length: 2\r\n\r\n{{}}"
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    read_response(s, buf).await.0
+}
+
+// The connection keeps one header timer and moves its deadline later for each request; tokio
+// must then fire it at the last deadline, not at the first.
+#[tokio::test]
+async fn a_busy_connection_outlives_its_first_header_deadline_and_idles_out_after_the_last() {
+    let up = Upstream::start().await;
+    let cfg = CFG.replace("header_timeout = \"2s\"", "header_timeout = \"1s\"");
+    let gw = Gateway::start(&cfg, &up).await;
+    let mut s = connect(gw.addr).await;
+    let mut buf = Vec::new();
+    let started = std::time::Instant::now();
+    // 2.4 s of requests 400 ms apart on a connection whose header timeout is 1 s.
+    for i in 0..6 {
+        let head = post_on(&mut s, &mut buf, "/hook").await;
+        assert!(head.starts_with("HTTP/1.1 200"), "request {i}: {head}");
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    assert!(started.elapsed() > Duration::from_secs(2));
+    let head = post_on(&mut s, &mut buf, "/hook").await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(up.count(), 7);
+    // Idle now: open for most of a header timeout, closed soon after it.
+    assert!(
+        !closes(&mut s, Duration::from_millis(700)).await,
+        "closed early"
+    );
+    assert!(closes(&mut s, Duration::from_secs(2)).await, "never closed");
+}
+
+// The upstream's response head is timed by a timer the connection lends each request: it must
+// time every request, also after a fast one moved its deadline and after it fired once.
+#[tokio::test]
+async fn the_upstream_timeout_holds_for_every_request_of_a_connection() {
+    let up = Upstream::start().await;
+    let cfg = format!(
+        "{CFG}
+[[route]]
+name = \"slow\"
+path = \"/slow\"
+[route.upstream]
+url = \"{{upstream}}/slow-headers\"
+timeout = \"500ms\"
+"
+    );
+    let gw = Gateway::start(&cfg, &up).await;
+    let mut s = connect(gw.addr).await;
+    let mut buf = Vec::new();
+    for round in 0..2 {
+        let head = post_on(&mut s, &mut buf, "/hook").await;
+        assert!(head.starts_with("HTTP/1.1 200"), "round {round}: {head}");
+        let started = std::time::Instant::now();
+        let head = post_on(&mut s, &mut buf, "/slow").await;
+        let took = started.elapsed();
+        assert!(head.starts_with("HTTP/1.1 504"), "round {round}: {head}");
+        assert!(
+            took >= Duration::from_millis(450) && took < Duration::from_millis(2000),
+            "round {round}: 504 after {took:?}"
+        );
+    }
+    assert_eq!(up.count(), 4);
+}

@@ -13,7 +13,9 @@ pub mod passed;
 pub mod sign;
 pub mod tls;
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -165,7 +167,7 @@ impl UpstreamClient {
     ) -> Result<Response<UpstreamBody>, ForwardError> {
         if req.uri().scheme() == Some(&Scheme::HTTP) {
             let sent = h1::send(req, self.settings.connect_timeout, POOL_IDLE);
-            return h1_within(timeout, sent)
+            return h1_within(timeout, None, sent)
                 .await
                 .map(|resp| resp.map(UpstreamBody::Left));
         }
@@ -178,15 +180,38 @@ impl UpstreamClient {
     }
 }
 
-/// Waits for a plain-http exchange's response head at most `timeout`.
+/// A timer an HTTP/1.1 connection lends each of its requests for the upstream's response
+/// head. The connection keeps one for all its requests and moves its deadline later for each:
+/// one atomic store in tokio's timer entry, where a timer per request was registered with the
+/// driver and removed again, and the exchange was moved into a `Timeout` (about 600
+/// instructions a request, `bench/run --instructions`).
+pub type HeadTimer<'a> = Pin<&'a mut tokio::time::Sleep>;
+
+/// Waits for a plain-http exchange's response head at most `timeout`, on `timer` when one is
+/// lent.
 async fn h1_within<T>(
     timeout: Duration,
-    sent: impl std::future::Future<Output = Result<T, ForwardError>>,
+    timer: Option<HeadTimer<'_>>,
+    sent: impl Future<Output = Result<T, ForwardError>>,
 ) -> Result<T, ForwardError> {
-    match tokio::time::timeout(timeout, sent).await {
-        Err(_) => Err(ForwardError::Timeout(timeout)),
-        Ok(r) => r,
-    }
+    let Some(mut timer) = timer else {
+        return match tokio::time::timeout(timeout, sent).await {
+            Err(_) => Err(ForwardError::Timeout(timeout)),
+            Ok(r) => r,
+        };
+    };
+    timer.as_mut().reset(tokio::time::Instant::now() + timeout);
+    let mut sent = std::pin::pin!(sent);
+    // The exchange first, as `tokio::time::timeout` does: a head that arrived just as the
+    // deadline passed is still used.
+    std::future::poll_fn(|cx| match sent.as_mut().poll(cx) {
+        Poll::Ready(r) => Poll::Ready(r),
+        Poll::Pending => timer
+            .as_mut()
+            .poll(cx)
+            .map(|()| Err(ForwardError::Timeout(timeout))),
+    })
+    .await
 }
 
 /// An upstream's answer to a forwarded request, up to its head.
@@ -378,7 +403,12 @@ impl Upstream {
     /// the request head is written straight from the exchange, with the headers [`Self::request`]
     /// would build (`direct_head_is_the_built_request` holds the two to that): the intermediate
     /// header map and request cost about 3,000 instructions per request.
-    pub async fn forward(&self, ex: &mut Exchange) -> Result<UpstreamResponse, ForwardError> {
+    /// `timer`, when the client's connection lends one, times the wait for the head.
+    pub async fn forward(
+        &self,
+        ex: &mut Exchange,
+        timer: Option<HeadTimer<'_>>,
+    ) -> Result<UpstreamResponse, ForwardError> {
         let direct = if self.scheme == Scheme::HTTP && self.signer.is_none() {
             self.encode_head(ex, &ex.body)
         } else {
@@ -402,7 +432,7 @@ impl Upstream {
             connect_timeout,
             POOL_IDLE,
         );
-        let (status, fields, body) = h1_within(self.timeout, sent).await?;
+        let (status, fields, body) = h1_within(self.timeout, timer, sent).await?;
         Ok(UpstreamResponse {
             status,
             headers: UpstreamHeaders::Passed(fields),

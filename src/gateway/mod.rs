@@ -35,7 +35,7 @@ use crate::config::RouteMode;
 use crate::events::{Emitter, Event, Outcome, truncate_user_agent};
 use crate::forward::body::{IdleTimeout, ResponseBody};
 use crate::forward::headers::{X_REQUEST_ID, overlay, strip_hop_by_hop};
-use crate::forward::{ForwardError, UpstreamHeaders, UpstreamResponse};
+use crate::forward::{ForwardError, HeadTimer, UpstreamHeaders, UpstreamResponse};
 use crate::policy::{Denial, Exchange, Reason, RoutePolicy, RouteTable, Services, client_ip, path};
 use crate::queue::{AcceptError, Queue};
 use crate::server::body::RequestBody;
@@ -162,11 +162,13 @@ impl Gateway {
         &self.events
     }
 
-    /// Serves one request.
+    /// Serves one request. `timer`, when the connection lends one, times the wait for the
+    /// upstream's response head (see [`HeadTimer`]).
     pub async fn handle(
         &self,
         req: Request<RequestBody>,
         conn: ConnInfo,
+        timer: Option<HeadTimer<'_>>,
     ) -> Response<ResponseBody> {
         let started = Instant::now();
         let time = jiff::Timestamp::now();
@@ -256,7 +258,7 @@ impl Gateway {
         } else {
             match &route {
                 None => self.refuse(&ex, Denial::new(Reason::NotFound)),
-                Some(route) => self.run_route(route, &mut ex, body, &settings).await,
+                Some(route) => self.run_route(route, &mut ex, body, &settings, timer).await,
             }
         };
 
@@ -318,6 +320,7 @@ impl Gateway {
         ex: &mut Exchange,
         body: RequestBody,
         settings: &GatewaySettings,
+        timer: Option<HeadTimer<'_>>,
     ) -> Finished {
         // A refusal before the body is read leaves it unread; `Linger` drains a bounded part of
         // it after the answer, so the client reads its 413 (or 401, …) instead of a reset.
@@ -371,7 +374,7 @@ impl Gateway {
         if route.mode == RouteMode::Async {
             return self.enqueue(route, ex).await;
         }
-        self.forward(route, ex).await
+        self.forward(route, ex, timer).await
     }
 
     /// Stores an allowed exchange of an async route and answers
@@ -413,9 +416,14 @@ impl Gateway {
     }
 
     /// Sends an allowed exchange upstream and starts streaming the answer back.
-    async fn forward(&self, route: &RoutePolicy, ex: &mut Exchange) -> Finished {
+    async fn forward(
+        &self,
+        route: &RoutePolicy,
+        ex: &mut Exchange,
+        timer: Option<HeadTimer<'_>>,
+    ) -> Finished {
         let sent = Instant::now();
-        match route.upstream.forward(ex).await {
+        match route.upstream.forward(ex, timer).await {
             Ok(resp) => {
                 let upstream_latency = Some(sent.elapsed());
                 let UpstreamResponse {

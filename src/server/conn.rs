@@ -132,7 +132,9 @@ impl Connection {
             // finished (or dropped), so a long stream keeps the connection busy.
             let in_flight = tracked.begin();
             async move {
-                let resp = gateway.handle(req.map(RequestBody::Right), info).await;
+                let resp = gateway
+                    .handle(req.map(RequestBody::Right), info, None)
+                    .await;
                 Ok::<_, Infallible>(resp.map(|body| Tracked {
                     body,
                     _in_flight: in_flight,

@@ -310,13 +310,21 @@ pub(super) async fn serve<I>(
     let source: Arc<dyn BodySource> = wire.clone();
     let mut out = BytesMut::with_capacity(4096);
     let mut wait = timeouts.first;
+    // One timer for every head on the connection, moved later for each: a later deadline is
+    // one atomic store in tokio's timer entry, where a timer per request was registered with
+    // the driver and removed again (about 1,000 instructions a request).
+    let head_timer = tokio::time::sleep(wait);
+    tokio::pin!(head_timer);
+    // And one for the upstream's response heads, lent to each request (`HeadTimer`).
+    let upstream_timer = tokio::time::sleep(wait);
+    tokio::pin!(upstream_timer);
     loop {
-        let deadline = Instant::now() + wait;
+        head_timer.as_mut().reset(Instant::now() + wait);
         wait = timeouts.header.min(timeouts.keepalive);
         let head = tokio::select! {
             biased;
             _ = stop.wait_for(|s| *s) => return,
-            head = read_head(&wire, deadline) => head,
+            head = read_head(&wire, head_timer.as_mut()) => head,
         };
         let head = match head {
             Ok(Some(h)) => h,
@@ -350,7 +358,9 @@ pub(super) async fn serve<I>(
                 wire: source.clone(),
             })
         });
-        let response = gateway.handle(request, info).await;
+        let response = gateway
+            .handle(request, info, Some(upstream_timer.as_mut()))
+            .await;
 
         let (left, continue_owed, touched) = {
             let w = lock(&wire);
@@ -386,9 +396,12 @@ pub(super) async fn serve<I>(
     }
 }
 
-/// Waits for a complete request head: `Ok(None)` when the client closes or `deadline` passes
+/// Waits for a complete request head: `Ok(None)` when the client closes or `timer` fires
 /// first.
-async fn read_head<I>(wire: &Mutex<Wire<I>>, deadline: Instant) -> Result<Option<Head>, Refusal>
+async fn read_head<I>(
+    wire: &Mutex<Wire<I>>,
+    mut timer: Pin<&mut tokio::time::Sleep>,
+) -> Result<Option<Head>, Refusal>
 where
     I: AsyncRead + AsyncWrite + Unpin,
 {
@@ -403,13 +416,15 @@ where
                 }
             }
         }
-        let filled = tokio::time::timeout_at(
-            deadline,
-            std::future::poll_fn(|cx| lock(wire).poll_fill(cx)),
-        )
+        // The socket first, as `tokio::time::timeout` does: a head that arrived just as the
+        // deadline passed is still served.
+        let filled = std::future::poll_fn(|cx| match lock(wire).poll_fill(cx) {
+            Poll::Ready(r) => Poll::Ready(Some(r)),
+            Poll::Pending => timer.as_mut().poll(cx).map(|()| None),
+        })
         .await;
         match filled {
-            Ok(Ok(n)) if n > 0 => {}
+            Some(Ok(n)) if n > 0 => {}
             _ => return Ok(None),
         }
     }
