@@ -99,6 +99,15 @@ async fn requests_are_counted_by_route_outcome_and_reason() {
         ),
         Some(3.0)
     );
+    // The route's two label sets (allowed, denied) feed one duration histogram.
+    assert_eq!(
+        sample(
+            &text,
+            r#"hookwarden_request_duration_seconds_count{route="hook"}"#
+        ),
+        Some(3.0),
+        "{text}"
+    );
     assert_eq!(
         sample(&text, "hookwarden_audit_aggregated_total"),
         Some(0.0)

