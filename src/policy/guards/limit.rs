@@ -25,6 +25,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use ipnet::IpNet;
 use sha2::{Digest, Sha256};
@@ -64,6 +65,9 @@ struct LimitRule {
 #[derive(Debug, Clone)]
 pub struct LimitGuard {
     rules: Arc<[LimitRule]>,
+    /// The `RateLimit-Policy` items of all the rules, for a request every rule applies to
+    /// (`None` when they do not make a header value).
+    policy: Option<HeaderValue>,
 }
 
 impl LimitGuard {
@@ -92,8 +96,9 @@ impl LimitGuard {
                     state_prefix,
                 }
             })
-            .collect();
-        LimitGuard { rules }
+            .collect::<Arc<[LimitRule]>>();
+        let policy = join_items(rules.iter().map(|r| r.policy_item.as_str()));
+        LimitGuard { rules, policy }
     }
 
     /// Counts the request against every limit of the group that applies to it.
@@ -115,17 +120,14 @@ impl LimitGuard {
             Denial::new(Reason::StateUnavailable).with_detail("rate limit state unavailable")
         })?;
 
-        let policy: Vec<&str> = applied
-            .iter()
-            .map(|(r, _)| r.policy_item.as_str())
-            .collect();
-        extend_list(
-            &mut ex.response_headers,
-            RATELIMIT_POLICY,
-            &policy.join(", "),
-        );
+        let policy = if applied.len() == self.rules.len() {
+            self.policy.clone()
+        } else {
+            join_items(applied.iter().map(|(r, _)| r.policy_item.as_str()))
+        };
+        extend_list(&mut ex.response_headers, RATELIMIT_POLICY, policy);
         let allowed = decisions.iter().all(|d| d.allowed);
-        let mut fields = String::new();
+        let mut fields = String::with_capacity(32 * applied.len());
         let mut retry_after = Duration::ZERO;
         let mut first_refusal = None;
         for ((rule, _), d) in applied.iter().zip(&decisions) {
@@ -150,7 +152,9 @@ impl LimitGuard {
             fields.push_str(";t=");
             fields.push_str(crate::digits::decimal(t, &mut digits));
         }
-        extend_list(&mut ex.response_headers, RATELIMIT, &fields);
+        // The string's buffer becomes the value's, uncopied.
+        let fields = HeaderValue::from_maybe_shared(Bytes::from(fields)).ok();
+        extend_list(&mut ex.response_headers, RATELIMIT, fields);
         if allowed {
             return Ok(());
         }
@@ -232,18 +236,37 @@ fn ceil_secs(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
 
-/// Adds `items` to a list-valued field, after what an earlier group put there.
-fn extend_list(headers: &mut HeaderMap, name: HeaderName, items: &str) {
-    if items.is_empty() {
+/// `items` as one list value (`a, b`), or `None` when they do not make a header value.
+fn join_items<'a>(items: impl Iterator<Item = &'a str>) -> Option<HeaderValue> {
+    let mut joined = String::new();
+    for item in items {
+        if !joined.is_empty() {
+            joined.push_str(", ");
+        }
+        joined.push_str(item);
+    }
+    HeaderValue::from_maybe_shared(Bytes::from(joined)).ok()
+}
+
+/// Adds `items` (a list value) to a list-valued field, after what an earlier group put there.
+fn extend_list(headers: &mut HeaderMap, name: HeaderName, items: Option<HeaderValue>) {
+    let Some(items) = items.filter(|v| !v.is_empty()) else {
         return;
-    }
-    let value = match headers.get(&name).and_then(|v| v.to_str().ok()) {
-        Some(prev) if !prev.is_empty() => format!("{prev}, {items}"),
-        _ => items.to_owned(),
     };
-    if let Ok(v) = HeaderValue::from_str(&value) {
-        headers.insert(name, v);
-    }
+    let value = match headers.get(&name) {
+        Some(prev) if !prev.is_empty() => {
+            let mut joined = Vec::with_capacity(prev.len() + 2 + items.len());
+            joined.extend_from_slice(prev.as_bytes());
+            joined.extend_from_slice(b", ");
+            joined.extend_from_slice(items.as_bytes());
+            match HeaderValue::from_maybe_shared(Bytes::from(joined)) {
+                Ok(v) => v,
+                Err(_) => return,
+            }
+        }
+        _ => items,
+    };
+    headers.insert(name, value);
 }
 
 #[cfg(test)]
