@@ -68,6 +68,14 @@ pub struct PassedHead {
     content_length: Option<u64>,
     ruled: bool,
     dated: bool,
+    /// Bit `n` set when a field name has `n` bytes (63 for longer ones): most names the guards
+    /// set have a length none of the upstream's names has, so most lookups read no line.
+    name_lengths: u64,
+}
+
+/// The bit of [`PassedHead`]'s name lengths for a name of `len` bytes.
+fn length_bit(len: usize) -> u64 {
+    1 << len.min(63)
 }
 
 impl PassedHead {
@@ -88,6 +96,7 @@ impl PassedHead {
             FieldKind::Date => self.dated = true,
             _ => {}
         }
+        self.name_lengths |= length_bit(name.len());
         self.lines.extend_from_slice(name);
         self.lines.extend_from_slice(b": ");
         self.lines.extend_from_slice(value);
@@ -119,11 +128,11 @@ impl PassedHead {
     /// True when a field has the name of one of `map`'s (ASCII case-insensitive): the map's
     /// fields would replace it, so the head must go through the map.
     pub fn shares_a_name_with(&self, map: &HeaderMap) -> bool {
-        !map.is_empty()
-            && self.fields().any(|(name, _)| {
-                map.keys()
-                    .any(|k| name.eq_ignore_ascii_case(k.as_str().as_bytes()))
-            })
+        map.keys().any(|k| {
+            let k = k.as_str().as_bytes();
+            self.name_lengths & length_bit(k.len()) != 0
+                && self.fields().any(|(name, _)| name.eq_ignore_ascii_case(k))
+        })
     }
 
     /// The `name: value\r\n` lines (no `Content-Length`; see [`Self::content_length`]).
@@ -291,6 +300,30 @@ mod tests {
         map.insert("ratelimit-policy", HeaderValue::from_static("\"gw\";q=10"));
         assert!(!head.shares_a_name_with(&map));
         map.insert("ratelimit", HeaderValue::from_static("\"gw\";r=9"));
+        assert!(head.shares_a_name_with(&map));
+    }
+
+    #[test]
+    fn a_name_of_the_same_length_is_not_a_shared_name_and_long_names_are_compared() {
+        let long = "x-".repeat(40);
+        let mut head = PassedHead::with_fields(2);
+        head.push(FieldKind::Other, b"X-Trace", b"1");
+        head.push(FieldKind::Other, long.to_uppercase().as_bytes(), b"2");
+        let mut map = HeaderMap::new();
+        // Seven bytes as `X-Trace` has, another name.
+        map.insert("x-token", HeaderValue::from_static("t"));
+        assert!(!head.shares_a_name_with(&map));
+        // Longer than 63 bytes, and not the upstream's long name.
+        let other_long = format!("{}y", "x-".repeat(39));
+        map.insert(
+            HeaderName::from_bytes(other_long.as_bytes()).unwrap(),
+            HeaderValue::from_static("3"),
+        );
+        assert!(!head.shares_a_name_with(&map));
+        map.insert(
+            HeaderName::from_bytes(long.as_bytes()).unwrap(),
+            HeaderValue::from_static("4"),
+        );
         assert!(head.shares_a_name_with(&map));
     }
 

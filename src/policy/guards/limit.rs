@@ -105,10 +105,9 @@ impl LimitGuard {
     pub async fn check(&self, ex: &mut Exchange, services: &Services) -> Result<(), Denial> {
         let mut applied: Vec<(&LimitRule, String)> = Vec::with_capacity(self.rules.len());
         for rule in self.rules.iter() {
-            if let Some(part) = caller_part(&rule.key, ex) {
-                let mut key = String::with_capacity(rule.state_prefix.len() + part.len());
-                key.push_str(&rule.state_prefix);
-                key.push_str(&part);
+            let mut key = String::with_capacity(rule.state_prefix.len() + 40);
+            key.push_str(&rule.state_prefix);
+            if push_caller_part(&rule.key, ex, &mut key) {
                 applied.push((rule, key));
             }
         }
@@ -177,26 +176,37 @@ fn refusal_detail(key: &LimitKey) -> &'static str {
     }
 }
 
-/// The caller's part of a limit's state key, or `None` when the request has nothing to key
-/// on (no authenticated key, no session): such a limit does not apply to it, rather than
-/// lumping every such request into one bucket. A missing header is the exception: it is one
-/// bucket of its own, so leaving the header out does not escape its limit.
-fn caller_part(key: &LimitKey, ex: &Exchange) -> Option<String> {
-    Some(match key {
-        LimitKey::Ip => address_key(ex.client_ip),
+/// Appends the caller's part of a limit's state key to `out`, or returns false when the
+/// request has nothing to key on (no authenticated key, no session): such a limit does not
+/// apply to it, rather than lumping every such request into one bucket. A missing header is
+/// the exception: it is one bucket of its own, so leaving the header out does not escape its
+/// limit.
+fn push_caller_part(key: &LimitKey, ex: &Exchange, out: &mut String) -> bool {
+    match key {
+        LimitKey::Ip => push_address_key(out, ex.client_ip),
         LimitKey::IpPrefix { v4, v6 } => {
             let len = if ex.client_ip.is_ipv4() { *v4 } else { *v6 };
-            IpNet::new(ex.client_ip, len)
+            let net = IpNet::new(ex.client_ip, len)
                 .map(|n| n.trunc().to_string())
-                .unwrap_or_else(|_| ex.client_ip.to_string())
+                .unwrap_or_else(|_| ex.client_ip.to_string());
+            out.push_str(&net);
         }
-        LimitKey::Key => bounded(ex.key_id.as_deref()?),
-        LimitKey::Session => bounded(ex.session_id.as_deref()?),
-        LimitKey::Route => "*".into(),
+        LimitKey::Key | LimitKey::Session => {
+            let id = match key {
+                LimitKey::Key => ex.key_id.as_deref(),
+                _ => ex.session_id.as_deref(),
+            };
+            let Some(id) = id else {
+                return false;
+            };
+            push_bounded(out, id);
+        }
+        LimitKey::Route => out.push('*'),
         LimitKey::Header(name) => {
             let mut values = ex.headers.get_all(name).iter().peekable();
             if values.peek().is_none() {
-                return Some("-".into());
+                out.push('-');
+                return true;
             }
             // Header values are the client's, of any length and possibly personal: keep only
             // a digest of them (all values, in order, so a second header is a second value).
@@ -205,30 +215,40 @@ fn caller_part(key: &LimitKey, ex: &Exchange) -> Option<String> {
                 h.update(v.as_bytes());
                 h.update([0]);
             }
-            hex::encode(&h.finalize()[..16])
+            out.push_str(&hex::encode(&h.finalize()[..16]));
         }
-    })
+    }
+    true
 }
 
 /// The key an address is counted and banned by: an IPv4 address itself, an IPv6 address by
 /// its /64, the block a single subscriber is normally given (counting single IPv6 addresses
 /// would let one client rotate through 2^64 of them).
 pub fn address_key(ip: IpAddr) -> String {
+    let mut key = String::with_capacity(15);
+    push_address_key(&mut key, ip);
+    key
+}
+
+/// Appends [`address_key`] to `out`.
+fn push_address_key(out: &mut String, ip: IpAddr) {
     match ip {
-        IpAddr::V4(_) => crate::policy::client_ip::ip_string(ip),
-        IpAddr::V6(_) => IpNet::new(ip, 64)
-            .map(|n| n.trunc().to_string())
-            .unwrap_or_else(|_| ip.to_string()),
+        IpAddr::V4(_) => crate::policy::client_ip::push_ip(out, ip),
+        IpAddr::V6(_) => out.push_str(
+            &IpNet::new(ip, 64)
+                .map(|n| n.trunc().to_string())
+                .unwrap_or_else(|_| ip.to_string()),
+        ),
     }
 }
 
 /// Ids chosen by the gateway are short; anything long is reduced to a digest so a state key
 /// stays small in any backend.
-fn bounded(id: &str) -> String {
+fn push_bounded(out: &mut String, id: &str) {
     if id.len() <= 64 {
-        id.to_owned()
+        out.push_str(id);
     } else {
-        hex::encode(&Sha256::digest(id.as_bytes())[..16])
+        out.push_str(&hex::encode(&Sha256::digest(id.as_bytes())[..16]));
     }
 }
 
@@ -294,6 +314,19 @@ mod tests {
             crate::policy::guards::testing::services(State::Memory(m.clone())),
             m,
         )
+    }
+
+    /// An id as a state key holds it.
+    fn bounded(id: &str) -> String {
+        let mut key = String::new();
+        push_bounded(&mut key, id);
+        key
+    }
+
+    /// The caller's part of a limit's state key alone.
+    fn caller_part(key: &LimitKey, ex: &Exchange) -> Option<String> {
+        let mut part = String::new();
+        push_caller_part(key, ex, &mut part).then_some(part)
     }
 
     fn header(ex: &Exchange, name: &HeaderName) -> String {
