@@ -50,7 +50,7 @@ pub struct Metrics {
     /// Handles of the per-request metrics, looked up once per label set: building a metric key
     /// and searching the registry on every request costs allocations and hashing the handles
     /// avoid. One map for the counter and the route's histograms, used under its read lock:
-    /// a second map and cloned handles cost about 300 instructions a request.
+    /// a second map and cloned handles cost 460 instructions a request (callgrind).
     requests: RwLock<HashMap<RequestLabels, RequestMetrics, Fnv>>,
 }
 

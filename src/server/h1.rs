@@ -311,8 +311,9 @@ pub(super) async fn serve<I>(
     let mut out = BytesMut::with_capacity(4096);
     let mut wait = timeouts.first;
     // One timer for every head on the connection, moved later for each: a later deadline is
-    // one atomic store in tokio's timer entry, where a timer per request was registered with
-    // the driver and removed again (about 1,000 instructions a request).
+    // one compare-and-swap in tokio's timer entry (the driver re-files it when the old
+    // deadline comes), where a timer per request was registered with the driver and removed
+    // again (830 instructions a request, callgrind).
     let head_timer = tokio::time::sleep(wait);
     tokio::pin!(head_timer);
     // And one for the upstream's response heads, lent to each request (`HeadTimer`).
