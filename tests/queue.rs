@@ -76,7 +76,7 @@ async fn upstream_down_then_up_delivers_every_message_once_in_arrival_order() {
     assert_eq!(queue.pending("hooks"), 30);
     // The upstream is down for a while: the head message is retried, the others wait.
     tokio::time::sleep(Duration::from_millis(600)).await;
-    let up = Scripted::start_at(addr, vec![Reply::status(200)]).await;
+    let up = addr.start(vec![Reply::status(200)]).await;
     let got = up.wait_for(30, Duration::from_secs(20)).await;
     eventually(Duration::from_secs(5), "queue drained", || {
         let q = queue.clone();
@@ -406,7 +406,7 @@ async fn beyond_max_queued_the_gateway_answers_503_queue_full_and_keeps_what_it_
         .await;
     assert_eq!(ev.outcome, hookwarden::events::Outcome::Denied);
     assert_eq!(got.header("retry-after"), Some("30"));
-    let up = Scripted::start_at(addr, vec![Reply::status(200)]).await;
+    let up = addr.start(vec![Reply::status(200)]).await;
     let got = up.wait_for(3, Duration::from_secs(10)).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(up.count(), 3, "the refused message was delivered");
@@ -461,7 +461,7 @@ async fn a_burst_of_10000_messages_while_the_upstream_is_down_is_delivered_in_fu
     }
     let accepted_in = started.elapsed();
     assert_eq!(ids.len(), N);
-    let up = Scripted::start_at(addr, vec![Reply::status(200)]).await;
+    let up = addr.start(vec![Reply::status(200)]).await;
     let got = up.wait_for(N, Duration::from_secs(180)).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(up.count(), N, "more deliveries than messages");
@@ -701,7 +701,7 @@ async fn a_resent_signed_message_is_a_duplicate_once_queued_and_is_delivered_onc
     let again = send(signed()).await;
     assert_eq!(again.status, 200, "{}", again.text());
     assert_eq!(again.json()["status"], "duplicate");
-    let up = Scripted::start_at(addr, vec![Reply::status(200)]).await;
+    let up = addr.start(vec![Reply::status(200)]).await;
     let got = up.wait_for(1, Duration::from_secs(10)).await;
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(up.count(), 1);
@@ -761,7 +761,7 @@ attempts = 1000
         !hay.contains(injected),
         "an injected upstream secret is in the store"
     );
-    let up = Scripted::start_at(addr, vec![Reply::status(200)]).await;
+    let up = addr.start(vec![Reply::status(200)]).await;
     let r = &up.wait_for(1, Duration::from_secs(10)).await[0];
     assert_eq!(header(r, "x-upstream-auth"), injected);
     assert_eq!(header(r, "x-custom"), "kept");
@@ -908,7 +908,7 @@ async fn a_gateway_killed_right_after_its_202_delivers_the_message_after_restart
     let id = queue_one(&gw.url("/hooks"), r#"{"n":"survives"}"#).await;
     gw.kill_hard();
     gw.respawn(&[]).await;
-    let up = Scripted::start_at(addr, vec![Reply::status(200)]).await;
+    let up = addr.start(vec![Reply::status(200)]).await;
     let got = up.wait_for(1, Duration::from_secs(10)).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(up.count(), 1, "delivered more than once");
@@ -939,7 +939,7 @@ async fn a_reload_starts_workers_for_new_async_routes_and_keeps_messages_of_remo
     let got = up_b.wait_for(1, Duration::from_secs(5)).await;
     assert_eq!(header(&got[0], "x-hookwarden-delivery"), b1);
     // a's upstream comes up, but a is no longer a route: its messages wait in the store.
-    let up_a = Scripted::start_at(down, vec![Reply::status(200)]).await;
+    let up_a = down.start(vec![Reply::status(200)]).await;
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(up_a.count(), 0);
     let j = admin_get(admin, "/api/queue?route=a", Some(ADMIN_TOKEN))
@@ -955,7 +955,7 @@ async fn a_reload_starts_workers_for_new_async_routes_and_keeps_messages_of_remo
     assert_eq!(pending, [a1.as_str(), a2.as_str()]);
 
     // Route a is back: its messages go out, in order.
-    let both = format!("{only_b}{}", served_route("a", &format!("http://{down}")));
+    let both = format!("{only_b}{}", served_route("a", &up_a.base()));
     std::fs::write(&gw.config, &both).unwrap();
     let got = admin_post(admin, "/api/reload", Some(ADMIN_TOKEN)).await;
     assert_eq!(got.status, 200, "{}", got.text());

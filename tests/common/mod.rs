@@ -1018,6 +1018,25 @@ impl Scripted {
             }
         }
         let listener = listener.unwrap_or_else(|| panic!("cannot bind {addr}"));
+        Self::serve(listener, answer)
+    }
+
+    /// On `listener`, answering with `script` as [`Scripted::start_at`] does.
+    pub fn start_on(listener: TcpListener, script: Vec<Reply>) -> Scripted {
+        let script = if script.is_empty() {
+            vec![Reply::status(200)]
+        } else {
+            script
+        };
+        Self::serve(listener, move |_, n| {
+            script.get(n - 1).or(script.last()).cloned().unwrap()
+        })
+    }
+
+    fn serve(
+        listener: TcpListener,
+        answer: impl Fn(&Recorded, usize) -> Reply + Send + Sync + 'static,
+    ) -> Scripted {
         let addr = listener.local_addr().unwrap();
         let got: Arc<Mutex<Vec<(std::time::Instant, Recorded)>>> = Arc::default();
         let script = Arc::new(answer);
@@ -1124,8 +1143,35 @@ impl Drop for Scripted {
 }
 
 /// A local address where nothing listens (yet): an upstream that is down.
-pub fn down_addr() -> SocketAddr {
-    format!("127.0.0.1:{}", free_port()).parse().unwrap()
+pub fn down_addr() -> DownPort {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = socket.local_addr().unwrap();
+    DownPort { socket, addr }
+}
+
+/// A port nothing answers on yet, held by a bound socket that does not listen: connecting to
+/// it is refused, as to an upstream that is down, and no other socket can take the port in
+/// the meantime. A port merely found free and released could be handed by the kernel to an
+/// outgoing connection as its source port, and an upstream started on it later then failed
+/// to bind for as long as that connection lived.
+pub struct DownPort {
+    socket: tokio::net::TcpSocket,
+    addr: SocketAddr,
+}
+
+impl std::fmt::Display for DownPort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.addr.fmt(f)
+    }
+}
+
+impl DownPort {
+    /// Brings the upstream up on the held port.
+    pub async fn start(self, script: Vec<Reply>) -> Scripted {
+        let listener = self.socket.listen(1024).unwrap();
+        Scripted::start_on(listener, script)
+    }
 }
 
 impl Served {
