@@ -101,6 +101,28 @@ async fn idle_keep_alive_connections_are_closed_after_the_header_timeout() {
     assert!(started.elapsed() >= Duration::from_millis(900));
 }
 
+// A body that is not there at the first read is waited for (the body timer is made then),
+// up to `body_timeout`.
+#[tokio::test]
+async fn a_body_sent_after_its_head_is_waited_for_and_forwarded() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start(CFG, &up).await;
+    let mut s = TcpStream::connect(gw.addr).await.unwrap();
+    s.write_all(b"POST /hook HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    s.write_all(b"{\"late\":1}").await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .expect("no answer")
+        .unwrap();
+    let head = String::from_utf8_lossy(&buf[..n]);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(&up.only().body[..], b"{\"late\":1}");
+}
+
 #[tokio::test]
 async fn a_slow_body_is_408_and_never_forwarded() {
     let up = Upstream::start().await;
