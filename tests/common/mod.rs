@@ -983,6 +983,17 @@ pub struct Scripted {
     task: JoinHandle<()>,
 }
 
+/// The n-th reply of `script` for the n-th request, its last for every later one (`200` when
+/// the script is empty).
+fn scripted_answer(script: Vec<Reply>) -> impl Fn(&Recorded, usize) -> Reply + Send + Sync {
+    let script = if script.is_empty() {
+        vec![Reply::status(200)]
+    } else {
+        script
+    };
+    move |_, n| script.get(n - 1).or(script.last()).cloned().unwrap()
+}
+
 impl Scripted {
     /// On an ephemeral port.
     pub async fn start(script: Vec<Reply>) -> Scripted {
@@ -991,15 +1002,7 @@ impl Scripted {
 
     /// On `addr` (retrying the bind for a while, in case the port is still being released).
     pub async fn start_at(addr: SocketAddr, script: Vec<Reply>) -> Scripted {
-        let script = if script.is_empty() {
-            vec![Reply::status(200)]
-        } else {
-            script
-        };
-        Self::start_fn(addr, move |_, n| {
-            script.get(n - 1).or(script.last()).cloned().unwrap()
-        })
-        .await
+        Self::start_fn(addr, scripted_answer(script)).await
     }
 
     /// On `addr`, answering each request with `answer(request, n)` (`n` counts from 1).
@@ -1023,14 +1026,7 @@ impl Scripted {
 
     /// On `listener`, answering with `script` as [`Scripted::start_at`] does.
     pub fn start_on(listener: TcpListener, script: Vec<Reply>) -> Scripted {
-        let script = if script.is_empty() {
-            vec![Reply::status(200)]
-        } else {
-            script
-        };
-        Self::serve(listener, move |_, n| {
-            script.get(n - 1).or(script.last()).cloned().unwrap()
-        })
+        Self::serve(listener, scripted_answer(script))
     }
 
     fn serve(
