@@ -65,6 +65,59 @@ fn request_id_time(id: &str) -> Option<i64> {
     i64::from_str_radix(&id[..12], 16).ok()
 }
 
+/// Event ids start with their time: an event's id is at least its time in seconds shifted left
+/// by this many bits, and above the id written before it. So ids grow in the order events are
+/// written (`--follow` asks for `id > last`), and an event stamped at or after a time `T` has
+/// an id at or above `first_id_at(T)`: a lookup by time reads a range of the table's own key.
+/// An index on times did the same for 1,700 instructions a request (`bench/run
+/// --instructions`, `plain`): events are stamped when their request starts and written when it
+/// ends, so that index took them out of order. Most events take the id after the last one
+/// (SQLite's own choice for a row without one, which is cheap); only the first event of a new
+/// second is given its time's first id. Twenty bits leave a million ids a second before ids
+/// run ahead of the clock, and keep ids below 2^53 (exact in JavaScript, for the dashboard)
+/// until the year 2242.
+pub const ID_TIME_SHIFT: u32 = 20;
+
+/// The smallest id an event stamped at `time_ms` can have.
+pub fn first_id_at(time_ms: i64) -> i64 {
+    time_ms.div_euclid(1000).saturating_mul(1 << ID_TIME_SHIFT)
+}
+
+/// Migration 7 (see `store::MIGRATIONS`): events renumbered so that ids start with their time
+/// (see [`ID_TIME_SHIFT`]), in their order, and no index on times. Each id becomes
+/// `max(previous new id + 1, first_id_at(time))`, written as a running maximum:
+/// `new_i = id_i + max over j <= i of (first_id_at(time_j) - id_j)` is that recurrence when
+/// old ids increase, which they do in id order. (Integer division truncates toward zero, as
+/// `first_id_at` floors, for times after 1970.)
+pub(super) const IDS_FROM_TIME: &str = "
+CREATE TABLE events_renumbered (
+    id INTEGER PRIMARY KEY,
+    time_ms INTEGER NOT NULL,
+    request_id TEXT NOT NULL,
+    route TEXT,
+    client_ip TEXT NOT NULL,
+    method TEXT NOT NULL,
+    status INTEGER NOT NULL,
+    outcome TEXT NOT NULL,
+    reason TEXT,
+    detail TEXT,
+    flags TEXT,
+    key_id TEXT,
+    session_id TEXT,
+    latency_us INTEGER NOT NULL,
+    upstream_status INTEGER,
+    upstream_latency_us INTEGER,
+    user_agent TEXT
+) STRICT;
+INSERT INTO events_renumbered
+SELECT id + MAX(((time_ms / 1000) << 20) - id) OVER (ORDER BY id ROWS UNBOUNDED PRECEDING),
+       time_ms, request_id, route, client_ip, method, status, outcome, reason, detail, flags,
+       key_id, session_id, latency_us, upstream_status, upstream_latency_us, user_agent
+  FROM events ORDER BY id;
+DROP TABLE events;
+ALTER TABLE events_renumbered RENAME TO events;
+";
+
 /// Schema of the audit log (appended to the store's migrations).
 pub(super) const MIGRATION: &str = "
 CREATE TABLE events (
@@ -318,8 +371,16 @@ fn insert(
     batch: &[Arc<Event>],
     counts: &HashMap<RollupKey, i64>,
 ) -> rusqlite::Result<()> {
-    let tx = conn.transaction()?;
+    // Immediate: the last id is read under the write lock the rows are written under, so
+    // another process writing to the file cannot take an id in between.
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     {
+        let mut last: i64 = if batch.is_empty() {
+            0
+        } else {
+            tx.prepare_cached("SELECT COALESCE(MAX(id), 0) FROM events")?
+                .query_row([], |r| r.get(0))?
+        };
         let mut rest = batch;
         for (rows, sql) in insert_statements() {
             let rows = *rows;
@@ -330,7 +391,17 @@ fn insert(
             while rest.len() >= rows {
                 let (now, later) = rest.split_at(rows);
                 for (i, e) in now.iter().enumerate() {
-                    bind_event(&mut stmt, i * EVENT_COLUMNS, e)?;
+                    // No id (NULL) is SQLite's "the largest plus one", found without a search
+                    // of the table; an id given is looked up first.
+                    let floor = first_id_at(e.time.as_millisecond());
+                    let id = if last < floor {
+                        last = floor;
+                        Some(floor)
+                    } else {
+                        last = last.saturating_add(1);
+                        None
+                    };
+                    bind_event(&mut stmt, i * EVENT_COLUMNS, id, e)?;
                 }
                 stmt.raw_execute()?;
                 rest = later;
@@ -355,7 +426,7 @@ fn insert(
 /// reset are paid once.
 const INSERT_ROWS: &[usize] = &[32, 8, 1];
 /// Columns bound per event.
-const EVENT_COLUMNS: usize = 16;
+const EVENT_COLUMNS: usize = 17;
 
 /// For each of [`INSERT_ROWS`], largest first, that many rows and the `INSERT INTO events …
 /// VALUES (…), (…)` statement for them; built once, since the statement cache is looked up by
@@ -372,7 +443,7 @@ fn insert_statements() -> &'static [(usize, String)] {
 
 fn build_insert_sql(rows: usize) -> String {
     let mut sql = String::from(
-        "INSERT INTO events (time_ms, request_id, route, client_ip, method, status, outcome, \
+        "INSERT INTO events (id, time_ms, request_id, route, client_ip, method, status, outcome, \
          reason, detail, flags, key_id, session_id, latency_us, upstream_status, \
          upstream_latency_us, user_agent) VALUES ",
     );
@@ -390,10 +461,11 @@ fn build_insert_sql(rows: usize) -> String {
     sql
 }
 
-/// Binds one event's columns to parameters `at + 1 ..= at + EVENT_COLUMNS`.
+/// Binds one event's id (`None`: the next) and columns to parameters `at + 1 ..= at + EVENT_COLUMNS`.
 fn bind_event(
     stmt: &mut rusqlite::CachedStatement<'_>,
     at: usize,
+    id: Option<i64>,
     e: &Event,
 ) -> rusqlite::Result<()> {
     let flags = (!e.flags.is_empty()).then(|| {
@@ -403,22 +475,23 @@ fn bind_event(
             .collect::<Vec<_>>()
             .join(",")
     });
-    stmt.raw_bind_parameter(at + 1, e.time.as_millisecond())?;
-    stmt.raw_bind_parameter(at + 2, &e.request_id)?;
-    stmt.raw_bind_parameter(at + 3, e.route.as_deref())?;
-    stmt.raw_bind_parameter(at + 4, crate::policy::client_ip::ip_string(e.client_ip))?;
-    stmt.raw_bind_parameter(at + 5, &e.method)?;
-    stmt.raw_bind_parameter(at + 6, e.status)?;
-    stmt.raw_bind_parameter(at + 7, e.outcome.as_str())?;
-    stmt.raw_bind_parameter(at + 8, e.reason.map(Reason::as_str))?;
-    stmt.raw_bind_parameter(at + 9, e.detail)?;
-    stmt.raw_bind_parameter(at + 10, flags)?;
-    stmt.raw_bind_parameter(at + 11, &e.key_id)?;
-    stmt.raw_bind_parameter(at + 12, &e.session_id)?;
-    stmt.raw_bind_parameter(at + 13, micros(e.latency))?;
-    stmt.raw_bind_parameter(at + 14, e.upstream_status)?;
-    stmt.raw_bind_parameter(at + 15, e.upstream_latency.map(micros))?;
-    stmt.raw_bind_parameter(at + 16, &e.user_agent)?;
+    stmt.raw_bind_parameter(at + 1, id)?;
+    stmt.raw_bind_parameter(at + 2, e.time.as_millisecond())?;
+    stmt.raw_bind_parameter(at + 3, &e.request_id)?;
+    stmt.raw_bind_parameter(at + 4, e.route.as_deref())?;
+    stmt.raw_bind_parameter(at + 5, crate::policy::client_ip::ip_string(e.client_ip))?;
+    stmt.raw_bind_parameter(at + 6, &e.method)?;
+    stmt.raw_bind_parameter(at + 7, e.status)?;
+    stmt.raw_bind_parameter(at + 8, e.outcome.as_str())?;
+    stmt.raw_bind_parameter(at + 9, e.reason.map(Reason::as_str))?;
+    stmt.raw_bind_parameter(at + 10, e.detail)?;
+    stmt.raw_bind_parameter(at + 11, flags)?;
+    stmt.raw_bind_parameter(at + 12, &e.key_id)?;
+    stmt.raw_bind_parameter(at + 13, &e.session_id)?;
+    stmt.raw_bind_parameter(at + 14, micros(e.latency))?;
+    stmt.raw_bind_parameter(at + 15, e.upstream_status)?;
+    stmt.raw_bind_parameter(at + 16, e.upstream_latency.map(micros))?;
+    stmt.raw_bind_parameter(at + 17, &e.user_agent)?;
     Ok(())
 }
 
@@ -436,11 +509,14 @@ pub fn apply_retention(
     let keep_ms = i64::try_from(r.keep.as_millis()).unwrap_or(i64::MAX);
     let cutoff = now.as_millisecond().saturating_sub(keep_ms);
     let mut deleted = 0u64;
+    // Every event below the cutoff's first id is older than the cutoff (ids are at least their
+    // time's first id). One stamped earlier but written after a later one (a long streamed
+    // answer) has a higher id and goes when the cutoff passes the time it was written.
     loop {
         let n = store.lock().execute(
             "DELETE FROM events WHERE id IN
-               (SELECT id FROM events WHERE time_ms < ?1 ORDER BY time_ms LIMIT ?2)",
-            params![cutoff, DELETE_CHUNK],
+               (SELECT id FROM events WHERE id < ?1 ORDER BY id LIMIT ?2)",
+            params![first_id_at(cutoff), DELETE_CHUNK],
         )?;
         deleted += n as u64;
         if (n as i64) < DELETE_CHUNK {
@@ -599,7 +675,8 @@ impl FilterArgs {
 /// One stored event, as the CLI and the API show it.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct StoredEvent {
-    /// Row id: increases with every event written.
+    /// Row id: increases with every event written, and starts with the event's time (see
+    /// [`ID_TIME_SHIFT`]).
     pub id: i64,
     /// When the request arrived (RFC 3339, UTC).
     pub time: String,
@@ -678,12 +755,8 @@ fn events_query(f: &EventFilter) -> (String, Vec<Value>) {
          FROM events",
     );
     // No index on request ids (migration 6): a request's events are found from the time its
-    // id starts with, through the time index. SQLite would otherwise walk the whole log in id
-    // order for the one row, hence `INDEXED BY`.
+    // id starts with, as a range of event ids (see `ID_TIME_SHIFT`).
     let id_time = f.request_id.as_deref().and_then(request_id_time);
-    if id_time.is_some() {
-        sql.push_str(" INDEXED BY events_time");
-    }
     sql.push_str(" WHERE 1 = 1");
     let mut args: Vec<Value> = Vec::new();
     let mut add = |cond: &str, v: Value| {
@@ -707,12 +780,14 @@ fn events_query(f: &EventFilter) -> (String, Vec<Value>) {
     }
     if let Some(t) = id_time {
         add(
-            "time_ms >=",
-            Value::Integer(t.saturating_sub(REQUEST_ID_SKEW_MS)),
+            "id >=",
+            Value::Integer(first_id_at(t.saturating_sub(REQUEST_ID_SKEW_MS))),
         );
     }
     if let Some(t) = f.since {
-        add("time_ms >=", Value::Integer(t.as_millisecond()));
+        let ms = t.as_millisecond();
+        add("id >=", Value::Integer(first_id_at(ms)));
+        add("time_ms >=", Value::Integer(ms));
     }
     if let Some(id) = f.after_id {
         add("id >", Value::Integer(id));
@@ -869,9 +944,9 @@ pub fn stats(
     let mut by_key: HashMap<(String, String, String), i64> = HashMap::new();
     let mut aggregated = 0i64;
     // Individual events, then the counts of events the writer could not take one by one.
-    let mut collect = |sql: &str, from: i64, agg: bool| -> Result<(), StoreError> {
+    let mut collect = |sql: &str, args: &[i64], agg: bool| -> Result<(), StoreError> {
         let mut stmt = conn.prepare(sql)?;
-        let mut rows = stmt.query(params![from, bucket_ms])?;
+        let mut rows = stmt.query(params_from_iter(args))?;
         while let Some(r) = rows.next()? {
             let b: i64 = r.get(0)?;
             let route: String = r.get(1)?;
@@ -892,16 +967,19 @@ pub fn stats(
     };
     collect(
         "SELECT (time_ms / ?2) * ?2, COALESCE(route, ''), outcome, COALESCE(reason, ''), COUNT(*)
-           FROM events WHERE time_ms >= ?1
+           FROM events WHERE id >= ?3 AND time_ms >= ?1
           GROUP BY 1, 2, 3, 4",
-        since_ms,
+        &[since_ms, bucket_ms, first_id_at(since_ms)],
         false,
     )?;
     collect(
         "SELECT (bucket_ms / ?2) * ?2, route, outcome, reason, SUM(count)
            FROM event_counts WHERE bucket_ms >= ?1
           GROUP BY 1, 2, 3, 4",
-        since_ms.div_euclid(ROLLUP_BUCKET_MS) * ROLLUP_BUCKET_MS,
+        &[
+            since_ms.div_euclid(ROLLUP_BUCKET_MS) * ROLLUP_BUCKET_MS,
+            bucket_ms,
+        ],
         true,
     )?;
 
@@ -935,10 +1013,10 @@ pub fn stats(
     let top = |column: &str| -> Result<Vec<Named>, StoreError> {
         let mut stmt = conn.prepare(&format!(
             "SELECT {column}, COUNT(*) FROM events
-              WHERE time_ms >= ?1 AND outcome = 'denied' AND {column} IS NOT NULL
+              WHERE id >= ?2 AND time_ms >= ?1 AND outcome = 'denied' AND {column} IS NOT NULL
               GROUP BY {column} ORDER BY 2 DESC, 1 LIMIT 10"
         ))?;
-        let rows = stmt.query_map([since_ms], |r| {
+        let rows = stmt.query_map([since_ms, first_id_at(since_ms)], |r| {
             Ok(Named {
                 name: r.get(0)?,
                 count: r.get(1)?,
@@ -1133,12 +1211,7 @@ mod tests {
         let store = Store::open(std::path::Path::new(":memory:")).unwrap();
         let t0 = 1_700_000_000_000i64;
         let id = |ms: i64, tail: &str| format!("{ms:012x}{tail}");
-        let at = |ms: i64, request_id: String| {
-            let mut e = Arc::unwrap_or_clone(event(0));
-            e.time = jiff::Timestamp::from_millisecond(ms).unwrap();
-            e.request_id = request_id;
-            Arc::new(e)
-        };
+        let at = |ms: i64, request_id: String| stamped(ms, &request_id);
         let wanted = id(t0, "00000000000000000001");
         let batch = vec![
             // Stamped a moment before its id was made.
@@ -1164,7 +1237,7 @@ mod tests {
         assert!(found[0].id > found[1].id, "newest first");
         assert_eq!(find("not-one-of-ours").len(), 1);
         assert!(find(&id(t0, "00000000000000000009")).is_empty());
-        // Through the time index, not a walk of the whole log.
+        // A range of ids from the time the request id starts with, not a walk of the log.
         let (sql, args) = events_query(&EventFilter {
             request_id: Some(wanted.clone()),
             limit: 10,
@@ -1178,10 +1251,137 @@ mod tests {
                 |r| r.get(3),
             )
             .unwrap();
-        assert!(plan.contains("events_time"), "{plan}");
+        assert!(plan.contains("INTEGER PRIMARY KEY (rowid>?)"), "{plan}");
         assert_eq!(request_id_time(&wanted), Some(t0));
         assert_eq!(request_id_time("0193abc"), None);
         assert_eq!(request_id_time(&"g".repeat(32)), None);
+    }
+
+    /// `event(0)` stamped at `ms`.
+    fn stamped(ms: i64, request_id: &str) -> Arc<Event> {
+        let mut e = Arc::unwrap_or_clone(event(0));
+        e.time = jiff::Timestamp::from_millisecond(ms).unwrap();
+        e.request_id = request_id.to_owned();
+        Arc::new(e)
+    }
+
+    /// `(id, time_ms, request_id)` of every event, in id order.
+    fn id_rows(conn: &Connection) -> Vec<(i64, i64, String)> {
+        conn.prepare("SELECT id, time_ms, request_id FROM events ORDER BY id")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    }
+
+    fn since(store: &Store, ms: i64) -> Vec<String> {
+        let f = EventFilter {
+            since: Some(jiff::Timestamp::from_millisecond(ms).unwrap()),
+            limit: 100,
+            ..EventFilter::default()
+        };
+        let mut ids: Vec<String> = list_events(&store.lock(), &f)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.request_id)
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// Events arrive stamped out of order (a request's event is written when it ends): ids
+    /// still grow in the order events are written, each is at least its time's first id, and a
+    /// lookup by time finds exactly the events stamped at or after it, including one written
+    /// after later ones and not one written late with an earlier stamp.
+    #[test]
+    fn ids_start_with_their_time_and_grow_in_write_order() {
+        let store = Store::open(std::path::Path::new(":memory:")).unwrap();
+        let t0 = 1_700_000_000_000i64;
+        let first = [
+            stamped(t0 + 5_000, "a"),
+            stamped(t0, "b"),
+            stamped(t0 + 5_000, "c"),
+            stamped(t0 + 5_999, "d"),
+        ];
+        write_batch(&store, &first, &Rollup::default());
+        // Written later: a long request stamped before all of them, and a new one.
+        let second = [stamped(t0 - 60_000, "e"), stamped(t0 + 9_000, "f")];
+        write_batch(&store, &second, &Rollup::default());
+        let rows = id_rows(&store.lock());
+        let order: Vec<&str> = rows.iter().map(|r| r.2.as_str()).collect();
+        assert_eq!(order, ["a", "b", "c", "d", "e", "f"]);
+        let a = first_id_at(t0 + 5_000);
+        let ids: Vec<i64> = rows.iter().map(|r| r.0).collect();
+        assert_eq!(
+            ids,
+            [a, a + 1, a + 2, a + 3, a + 4, first_id_at(t0 + 9_000)]
+        );
+        assert_eq!(first_id_at(t0 + 5_999), a);
+        assert!(first_id_at(t0 + 6_000) > a + 4);
+        assert_eq!(since(&store, t0), ["a", "b", "c", "d", "f"]);
+        assert_eq!(since(&store, t0 + 1), ["a", "c", "d", "f"]);
+        assert_eq!(since(&store, t0 + 5_001), ["d", "f"]);
+        assert_eq!(since(&store, t0 + 6_000), ["f"]);
+        assert_eq!(since(&store, t0 - 60_000), ["a", "b", "c", "d", "e", "f"]);
+        let st = stats(
+            &store.lock(),
+            jiff::Timestamp::from_millisecond(t0 + 60_000).unwrap(),
+            Duration::from_secs(60),
+        )
+        .unwrap();
+        assert_eq!(st.totals.allowed, 5, "{st:#?}");
+
+        // Retention goes by id: nothing below a cutoff's first id is newer than the cutoff.
+        // `b` and `e`, stamped before `a` but written after it, go with `a`: when the cutoff
+        // passes `a`'s second.
+        let keep = Retention {
+            keep: Duration::from_secs(60),
+            max_events: 1_000_000,
+            audit_allowed: true,
+        };
+        let cutoff = |ms: i64| jiff::Timestamp::from_millisecond(ms + 60_000).unwrap();
+        assert_eq!(
+            apply_retention(&store, cutoff(t0 - 60_000), keep).unwrap(),
+            0
+        );
+        assert_eq!(apply_retention(&store, cutoff(t0 + 1), keep).unwrap(), 0);
+        assert_eq!(
+            apply_retention(&store, cutoff(t0 + 5_999), keep).unwrap(),
+            0
+        );
+        assert_eq!(
+            apply_retention(&store, cutoff(t0 + 6_000), keep).unwrap(),
+            5
+        );
+        let left: Vec<String> = id_rows(&store.lock()).into_iter().map(|r| r.2).collect();
+        assert_eq!(left, ["f"]);
+        assert_eq!(
+            apply_retention(&store, cutoff(t0 + 10_000), keep).unwrap(),
+            1
+        );
+    }
+
+    /// Two gateways writing to one file: each reads the last id under the write lock, so
+    /// neither takes an id the other used, and a writer that finds the other's newer ids goes
+    /// on after them.
+    #[test]
+    fn two_writers_on_one_file_take_ids_after_each_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hw.db");
+        let (one, two) = (Store::open(&path).unwrap(), Store::open(&path).unwrap());
+        let (t0, t1) = (1_700_000_000_000i64, 1_700_000_001_000i64);
+        let rollup = Rollup::default();
+        write_batch(&one, &[stamped(t0, "1a")], &rollup);
+        write_batch(&two, &[stamped(t1, "2a"), stamped(t1, "2b")], &rollup);
+        write_batch(&one, &[stamped(t1, "1b")], &rollup);
+        write_batch(&two, &[stamped(t0, "2c")], &rollup);
+        let rows = id_rows(&one.lock());
+        let order: Vec<&str> = rows.iter().map(|r| r.2.as_str()).collect();
+        assert_eq!(order, ["1a", "2a", "2b", "1b", "2c"]);
+        let (f0, f1) = (first_id_at(t0), first_id_at(t1));
+        let ids: Vec<i64> = rows.iter().map(|r| r.0).collect();
+        assert_eq!(ids, [f0, f1, f1 + 1, f1 + 2, f1 + 3]);
     }
 
     #[test]

@@ -72,9 +72,12 @@ const MIGRATIONS: &[&str] = &[
     // address in a million rows: about 50 ms).
     events::DROP_CLIENT_IP_INDEX,
     // 6: no index on the request id: it cost 2,500 instructions per request (`bench/run
-    // --instructions`, a fifth of the row). The id starts with its time, so a lookup goes
-    // through the time index from there (see `events::list_events`).
+    // --instructions`, a fifth of the row). The id starts with its time, so a lookup reads
+    // the events from there (see `events::list_events`).
     events::DROP_REQUEST_ID_INDEX,
+    // 7: event ids start with their time, and no index on times: that index cost 1,700
+    // instructions a request (see `events::ID_TIME_SHIFT`).
+    events::IDS_FROM_TIME,
 ];
 
 /// A handle on the store. Cheap to clone; calls block, so async code runs them with
@@ -272,6 +275,71 @@ mod tests {
             .query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))
             .unwrap();
         assert_eq!(rows, 1);
+    }
+
+    /// A file from before migration 7: its events keep their order and columns, and their ids
+    /// become what the writer would have given them (each at least its time's first id, one
+    /// more than the previous where that is higher); no index on times is left.
+    #[test]
+    fn an_older_file_has_its_events_renumbered_from_their_times_in_their_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hw.db");
+        let c = Connection::open(&path).unwrap();
+        for sql in &MIGRATIONS[..6] {
+            c.execute_batch(sql).unwrap();
+        }
+        c.pragma_update(None, "user_version", 6).unwrap();
+        let t0 = 1_700_000_000_000i64;
+        let old = [
+            (1, t0 + 5_000),
+            (2, t0),
+            (3, t0 + 5_999),
+            (7, t0 - 60_000),
+            (8, t0 + 9_000),
+        ];
+        for (id, time) in old {
+            c.execute(
+                "INSERT INTO events (id, time_ms, request_id, client_ip, method, status, outcome,
+                     latency_us, user_agent) VALUES (?1, ?2, ?3, '192.0.2.1', 'POST', 200,
+                     'allowed', 5, 'agent')",
+                rusqlite::params![id, time, format!("r{id}")],
+            )
+            .unwrap();
+        }
+        drop(c);
+        let s = Store::open(&path).unwrap();
+        let c = s.lock();
+        let rows: Vec<(i64, i64, String, String)> = c
+            .prepare("SELECT id, time_ms, request_id, user_agent FROM events ORDER BY id")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let a = events::first_id_at(t0 + 5_000);
+        let want: Vec<(i64, i64, String, String)> = [
+            (a, t0 + 5_000, "r1"),
+            (a + 1, t0, "r2"),
+            (a + 2, t0 + 5_999, "r3"),
+            (a + 6, t0 - 60_000, "r7"),
+            (events::first_id_at(t0 + 9_000), t0 + 9_000, "r8"),
+        ]
+        .into_iter()
+        .map(|(id, time, r)| (id, time, r.to_owned(), "agent".to_owned()))
+        .collect();
+        assert_eq!(rows, want);
+        let indexes: i64 = c
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'events'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(indexes, 0);
+        let version: i64 = c
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, MIGRATIONS.len() as i64);
     }
 
     #[test]
