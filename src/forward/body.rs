@@ -65,6 +65,15 @@ impl ResponseBody {
         }
     }
 
+    /// The upstream head fields this body carries, if any, to add a field of the gateway's own
+    /// to them ([`PassedHead::push_own`]).
+    pub fn passed_mut(&mut self) -> Option<&mut PassedHead> {
+        match self {
+            ResponseBody::Stream { passed, .. } => passed.as_mut(),
+            ResponseBody::Full(_) => None,
+        }
+    }
+
     /// Takes the upstream head fields this body carries, if any: whoever writes the response
     /// must write them too (or merge them into the header map first).
     pub fn take_passed(&mut self) -> Option<PassedHead> {

@@ -103,6 +103,21 @@ impl PassedHead {
         self.lines.extend_from_slice(b"\r\n");
     }
 
+    /// Adds a field of the gateway's own (`X-Request-Id`) to be written with the upstream's:
+    /// put in the response's header map instead, it would make the map allocate, hash and drop
+    /// for that one field (about 650 instructions a request). Refused (false, nothing added)
+    /// for a value a header field cannot hold, or a head the rules will turn into a map.
+    pub fn push_own(&mut self, name: &'static str, value: &str) -> bool {
+        let valid = value
+            .bytes()
+            .all(|b| b == b'\t' || (b >= 0x20 && b != 0x7f));
+        if !valid || self.ruled {
+            return false;
+        }
+        self.push(FieldKind::Other, name.as_bytes(), value.as_bytes());
+        true
+    }
+
     /// Sets the response's `Content-Length`, written by the listener (and by
     /// [`Self::into_map`]) as a field of its own.
     pub(crate) fn set_content_length(&mut self, length: Option<u64>) {
@@ -181,6 +196,30 @@ pub struct InvalidField;
 mod tests {
     use super::*;
     use crate::forward::headers::is_hop_by_hop;
+
+    /// The gateway's own field goes out with the upstream's, and only a value a field can hold
+    /// into a head that is passed on as it is.
+    #[test]
+    fn a_field_of_the_gateways_own_is_added_only_when_it_can_be_written() {
+        let mut head = PassedHead::with_fields(2);
+        head.push(FieldKind::Other, b"Server", b"up/1");
+        assert!(head.push_own("x-request-id", "0193abc"));
+        let fields: Vec<_> = head.fields().collect();
+        assert_eq!(
+            fields,
+            [
+                (&b"Server"[..], &b"up/1"[..]),
+                (&b"x-request-id"[..], &b"0193abc"[..])
+            ]
+        );
+        let lines = head.lines().to_vec();
+        assert!(!head.push_own("x-request-id", "a\r\nset-cookie: x=1"));
+        assert!(!head.push_own("x-request-id", "a\u{7f}"));
+        assert_eq!(head.lines(), &lines[..], "a refused value adds nothing");
+        let mut ruled = PassedHead::with_fields(1);
+        ruled.push(FieldKind::Ruled, b"Location", b"http://10.0.0.2/");
+        assert!(!ruled.push_own("x-request-id", "0193abc"));
+    }
 
     /// The byte classification agrees with the header-map rules for every name they single
     /// out, in any letter case, and leaves other names alone.

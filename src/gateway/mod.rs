@@ -284,8 +284,12 @@ impl Gateway {
         if browser.is_some() {
             cors::decorate(response.headers_mut(), cors_origin.as_ref());
         }
+        let id_passed = response
+            .body_mut()
+            .passed_mut()
+            .is_some_and(|head| head.push_own("x-request-id", &ex.request_id));
         let h = response.headers_mut();
-        if let Ok(v) = HeaderValue::from_str(&ex.request_id) {
+        if !id_passed && let Ok(v) = HeaderValue::from_str(&ex.request_id) {
             h.insert(X_REQUEST_ID, v);
         }
         if conn.tls
