@@ -26,6 +26,16 @@ pub const X_HOOKWARDEN_DELIVERY: HeaderName = HeaderName::from_static("x-hookwar
 /// `X-Hookwarden-Attempt`: the delivery attempt's number, from 1.
 pub const X_HOOKWARDEN_ATTEMPT: HeaderName = HeaderName::from_static("x-hookwarden-attempt");
 
+/// True when `value` is one a header field may hold (`HeaderValue::from_bytes`'s rule: visible
+/// ASCII, spaces, tabs and obs-text; no other control character). Every byte is looked at,
+/// without stopping at the first bad one, so the check runs on vectors: values the gateway
+/// made itself (addresses, request ids) are checked on every request and almost never fail.
+pub fn is_field_value(value: &[u8]) -> bool {
+    value.iter().fold(true, |ok, &b| {
+        ok & ((b >= 0x20 && b != 0x7f) | (b == b'\t'))
+    })
+}
+
 /// Removes hop-by-hop headers, including every header the `Connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     remove_connection_named(headers);
@@ -142,6 +152,24 @@ fn is_client_claim(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The check agrees with `HeaderValue::from_bytes` for every byte, wherever it stands in
+    /// a value longer than a vector.
+    #[test]
+    fn field_values_are_checked_as_the_header_map_checks_them() {
+        for b in 0..=255u8 {
+            for at in [0, 17, 40] {
+                let mut v = vec![b'a'; 41];
+                v[at] = b;
+                assert_eq!(
+                    is_field_value(&v),
+                    HeaderValue::from_bytes(&v).is_ok(),
+                    "byte {b:#04x} at {at}"
+                );
+            }
+        }
+        assert!(is_field_value(b""));
+    }
     use http::HeaderValue;
 
     #[test]

@@ -476,7 +476,7 @@ impl Upstream {
             }
         }
         // `HeaderValue::from_str`'s rule, as `forwarded_headers` applies it.
-        let valid = |v: &str| v.bytes().all(|b| b == b'\t' || (b >= 0x20 && b != 0x7f));
+        let valid = |v: &str| headers::is_field_value(v.as_bytes());
         if !injected(&headers::X_FORWARDED_FOR) && valid(&ex.forwarded_for) {
             field(b"x-forwarded-for", ex.forwarded_for.as_bytes());
         }

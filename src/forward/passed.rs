@@ -108,10 +108,7 @@ impl PassedHead {
     /// for that one field (about 650 instructions a request). Refused (false, nothing added)
     /// for a value a header field cannot hold, or a head the rules will turn into a map.
     pub fn push_own(&mut self, name: &'static str, value: &str) -> bool {
-        let valid = value
-            .bytes()
-            .all(|b| b == b'\t' || (b >= 0x20 && b != 0x7f));
-        if !valid || self.ruled {
+        if !super::headers::is_field_value(value.as_bytes()) || self.ruled {
             return false;
         }
         self.push(FieldKind::Other, name.as_bytes(), value.as_bytes());
