@@ -62,8 +62,8 @@ const FOLLOW_EVERY: Duration = Duration::from_millis(500);
 /// Runs `hookwarden events`.
 pub fn run(a: EventsArgs) -> anyhow::Result<ExitCode> {
     let path = store_path(&a)?;
-    let store =
-        Store::open(&path).with_context(|| format!("cannot open the store {}", path.display()))?;
+    let store = Store::open_for_command(&path)
+        .with_context(|| format!("cannot open the store {}", path.display()))?;
     let args = FilterArgs {
         route: a.route.clone(),
         outcome: a.outcome.clone(),

@@ -103,7 +103,7 @@ impl Target {
                 );
             }
             return Ok(Opened {
-                store: Store::open(path)?,
+                store: Store::open_for_command(path)?,
                 config: None,
             });
         }
@@ -120,7 +120,7 @@ impl Target {
                 self.config.display()
             );
         }
-        let store = Store::open(&storage.path)
+        let store = Store::open_for_command(&storage.path)
             .with_context(|| format!("cannot open the store {}", storage.path.display()))?;
         Ok(Opened {
             store,

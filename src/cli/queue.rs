@@ -118,7 +118,8 @@ impl Target {
                 path.display()
             );
         }
-        Store::open(&path).with_context(|| format!("cannot open the store {}", path.display()))
+        Store::open_for_command(&path)
+            .with_context(|| format!("cannot open the store {}", path.display()))
     }
 }
 

@@ -654,9 +654,10 @@ where
         out.extend_from_slice(b"\r\n");
     }
     if let Some(head) = &passed {
-        // The upstream's end-to-end fields, as they came (`forward::passed`). None has a name
-        // the gateway sets in the map (X-Request-Id, HSTS, CORS): a head with one goes through
-        // the map instead (`PassedHead::is_ruled`). A `Vary` may be in both: one list to HTTP.
+        // The upstream's end-to-end fields, as they came (`forward::passed`), and the request
+        // id the gateway added to them (`PassedHead::push_own`). None has a name the gateway
+        // sets in the map (X-Request-Id, HSTS, CORS): a head with one goes through the map
+        // instead (`PassedHead::is_ruled`). A `Vary` may be in both: one list to HTTP.
         out.extend_from_slice(head.lines());
         dated |= head.is_dated();
         if declared.is_none()

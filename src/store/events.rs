@@ -85,10 +85,11 @@ pub fn first_id_at(time_ms: i64) -> i64 {
 
 /// Migration 7 (see `store::MIGRATIONS`): events renumbered so that ids start with their time
 /// (see [`ID_TIME_SHIFT`]), in their order, and no index on times. Each id becomes
-/// `max(previous new id + 1, first_id_at(time))`, written as a running maximum:
-/// `new_i = id_i + max over j <= i of (first_id_at(time_j) - id_j)` is that recurrence when
-/// old ids increase, which they do in id order. (Integer division truncates toward zero, as
-/// `first_id_at` floors, for times after 1970.)
+/// `max(previous new id + (id - previous id), first_id_at(time))`, written as a running
+/// maximum: `new_i = id_i + max over j <= i of (first_id_at(time_j) - id_j)`. So new ids keep
+/// the gaps between old ones where no time pushes them up, grow strictly (old ids do, in id
+/// order), and are at least their time's first id. (SQL's division truncates toward zero
+/// where `first_id_at` floors: the same for times after 1970, a higher floor before.)
 pub(super) const IDS_FROM_TIME: &str = "
 CREATE TABLE events_renumbered (
     id INTEGER PRIMARY KEY,
@@ -1428,9 +1429,10 @@ mod tests {
         );
     }
 
-    /// Two gateways writing to one file: each reads the last id under the write lock, so
-    /// neither takes an id the other used, and a writer that finds the other's newer ids goes
-    /// on after them.
+    /// Two stores on one file writing in turn: each reads the last id when it writes, so it
+    /// takes no id the other used and goes on after the other's newer ids. (That the read
+    /// happens under the write lock, against writes at the same moment, is the immediate
+    /// transaction's, which a test in turn cannot show.)
     #[test]
     fn two_writers_on_one_file_take_ids_after_each_other() {
         let dir = tempfile::tempdir().unwrap();

@@ -27,6 +27,20 @@ pub enum StoreError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// The file was written by an older hookwarden, and a command other than `serve` opened it.
+    #[error(
+        "store {path} was written by an older hookwarden (schema version {found}, this one uses {supported}); \
+         stop the gateway that uses it, start this version's `hookwarden serve` on it once (that updates the file), \
+         then run this command again"
+    )]
+    TooOld {
+        /// The file.
+        path: String,
+        /// Its version.
+        found: i64,
+        /// Ours.
+        supported: i64,
+    },
     /// The file was written by a newer hookwarden.
     #[error(
         "store {path} has schema version {found}, newer than this hookwarden ({supported}); upgrade hookwarden"
@@ -94,8 +108,24 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
-    /// Opens (creating if needed) the store at `path`, or an in-memory one for `:memory:`.
+    /// Opens (creating if needed) the store at `path`, or an in-memory one for `:memory:`, and
+    /// brings a file an older hookwarden wrote up to this version's schema. For the server:
+    /// commands use [`Store::open_for_command`].
     pub fn open(path: &Path) -> Result<Store, StoreError> {
+        Store::open_with(path, true)
+    }
+
+    /// Opens the store for a command other than `serve` (`events`, `keys`, `queue`): a new file
+    /// is made, but one an older hookwarden wrote is refused ([`StoreError::TooOld`]) rather
+    /// than updated, since that version's server may still be writing to it, and rows it
+    /// writes after the update would not fit the new schema's rules (migration 7: event ids
+    /// start with their time; an older server's rows would not, and lookups by time would miss
+    /// them).
+    pub fn open_for_command(path: &Path) -> Result<Store, StoreError> {
+        Store::open_with(path, false)
+    }
+
+    fn open_with(path: &Path, upgrade: bool) -> Result<Store, StoreError> {
         let conn = if path.as_os_str() == ":memory:" {
             Connection::open_in_memory()?
         } else {
@@ -106,7 +136,7 @@ impl Store {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        migrate(&conn, &path.display().to_string())?;
+        migrate(&conn, &path.display().to_string(), upgrade)?;
         Ok(Store {
             conn: Arc::new(Mutex::new(conn)),
         })
@@ -175,11 +205,19 @@ fn create_private(path: &Path) -> Result<(), StoreError> {
     }
 }
 
-fn migrate(conn: &Connection, shown: &str) -> Result<(), StoreError> {
+fn migrate(conn: &Connection, shown: &str, upgrade: bool) -> Result<(), StoreError> {
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     let supported = MIGRATIONS.len() as i64;
     if version > supported {
         return Err(StoreError::TooNew {
+            path: shown.to_owned(),
+            found: version,
+            supported,
+        });
+    }
+    // A new file (version 0) is this version's own to set up.
+    if !upgrade && version > 0 && version < supported {
+        return Err(StoreError::TooOld {
             path: shown.to_owned(),
             found: version,
             supported,
@@ -278,8 +316,8 @@ mod tests {
     }
 
     /// A file from before migration 7: its events keep their order and columns, and their ids
-    /// become what the writer would have given them (each at least its time's first id, one
-    /// more than the previous where that is higher); no index on times is left.
+    /// start with their times (each at least its time's first id, above the previous, the old
+    /// gaps kept where no time pushes an id up); no index on times is left.
     #[test]
     fn an_older_file_has_its_events_renumbered_from_their_times_in_their_order() {
         let dir = tempfile::tempdir().unwrap();
@@ -340,6 +378,40 @@ mod tests {
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .unwrap();
         assert_eq!(version, MIGRATIONS.len() as i64);
+    }
+
+    /// A command leaves an older file as it is (its server may still be writing to it) and
+    /// says what to do; the server updates it; a new file is set up by either.
+    #[test]
+    fn a_command_refuses_an_older_file_with_advice_and_the_server_updates_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hw.db");
+        let c = Connection::open(&path).unwrap();
+        for sql in &MIGRATIONS[..6] {
+            c.execute_batch(sql).unwrap();
+        }
+        c.pragma_update(None, "user_version", 6).unwrap();
+        drop(c);
+        let err = Store::open_for_command(&path).unwrap_err();
+        assert!(matches!(err, StoreError::TooOld { found: 6, .. }), "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains("hookwarden serve") && text.contains("older"),
+            "{text}"
+        );
+        let version = |p: &Path| -> i64 {
+            Connection::open(p)
+                .unwrap()
+                .pragma_query_value(None, "user_version", |r| r.get(0))
+                .unwrap()
+        };
+        assert_eq!(version(&path), 6, "left as it was");
+        drop(Store::open(&path).unwrap());
+        assert_eq!(version(&path), MIGRATIONS.len() as i64);
+        drop(Store::open_for_command(&path).unwrap());
+        let fresh = dir.path().join("new.db");
+        drop(Store::open_for_command(&fresh).unwrap());
+        assert_eq!(version(&fresh), MIGRATIONS.len() as i64);
     }
 
     #[test]
