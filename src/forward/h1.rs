@@ -587,7 +587,13 @@ async fn exchange(
         return Err(broken(format!("cannot send the request: {e}"), true));
     }
     loop {
-        match parse_head(&conn.buf, head_request) {
+        // Nothing to parse before the first read (a pooled connection's buffer is empty).
+        let parsed = if conn.buf.is_empty() {
+            Ok(None)
+        } else {
+            parse_head(&conn.buf, head_request)
+        };
+        match parsed {
             Ok(Some((consumed, None))) => {
                 // An interim (1xx) response: skip it, the final one follows.
                 conn.buf.advance(consumed);
