@@ -600,7 +600,13 @@ impl Drop for Linger {
 
 /// The request's `Content-Length`, when it has a valid one.
 fn declared_length(ex: &Exchange) -> Option<u64> {
-    crate::http1::parse_length(ex.headers.get(header::CONTENT_LENGTH)?.as_bytes())
+    ex.headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// Reads a whole request body, at most `max` bytes within `timeout`.

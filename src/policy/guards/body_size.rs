@@ -24,7 +24,8 @@ impl BodySizeGuard {
         let declared = ex
             .headers
             .get(header::CONTENT_LENGTH)
-            .and_then(|v| crate::http1::parse_length(v.as_bytes()));
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
         match declared {
             Some(n) if n > self.max => Err(Denial::new(Reason::BodyTooLarge)),
             _ => Ok(()),
