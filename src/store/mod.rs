@@ -315,6 +315,17 @@ mod tests {
         assert_eq!(rows, 1);
     }
 
+    /// A store file as version `version` of the schema left it, without rows.
+    fn file_at_version(path: &Path, version: usize) -> Connection {
+        let c = Connection::open(path).unwrap();
+        for sql in &MIGRATIONS[..version] {
+            c.execute_batch(sql).unwrap();
+        }
+        c.pragma_update(None, "user_version", version as i64)
+            .unwrap();
+        c
+    }
+
     /// A file from before migration 7: its events keep their order and columns, and their ids
     /// start with their times (each at least its time's first id, above the previous, the old
     /// gaps kept where no time pushes an id up); no index on times is left.
@@ -322,11 +333,7 @@ mod tests {
     fn an_older_file_has_its_events_renumbered_from_their_times_in_their_order() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("hw.db");
-        let c = Connection::open(&path).unwrap();
-        for sql in &MIGRATIONS[..6] {
-            c.execute_batch(sql).unwrap();
-        }
-        c.pragma_update(None, "user_version", 6).unwrap();
+        let c = file_at_version(&path, 6);
         let t0 = 1_700_000_000_000i64;
         let old = [
             (1, t0 + 5_000),
@@ -386,11 +393,7 @@ mod tests {
     fn a_command_refuses_an_older_file_with_advice_and_the_server_updates_it() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("hw.db");
-        let c = Connection::open(&path).unwrap();
-        for sql in &MIGRATIONS[..6] {
-            c.execute_batch(sql).unwrap();
-        }
-        c.pragma_update(None, "user_version", 6).unwrap();
+        let c = file_at_version(&path, 6);
         drop(c);
         let err = Store::open_for_command(&path).unwrap_err();
         assert!(matches!(err, StoreError::TooOld { found: 6, .. }), "{err}");
