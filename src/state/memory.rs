@@ -1,7 +1,7 @@
 //! The in-memory `State`: one process's limits, claims, failure counters and bans.
 //!
 //! Every entry is a number and an expiry, kept in sharded hash maps. Keys are not stored as
-//! text: each key is reduced to a 128-bit SipHash under two random per-process keys, so an
+//! text: each key is reduced to a 128-bit SipHash under a random per-process key, so an
 //! entry has a fixed size (32 bytes plus the hash table's overhead, whatever the key's length) and
 //! clients, who choose many of the keys, can neither predict nor force collisions. An expired
 //! entry means the same as a missing one, so idle keys are dropped without losing anything; a
@@ -10,12 +10,13 @@
 //! of distinct addresses does.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::gcra::{Gcra, Rate, RateDecision};
+use super::siphash::{SipKey, siphash13_128};
 
 const SHARDS: usize = 64;
 
@@ -71,8 +72,7 @@ pub struct MemoryState {
     start: Instant,
     /// Set in tests to drive time by hand; 0 = use the real clock.
     manual_ns: AtomicU64,
-    hash_lo: RandomState,
-    hash_hi: RandomState,
+    hash_key: SipKey,
     shards: Box<[Mutex<Shard>]>,
     cap_per_shard: usize,
 }
@@ -93,8 +93,7 @@ impl MemoryState {
         MemoryState {
             start: Instant::now(),
             manual_ns: AtomicU64::new(0),
-            hash_lo: RandomState::new(),
-            hash_hi: RandomState::new(),
+            hash_key: SipKey::random(),
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
             cap_per_shard: (max_entries / SHARDS).max(16),
         }
@@ -123,9 +122,7 @@ impl MemoryState {
     }
 
     fn key_hash(&self, key: &str) -> KeyHash {
-        let lo = self.hash_lo.hash_one(key);
-        let hi = self.hash_hi.hash_one(key);
-        (u128::from(hi) << 64) | u128::from(lo)
+        siphash13_128(self.hash_key, key.as_bytes())
     }
 
     fn shard_of(h: KeyHash) -> usize {

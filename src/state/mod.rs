@@ -11,6 +11,7 @@
 pub mod gcra;
 pub mod memory;
 pub mod redis;
+mod siphash;
 
 use std::sync::Arc;
 use std::time::Duration;
