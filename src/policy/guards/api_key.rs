@@ -23,7 +23,24 @@ use crate::store::keys::{KeyCache, KeyCheck, digest};
 pub struct ApiKeyGuard {
     route: Arc<str>,
     source: KeySource,
-    static_keys: Vec<[u8; 32]>,
+    /// Each static key's digest and its id, `static:N`, made once rather than per request.
+    static_keys: Vec<([u8; 32], String)>,
+}
+
+/// The credential as presented: the header's own value when it came in a header, so taking
+/// it out of the request copies nothing.
+enum Presented {
+    Header(http::HeaderValue),
+    Owned(Vec<u8>),
+}
+
+impl Presented {
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            Presented::Header(v) => v.as_bytes(),
+            Presented::Owned(v) => v,
+        }
+    }
 }
 
 impl ApiKeyGuard {
@@ -32,17 +49,22 @@ impl ApiKeyGuard {
         ApiKeyGuard {
             route: route.clone(),
             source: cfg.source.clone(),
-            static_keys: cfg.keys.iter().map(|k| digest(k.as_bytes())).collect(),
+            static_keys: cfg
+                .keys
+                .iter()
+                .enumerate()
+                .map(|(i, k)| (digest(k.as_bytes()), format!("static:{}", i + 1)))
+                .collect(),
         }
     }
 
     /// Takes the credential out of the exchange: the header or query parameter is removed so it
     /// is not forwarded.
-    fn take(&self, ex: &mut Exchange) -> Result<Vec<u8>, Denial> {
+    fn take(&self, ex: &mut Exchange) -> Result<Presented, Denial> {
         let missing = |detail| Err(Denial::new(Reason::CredentialMissing).with_detail(detail));
         match &self.source {
             KeySource::Header(name) => match ex.headers.remove(name) {
-                Some(v) if !v.is_empty() => Ok(v.as_bytes().to_vec()),
+                Some(v) if !v.is_empty() => Ok(Presented::Header(v)),
                 _ => missing("API key header missing"),
             },
             KeySource::Bearer => {
@@ -59,7 +81,7 @@ impl ApiKeyGuard {
                 match token {
                     Some(t) => {
                         ex.headers.remove(AUTHORIZATION);
-                        Ok(t)
+                        Ok(Presented::Owned(t))
                     }
                     None => missing("Authorization is not a Bearer credential"),
                 }
@@ -68,7 +90,7 @@ impl ApiKeyGuard {
                 let value = ex.query_param(name);
                 ex.consume_query_param(name);
                 match value {
-                    Some(v) if !v.is_empty() => Ok(v.into_bytes()),
+                    Some(v) if !v.is_empty() => Ok(Presented::Owned(v.into_bytes())),
                     _ => missing("API key query parameter missing"),
                 }
             }
@@ -82,16 +104,16 @@ impl ApiKeyGuard {
 
     /// [`ApiKeyGuard::check`] at Unix time `now`.
     pub fn check_at(&self, ex: &mut Exchange, issued: &KeyCache, now: i64) -> Result<(), Denial> {
-        let presented = digest(&self.take(ex)?);
+        let presented = digest(self.take(ex)?.as_bytes());
         // Every static key is compared, so the timing does not say which one (if any) matched.
         let mut matched = None;
-        for (i, d) in self.static_keys.iter().enumerate() {
+        for (d, id) in &self.static_keys {
             if ct_eq(d, &presented) && matched.is_none() {
-                matched = Some(i);
+                matched = Some(id);
             }
         }
-        if let Some(i) = matched {
-            ex.key_id = Some(format!("static:{}", i + 1));
+        if let Some(id) = matched {
+            ex.key_id = Some(id.clone());
             return Ok(());
         }
         match issued.check(&presented, &self.route, now) {

@@ -273,20 +273,24 @@ fn extend_list(headers: &mut HeaderMap, name: HeaderName, items: Option<HeaderVa
     let Some(items) = items.filter(|v| !v.is_empty()) else {
         return;
     };
-    let value = match headers.get(&name) {
-        Some(prev) if !prev.is_empty() => {
-            let mut joined = Vec::with_capacity(prev.len() + 2 + items.len());
-            joined.extend_from_slice(prev.as_bytes());
+    // One lookup of the name whether or not an earlier group set the field.
+    match headers.entry(name) {
+        http::header::Entry::Occupied(mut prev) if !prev.get().is_empty() => {
+            let mut joined = Vec::with_capacity(prev.get().len() + 2 + items.len());
+            joined.extend_from_slice(prev.get().as_bytes());
             joined.extend_from_slice(b", ");
             joined.extend_from_slice(items.as_bytes());
-            match HeaderValue::from_maybe_shared(Bytes::from(joined)) {
-                Ok(v) => v,
-                Err(_) => return,
+            if let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(joined)) {
+                prev.insert(v);
             }
         }
-        _ => items,
-    };
-    headers.insert(name, value);
+        http::header::Entry::Occupied(mut prev) => {
+            prev.insert(items);
+        }
+        http::header::Entry::Vacant(slot) => {
+            slot.insert(items);
+        }
+    }
 }
 
 #[cfg(test)]
