@@ -7,6 +7,9 @@ use bytes::{Buf, Bytes, BytesMut};
 
 /// Longest chunk-size line (with extensions) or trailer field accepted.
 pub(crate) const MAX_LINE: usize = 4096;
+/// Most trailer fields accepted after the last chunk: they are dropped, and without a bound a
+/// client could keep a connection busy with them for as long as the body timeout allows.
+pub(crate) const MAX_TRAILERS: u16 = 64;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Chunk {
@@ -16,8 +19,8 @@ pub(crate) enum Chunk {
     Data(u64),
     /// Expecting the CRLF after a chunk's data.
     DataEnd,
-    /// After the last chunk: trailer fields until an empty line.
-    Trailers,
+    /// After the last chunk: trailer fields until an empty line; this many read so far.
+    Trailers(u16),
 }
 
 /// One step of the chunked decoder.
@@ -54,7 +57,7 @@ pub(crate) fn step_chunked(buf: &mut BytesMut, at: Chunk) -> Step {
             };
             buf.advance(end + 1);
             Step::Next(if size == 0 {
-                Chunk::Trailers
+                Chunk::Trailers(0)
             } else {
                 Chunk::Data(size)
             })
@@ -83,7 +86,7 @@ pub(crate) fn step_chunked(buf: &mut BytesMut, at: Chunk) -> Step {
             buf.advance(2);
             Step::Next(Chunk::Size)
         }
-        Chunk::Trailers => {
+        Chunk::Trailers(read) => {
             let Some(end) = line_end(buf) else {
                 return if buf.len() > MAX_LINE {
                     Step::Fail("trailer field too long")
@@ -91,15 +94,45 @@ pub(crate) fn step_chunked(buf: &mut BytesMut, at: Chunk) -> Step {
                     Step::NeedMore
                 };
             };
-            let empty = end == 0 || (end == 1 && buf[0] == b'\r');
-            buf.advance(end + 1);
-            if empty {
-                Step::End
-            } else {
-                Step::Next(Chunk::Trailers)
+            // Every line ends in CRLF, the empty one that ends the message too: a peer that
+            // takes a bare LF for the end would see the message end elsewhere.
+            let Some(line) = buf[..end].strip_suffix(b"\r") else {
+                return Step::Fail("trailer line without CRLF");
+            };
+            if line.is_empty() {
+                buf.advance(end + 1);
+                return Step::End;
             }
+            if !is_field_line(line) {
+                return Step::Fail("malformed trailer field");
+            }
+            if read >= MAX_TRAILERS {
+                return Step::Fail("too many trailer fields");
+            }
+            buf.advance(end + 1);
+            Step::Next(Chunk::Trailers(read + 1))
         }
     }
+}
+
+/// `name: value` as RFC 9110 allows a field line: a token, a colon, then no control
+/// characters but tab (so no bare CR, NUL or obs-fold, which starts with whitespace).
+fn is_field_line(line: &[u8]) -> bool {
+    let Some(colon) = line.iter().position(|&b| b == b':') else {
+        return false;
+    };
+    let (name, value) = (&line[..colon], &line[colon + 1..]);
+    !name.is_empty() && name.iter().all(|&b| is_tchar(b)) && !value.iter().any(|&b| is_ctl(b))
+}
+
+/// A token character (RFC 9110 §5.6.2).
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// A control character other than horizontal tab (CR, LF and NUL among them).
+fn is_ctl(b: u8) -> bool {
+    (b < 0x20 && b != b'\t') || b == 0x7f
 }
 
 /// The position of the first `\n` in `buf`.
@@ -120,8 +153,13 @@ fn parse_chunk_size(line: &[u8]) -> Result<u64, &'static str> {
     if digits.is_empty() || digits.len() > 15 {
         return Err("invalid chunk size");
     }
-    let rest = rest.trim_ascii_start();
-    if !rest.is_empty() && rest[0] != b';' {
+    // Extensions (read and dropped) follow optional whitespace and a `;`; nothing else may
+    // follow the digits (whitespace alone neither), and no control character but tab may
+    // appear in them: a bare CR is a line end to some peers.
+    if rest.iter().any(|&b| is_ctl(b)) {
+        return Err("control character in chunk-size line");
+    }
+    if !rest.is_empty() && rest.trim_ascii_start().first() != Some(&b';') {
         return Err("invalid chunk size");
     }
     let mut n: u64 = 0;
@@ -223,5 +261,59 @@ mod tests {
         assert!(parse_chunk_size(b"-1\r").is_err());
         assert!(parse_chunk_size(b"1x\r").is_err());
         assert!(parse_chunk_size(b"1000000000000000\r").is_err());
+        // A tab is whitespace, as in field values.
+        assert_eq!(parse_chunk_size(b"2\t;a=b\r"), Ok(2));
+    }
+
+    /// Lines some peer would end or split elsewhere: a bare CR, a NUL, whitespace with no
+    /// extension after it (RFC 9112 allows it only before a `;`).
+    #[test]
+    fn chunk_size_lines_with_stray_bytes_are_refused() {
+        for bad in [
+            &b"2\r\r"[..],
+            b"2;a\rb\r",
+            b"2;\x00\r",
+            b"2 \r",
+            b"2\t\r",
+            b"0\r\r",
+            b"2;a=\x7f\r",
+        ] {
+            assert!(parse_chunk_size(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    /// The trailer section ends with CRLF CRLF and holds field lines only: a bare LF, a line
+    /// without a colon, a NUL or obs-fold ends the body with an error, not with a second
+    /// message.
+    #[test]
+    fn trailer_sections_are_checked() {
+        for bad in [
+            &b"2\r\n{}\r\n0\r\n\nGET /hook HTTP/1.1\r\nHost: x\r\n\r\n"[..],
+            b"0\r\nGET /smuggled HTTP/1.1\r\nX: y\r\n\r\n",
+            b"0\r\nno colon \x00 here\r\n\r\n",
+            b"0\r\nx-a: 1\r\n folded\r\n\r\n",
+            b"0\r\nx-a: 1\x00\r\n\r\n",
+            b"0\r\nx-a: 1\n\r\n",
+            b"0\r\n: empty name\r\n\r\n",
+        ] {
+            for step in [1, bad.len()] {
+                assert!(
+                    decode(bad, step).is_err_and(|e| e != "ran out of input"),
+                    "{bad:?} fed {step} at a time"
+                );
+            }
+        }
+        let mut many = b"0\r\n".to_vec();
+        for i in 0..=MAX_TRAILERS {
+            many.extend_from_slice(format!("x-{i}: v\r\n").as_bytes());
+        }
+        many.extend_from_slice(b"\r\n");
+        assert_eq!(decode(&many, many.len()), Err("too many trailer fields"));
+        let mut enough = b"0\r\n".to_vec();
+        for i in 0..MAX_TRAILERS {
+            enough.extend_from_slice(format!("x-{i}: v\t1\r\n").as_bytes());
+        }
+        enough.extend_from_slice(b"\r\n");
+        assert_eq!(decode(&enough, 5), Ok((Vec::new(), 0)));
     }
 }

@@ -191,6 +191,39 @@ async fn chunked_bodies_are_decoded_and_forwarded_with_their_length() {
     assert_eq!(up.count(), 1);
 }
 
+/// Chunked bodies a peer could frame differently from the gateway: a trailer section ended
+/// by a bare LF (with a request behind it), trailer lines that are not fields, bare CRs, NULs
+/// and whitespace without an extension in chunk-size lines. Each is a 400 that closes the
+/// connection, and the upstream sees neither the body nor what follows it.
+#[tokio::test]
+async fn chunked_bodies_that_peers_could_frame_differently_are_400_and_reach_nothing() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start(CFG, &up).await;
+    let smuggled = "GET /hook?smuggled=1 HTTP/1.1\r\nHost: x\r\n\r\n";
+    for chunks in [
+        "2\r\n{}\r\n0\r\n\n",
+        "2\r\n{}\r\n0\r\nGET /hook?in-trailer=1 HTTP/1.1\r\nX: y\r\n\r\n",
+        "2\r\n{}\r\n0\r\nno colon \0 here\r\n\r\n",
+        "2\r\r\n{}\r\n0\r\n\r\n",
+        "2;a\rb\r\n{}\r\n0\r\n\r\n",
+        "2;\0\r\n{}\r\n0\r\n\r\n",
+        "2 \r\n{}\r\n0\r\n\r\n",
+        "2\t\r\n{}\r\n0\r\n\r\n",
+        "2\r\n{}\r\n0\r\r\n\r\n",
+    ] {
+        let raw = format!("{POST_HEAD}Transfer-Encoding: chunked\r\n\r\n{chunks}{smuggled}");
+        let mut s = connect(gw.addr).await;
+        s.write_all(raw.as_bytes()).await.unwrap();
+        let mut buf = Vec::new();
+        let (head, body) = read_response(&mut s, &mut buf).await;
+        assert!(head.starts_with("HTTP/1.1 400"), "{chunks:?}: {head}");
+        let body = String::from_utf8(body).unwrap();
+        assert!(body.contains(r#""error":"bad_request""#), "{body}");
+        assert!(closes(&mut s, Duration::from_secs(7)).await, "{chunks:?}");
+    }
+    assert_eq!(up.count(), 0, "{:#?}", up.requests());
+}
+
 #[tokio::test]
 async fn pipelined_requests_are_answered_in_order_on_one_connection() {
     let up = Upstream::start().await;
