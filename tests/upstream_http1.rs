@@ -25,6 +25,8 @@ enum Then {
     Close,
     /// Closes the connection this long after answering, unless a request comes first.
     CloseAfter(Duration),
+    /// Writes these bytes this long after answering, then waits for the next request.
+    SendLater(&'static [u8], Duration),
 }
 
 /// One request as the raw upstream read it.
@@ -137,6 +139,13 @@ async fn serve(
             if then == Then::Close {
                 let _ = stream.shutdown().await;
                 return;
+            }
+            if let Then::SendLater(bytes, after) = then {
+                tokio::time::sleep(after).await;
+                if stream.write_all(bytes).await.is_err() {
+                    return;
+                }
+                then = Then::KeepOpen;
             }
         }
     }
@@ -423,6 +432,53 @@ async fn head_and_no_content_answers_have_no_body_and_keep_the_connection() {
     assert_eq!(post(&gw, "{}").await.text(), "third");
     assert_eq!(raw.connections(), 1);
     assert!(raw.seen()[0].head.starts_with("HEAD /in HTTP/1.1\r\n"));
+}
+
+/// A 204 that declares a body (a length, or a coding) is answered without the length, and its
+/// connection is not reused: bytes the upstream sends after it would otherwise be read as the
+/// answer to the next client's request.
+#[tokio::test]
+async fn a_no_content_answer_declaring_a_body_does_not_leak_into_the_next_request() {
+    for declared in ["content-length: 47\r\n", "transfer-encoding: chunked\r\n"] {
+        let first = format!("HTTP/1.1 204 No Content\r\n{declared}\r\n").into_bytes();
+        // The "body" the 204 announced comes a little later: a whole response meant for
+        // nobody, there for whichever request is sent on the connection next.
+        const LEFTOVER: &[u8] =
+            b"HTTP/1.1 200 OK\r\ncontent-length: 26\r\n\r\nmeant for the first client";
+        let raw = RawUpstream::start(move |n| match n {
+            1 => (
+                first.clone(),
+                Then::SendLater(LEFTOVER, Duration::from_millis(300)),
+            ),
+            _ => (ok("second"), Then::KeepOpen),
+        })
+        .await;
+        let (gw, _u) = gateway(&raw, r#"["POST"]"#).await;
+        let mut s = TcpStream::connect(gw.addr).await.unwrap();
+        s.write_all(
+            b"POST /hook HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}",
+        )
+        .await
+        .unwrap();
+        let mut answer = Vec::new();
+        s.read_to_end(&mut answer).await.unwrap();
+        let answer = String::from_utf8_lossy(&answer).to_ascii_lowercase();
+        assert!(answer.starts_with("http/1.1 204"), "{declared:?}: {answer}");
+        assert!(!answer.contains("content-length"), "{declared:?}: {answer}");
+        assert!(
+            !answer.contains("transfer-encoding"),
+            "{declared:?}: {answer}"
+        );
+        assert!(answer.ends_with("\r\n\r\n"), "no body: {answer}");
+        let second = post(&gw, "{}").await;
+        assert_eq!(second.status, 200, "{declared:?}");
+        assert_eq!(second.text(), "second", "{declared:?}");
+        assert_eq!(
+            raw.connections(),
+            2,
+            "{declared:?}: the first connection was dropped"
+        );
+    }
 }
 
 #[tokio::test]

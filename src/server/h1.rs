@@ -635,6 +635,8 @@ where
     out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
     let mut declared: Option<u64> = None;
+    // RFC 9110 §8.6: no Content-Length on a 1xx or 204, whoever set one.
+    let lengthless = status.is_informational() || status == StatusCode::NO_CONTENT;
     let mut dated = false;
     for (name, value) in &parts.headers {
         // The connection's own framing and persistence are this side's to say.
@@ -642,6 +644,9 @@ where
             continue;
         }
         if name == header::CONTENT_LENGTH {
+            if lengthless {
+                continue;
+            }
             match parse_length(value.as_bytes()) {
                 Some(n) if declared.is_none() => declared = Some(n),
                 _ => continue,
@@ -661,6 +666,7 @@ where
         out.extend_from_slice(head.lines());
         dated |= head.is_dated();
         if declared.is_none()
+            && !lengthless
             && let Some(n) = head.content_length()
         {
             declared = Some(n);
