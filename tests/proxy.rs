@@ -129,6 +129,49 @@ async fn hop_by_hop_headers_are_dropped_in_both_directions() {
     }
 }
 
+/// Underscore spellings of names the gateway sets, strips or injects are what CGI-style
+/// upstreams (WSGI, Rack, PHP) read as the same variable: none is forwarded, over HTTP/1.1 (the
+/// gateway's own encoder) and HTTP/2 (the general path) alike. A `Connection` header cannot
+/// make the checked `Content-Type` disappear either.
+#[tokio::test]
+async fn underscore_spellings_and_connection_tricks_do_not_reach_the_upstream() {
+    let (up, gw) = setup().await;
+    let body = r#"{"a":1}"#;
+    let request = format!(
+        "POST /hook HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: keep-alive, Content-Type\r\n\
+         X_Forwarded_For: 6.6.6.6\r\nX_Forwarded_Proto: https\r\nX_Real_IP: 6.6.6.6\r\n\
+         X_Forwarded_Host: evil.example\r\nX_Auth: forged-by-client\r\nMy_Own: x\r\n\r\n{body}",
+        body.len()
+    );
+    let out = raw(gw.addr, request.as_bytes(), Duration::from_millis(500)).await;
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    let h2 = hookwarden_h2_request(&gw).await;
+    assert_eq!(h2, 200);
+    for seen in up.requests() {
+        for (name, _) in &seen.headers {
+            assert!(!name.as_str().contains('_'), "{name} was forwarded");
+        }
+        assert_eq!(seen.headers["x-forwarded-for"], "127.0.0.1");
+        assert_eq!(seen.headers["x-forwarded-proto"], "http");
+        assert_eq!(seen.headers["x-auth"], SECRET);
+        assert_eq!(seen.headers["content-type"], "application/json");
+    }
+    assert_eq!(up.count(), 2);
+}
+
+/// The same request over HTTP/2 (prior knowledge): its status.
+async fn hookwarden_h2_request(gw: &Gateway) -> u16 {
+    let req = req("POST", &gw.url("/hook"))
+        .header("content-type", "application/json")
+        .header("x_forwarded_for", "6.6.6.6")
+        .header("x_auth", "forged-by-client")
+        .header("my_own", "x")
+        .body(Full::new(Bytes::from_static(b"{}")))
+        .unwrap();
+    send_with(&h2c_client(), req).await.status.as_u16()
+}
+
 #[tokio::test]
 async fn unknown_path_is_404_and_never_forwarded() {
     let (up, gw) = setup().await;

@@ -69,7 +69,23 @@ pub fn connection_named(headers: &HeaderMap) -> Vec<HeaderName> {
         // The usual values name nothing beyond what `is_hop_by_hop` removes anyway.
         .filter(|t| !t.eq_ignore_ascii_case("keep-alive") && !t.eq_ignore_ascii_case("close"))
         .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
+        // Fields that describe the message itself are not the connection's to remove: a
+        // client listing `Content-Type` would have its body reach the upstream without the
+        // type the route's `content_types` checked.
+        .filter(|name| !is_about_the_message(name))
         .collect()
+}
+
+/// End-to-end fields that say what the message is, which a `Connection` header cannot make
+/// hop-by-hop.
+fn is_about_the_message(name: &HeaderName) -> bool {
+    [
+        header::CONTENT_TYPE,
+        header::CONTENT_ENCODING,
+        header::CONTENT_LENGTH,
+        header::HOST,
+    ]
+    .contains(name)
 }
 
 /// Removes every header whose name `drop` selects. One pass over the names present, rather
@@ -104,8 +120,17 @@ pub fn prepare_request_headers(headers: &mut HeaderMap) {
 
 /// True for a client header that may go upstream as it is, unless its request's `Connection`
 /// header names it ([`connection_named`]): the rule [`prepare_request_headers`] applies.
+///
+/// Names with an underscore never go, as nginx drops them by default: CGI-style upstreams
+/// (WSGI, Rack, PHP) read `X_Forwarded_For` and `X-Forwarded-For` as the same variable, so a
+/// client could add its own value to a field the gateway sets, or send a field the gateway
+/// strips or injects under another spelling.
 pub fn is_forwardable(name: &HeaderName) -> bool {
-    !(is_hop_by_hop(name) || is_set_by_gateway(name) || is_client_claim(name.as_str()))
+    let name_str = name.as_str();
+    !(name_str.as_bytes().contains(&b'_')
+        || is_hop_by_hop(name)
+        || is_set_by_gateway(name)
+        || is_client_claim(name_str))
 }
 
 /// Headers the gateway sets itself upstream (or that belong to the client's hop): the
@@ -171,6 +196,31 @@ mod tests {
         assert!(is_field_value(b""));
     }
     use http::HeaderValue;
+
+    #[test]
+    fn underscore_spellings_of_any_name_are_not_forwarded() {
+        for name in [
+            "x_forwarded_for",
+            "X_Forwarded_Proto",
+            "x_real_ip",
+            "x_auth",
+            "my_custom_header",
+        ] {
+            let name = HeaderName::from_bytes(name.as_bytes()).unwrap();
+            assert!(!is_forwardable(&name), "{name}");
+        }
+        assert!(is_forwardable(&HeaderName::from_static("x-custom-header")));
+    }
+
+    #[test]
+    fn connection_cannot_remove_what_the_message_is() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, Content-Type, Content-Encoding, X-Hop"),
+        );
+        assert_eq!(connection_named(&h), vec![HeaderName::from_static("x-hop")]);
+    }
 
     #[test]
     fn connection_named_headers_are_dropped_with_the_standard_ones() {
