@@ -72,6 +72,8 @@ async fn forwards_method_query_body_and_injects_headers_over_client_values() {
         .header("x-forwarded-for", "6.6.6.6")
         .header("forwarded", "for=6.6.6.6")
         .header("x-real-ip", "6.6.6.6")
+        .header("x-http-method-override", "DELETE")
+        .header("x-method-override", "DELETE")
         .body(Full::new(Bytes::from_static(br#"{"q":1}"#)))
         .unwrap();
     let got = send(req).await;
@@ -94,6 +96,8 @@ async fn forwards_method_query_body_and_injects_headers_over_client_values() {
     assert_eq!(seen.headers["x-forwarded-proto"], "http");
     assert!(seen.headers.get("forwarded").is_none());
     assert!(seen.headers.get("x-real-ip").is_none());
+    assert!(seen.headers.get("x-http-method-override").is_none());
+    assert!(seen.headers.get("x-method-override").is_none());
     let rid = got.header("x-request-id").unwrap();
     assert_ne!(rid, "client-chosen");
     assert_eq!(seen.headers["x-request-id"], rid);

@@ -130,7 +130,18 @@ pub fn is_forwardable(name: &HeaderName) -> bool {
     !(name_str.as_bytes().contains(&b'_')
         || is_hop_by_hop(name)
         || is_set_by_gateway(name)
-        || is_client_claim(name_str))
+        || is_client_claim(name_str)
+        || is_method_override(name_str))
+}
+
+/// Headers with which many frameworks (Rails, Laravel, Express's method-override, ASP.NET)
+/// let a request act as another method: the route's `methods` list is the gateway's to
+/// enforce, and a `POST` must not arrive as a `DELETE`.
+fn is_method_override(name: &str) -> bool {
+    matches!(
+        name,
+        "x-http-method-override" | "x-http-method" | "x-method-override"
+    )
 }
 
 /// Headers the gateway sets itself upstream (or that belong to the client's hop): the
