@@ -849,3 +849,73 @@ secrets = ["It's a Secret to Everybody"]
     assert_eq!(third.json()["status"], "duplicate");
     assert_eq!(up.count(), 1);
 }
+
+/// A generic `hmac` route that signs the message id: a timestamp spelled with a leading zero
+/// is refused, even though its signature is right (computed here with the `hmac` crate over
+/// the exact signed text). Otherwise, with `{id}` right before `{timestamp}`, a `0` moved from
+/// the end of the id to the timestamp would verify as "another" message and pass the replay
+/// check; such templates are refused by the config check as well.
+#[tokio::test]
+async fn generic_hmac_timestamps_have_one_spelling_and_ids_need_a_boundary() {
+    use hmac::{Hmac, KeyInit, Mac};
+    let route = |template: &str| {
+        format!(
+            r#"
+[[route]]
+name = "hmac"
+path = "/hmac"
+[route.upstream]
+url = "{{upstream}}/x"
+[[route.auth]]
+type = "signature"
+provider = "hmac"
+secrets = ["custom-secret"]
+header = "x-signature"
+template = "{template}"
+timestamp_header = "x-timestamp"
+id_header = "x-id"
+"#
+        )
+    };
+    let up = Upstream::start().await;
+    let gw = Gateway::start(&route("{id}.{timestamp}.{body}"), &up).await;
+    let body = r#"{"event":"pay","amount":100}"#;
+    let now = jiff::Timestamp::now().as_second();
+    let signed = |id: &str, ts: &str| {
+        let mut mac = <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(b"custom-secret").unwrap();
+        mac.update(format!("{id}.{ts}.{body}").as_bytes());
+        let sig = hex::encode(mac.finalize().into_bytes());
+        req("POST", &gw.url("/hmac"))
+            .header("content-type", "application/json")
+            .header("x-signature", sig)
+            .header("x-timestamp", ts)
+            .header("x-id", id)
+            .body(Full::new(Bytes::from(body)))
+            .unwrap()
+    };
+    let first = send(signed("evt-7730", &now.to_string())).await;
+    assert_eq!(first.status, 200);
+    assert_eq!(up.count(), 1);
+    let padded = send(signed("evt-7731", &format!("0{now}"))).await;
+    assert_eq!(padded.status, 401, "{}", padded.text());
+    assert_eq!(up.count(), 1, "the padded timestamp reached the upstream");
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("adjacent.toml");
+    let text = complete_config(&route("{id}{timestamp}{body}"), &up.base(), dir.path());
+    std::fs::write(&path, text).unwrap();
+    let out = Command::new(bin())
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let msg =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(msg.contains("template"), "{msg}");
+    assert!(
+        msg.contains("{id} right next to another placeholder"),
+        "{msg}"
+    );
+    assert!(msg.contains("{id}.{timestamp}.{body}"), "{msg}");
+}

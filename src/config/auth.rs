@@ -539,6 +539,20 @@ fn read_hmac(s: &Section<'_, '_>) -> Option<HmacScheme> {
         .string("id_header")
         .and_then(|h| header_name(s, "id_header", &h));
     let template = template?;
+    // The id is free text: right next to another placeholder, the signed text does not say
+    // where it ends, and bytes moved across the boundary make a "new" message (another id for
+    // the replay check, or another body) that still verifies.
+    if template.windows(2).any(|w| {
+        !matches!(w[0], TemplatePart::Text(_))
+            && !matches!(w[1], TemplatePart::Text(_))
+            && (w[0] == TemplatePart::Id || w[1] == TemplatePart::Id)
+    }) {
+        s.error(
+            "template",
+            "puts {id} right next to another placeholder, so the signed text does not show where the id ends and a captured message could be sent again with bytes moved across that boundary",
+            "put a separator the id cannot contain between them, e.g. template = \"{id}.{timestamp}.{body}\"",
+        );
+    }
     let uses = |p: &TemplatePart| template.contains(p);
     if !uses(&TemplatePart::Body) {
         s.error(

@@ -76,13 +76,19 @@ pub(crate) fn encode_base64(bytes: &[u8]) -> String {
     STANDARD.encode(bytes)
 }
 
-/// A Unix timestamp in seconds: ASCII digits only.
+/// A Unix timestamp in seconds: ASCII digits only, without leading zeros. One time has one
+/// spelling: where the signed text puts another field right before the timestamp, `0` moved
+/// from one to the other would still verify and still parse, as a message the replay check
+/// has not seen.
 pub(crate) fn parse_timestamp(s: &str) -> Result<i64, VerifyError> {
     let s = s.trim();
     if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
         return Err(VerifyError::Malformed(
             "timestamp is not a number of seconds",
         ));
+    }
+    if s.len() > 1 && s.starts_with('0') {
+        return Err(VerifyError::Malformed("timestamp has leading zeros"));
     }
     s.parse()
         .map_err(|_| VerifyError::Malformed("timestamp is out of range"))
@@ -159,6 +165,11 @@ mod tests {
     #[test]
     fn timestamps_are_plain_digits() {
         assert_eq!(parse_timestamp("1614265330"), Ok(1614265330));
+        assert_eq!(parse_timestamp("0"), Ok(0));
+        assert_eq!(
+            parse_timestamp("01614265330"),
+            Err(VerifyError::Malformed("timestamp has leading zeros"))
+        );
         assert!(matches!(
             parse_timestamp("-5"),
             Err(VerifyError::Malformed(_))
