@@ -69,8 +69,19 @@ pub fn parse_duration(input: &str) -> Result<Duration, String> {
         };
         total = total.checked_add(part).ok_or_else(bad)?;
     }
+    // Far beyond any timeout, window or retention anyone means, and far enough from the
+    // clocks' limits that adding one to "now" or scaling it cannot overflow.
+    if total > MAX_DURATION {
+        return Err(format!(
+            "\"{input}\" is longer than {} (the longest duration accepted)",
+            format_duration(MAX_DURATION)
+        ));
+    }
     Ok(total)
 }
+
+/// The longest duration a config may give: 100 years.
+pub const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 86_400);
 
 /// Formats a duration the way the config writes it (`90s` → `"1m30s"`), for messages.
 pub fn format_duration(d: Duration) -> String {
@@ -131,6 +142,17 @@ mod tests {
             let e = parse_duration(bad).unwrap_err();
             assert!(e.contains("not a duration"), "{bad}: {e}");
         }
+    }
+
+    /// Durations that would overflow a deadline (`now + timeout`) or a retry time are refused
+    /// at load, not met as a panic on the first request.
+    #[test]
+    fn durations_beyond_a_century_are_refused() {
+        for huge in ["18446744073709551615s", "200000000000d", "36501d"] {
+            let e = parse_duration(huge).unwrap_err();
+            assert!(e.contains("longer than 36500d"), "{huge}: {e}");
+        }
+        assert_eq!(parse_duration("36500d"), Ok(MAX_DURATION));
     }
 
     #[test]

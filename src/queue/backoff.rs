@@ -52,7 +52,10 @@ pub fn delay(
         .min(cfg.max_backoff);
     let base = if exp > 31 { cfg.max_backoff } else { base };
     let spread = 0.8 + 0.4 * jitter.clamp(0.0, 1.0);
-    let computed = base.mul_f64(spread).min(cfg.max_backoff);
+    // Checked: a config is bounded (`MAX_DURATION`), but a wait is never worth a panic.
+    let computed = Duration::try_from_secs_f64(base.as_secs_f64() * spread)
+        .unwrap_or(cfg.max_backoff)
+        .min(cfg.max_backoff);
     match retry_after {
         Some(after) => computed.max(after.min(MAX_RETRY_AFTER)),
         None => computed,
@@ -117,6 +120,20 @@ mod tests {
         );
         assert_eq!(delay(&c, 1000, None, 0.5), Duration::from_secs(600));
         assert_eq!(delay(&c, u32::MAX, None, 0.0), Duration::from_secs(480));
+    }
+
+    /// A wait that cannot be scaled (the largest `Duration`) is the maximum, not a panic that
+    /// would stop the route's deliveries for good.
+    #[test]
+    fn the_largest_waits_do_not_panic() {
+        let c = DeliveryConfig {
+            backoff: Duration::MAX,
+            max_backoff: Duration::MAX,
+            ..DeliveryConfig::default()
+        };
+        for failed in [1, 2, 40] {
+            assert_eq!(delay(&c, failed, None, 1.0), Duration::MAX);
+        }
     }
 
     #[test]

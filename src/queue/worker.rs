@@ -274,7 +274,8 @@ async fn finish(
         Verdict::Retry if attempts >= cfg.attempts => (Change::Dead, "dead"),
         Verdict::Retry => {
             let wait = backoff::delay(cfg, attempts, o.retry_after, jitter());
-            let next_ms = now_ms.saturating_add(wait.as_millis() as i64);
+            let wait_ms = i64::try_from(wait.as_millis()).unwrap_or(i64::MAX);
+            let next_ms = now_ms.saturating_add(wait_ms);
             (Change::Retry { next_ms }, "retry")
         }
     };
