@@ -49,7 +49,9 @@ pub enum StartError {
     #[error("TLS: {0}")]
     Tls(#[from] TlsError),
     /// The listen address could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error(
+        "cannot listen on {addr} ([server] listen): {source}; free the port or choose another address"
+    )]
     Bind {
         /// The address.
         addr: SocketAddr,
@@ -88,6 +90,8 @@ pub struct App {
     audit: AuditWriter,
     notifier: JoinHandle<()>,
     queue: Queue,
+    /// The store's claim for this server ([`Store::claim`]), released when the app goes.
+    _claim: Option<std::fs::File>,
 }
 
 /// Time alert notifications get to connect.
@@ -114,6 +118,7 @@ impl App {
 
     /// Like [`App::start`], for a config read from `source`, which reloads re-read.
     pub async fn start_from(config: &Config, source: Option<PathBuf>) -> Result<App, StartError> {
+        let claim = Store::claim(&config.storage.path)?;
         let store = Store::open(&config.storage.path)?;
         let reader = store.reader(&config.storage.path)?;
         let routes = RouteTable::compile(config)?;
@@ -221,6 +226,7 @@ impl App {
             audit,
             notifier,
             queue,
+            _claim: claim,
         })
     }
 

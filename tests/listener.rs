@@ -311,3 +311,46 @@ headers = {{ "X-Api-Key" = "${{UPSTREAM_SECRET}}" }}
     assert_eq!(requests[1]["status"], 404);
     assert_eq!(requests[1]["reason"], "not_found");
 }
+
+/// A second `serve` on the store a running one uses is refused at start, naming the key and
+/// the way out, each cause once: both would run the delivery queue (every queued message
+/// delivered twice), and with the ports shared the kernel would split the traffic between
+/// them. Once the first has exited, the store is free again.
+#[tokio::test]
+async fn a_second_server_on_the_same_store_is_refused_until_the_first_exits() {
+    let up = Upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("shared.db");
+    let config = |port: u16| {
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n[storage]\npath = \"{}\"\n\
+             [[route]]\nname = \"hook\"\npath = \"/hook\"\n[route.upstream]\nurl = \"{}/x\"\n",
+            store.display(),
+            up.base()
+        )
+    };
+    let first_port = free_port();
+    let (mut first, _d1) = spawn_binary(&config(first_port), &[]);
+    wait_healthy(format!("127.0.0.1:{first_port}").parse().unwrap()).await;
+
+    let (second, _d2) = spawn_binary(&config(free_port()), &[]);
+    let out = tokio::task::spawn_blocking(move || second.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("is in use by another `hookwarden serve`"),
+        "{err}"
+    );
+    assert!(err.contains("[storage] path"), "{err}");
+    assert_eq!(err.matches("in use by another").count(), 1, "{err}");
+
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let third_port = free_port();
+    let (mut third, _d3) = spawn_binary(&config(third_port), &[]);
+    wait_healthy(format!("127.0.0.1:{third_port}").parse().unwrap()).await;
+    third.kill().unwrap();
+    third.wait().unwrap();
+}

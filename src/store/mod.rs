@@ -20,7 +20,9 @@ pub enum StoreError {
     #[error("store: {0}")]
     Sqlite(#[from] rusqlite::Error),
     /// The file could not be created.
-    #[error("cannot create the store {path}: {source}")]
+    #[error(
+        "cannot create the store {path} ([storage] path): {source}; its directory must exist and be writable by this user"
+    )]
     Create {
         /// The file.
         path: String,
@@ -40,6 +42,14 @@ pub enum StoreError {
         found: i64,
         /// Ours.
         supported: i64,
+    },
+    /// Another `hookwarden serve` has the file.
+    #[error(
+        "store {path} ([storage] path) is in use by another `hookwarden serve`: two servers on one store would both deliver every queued message; stop the other one, or give this one its own [storage] path"
+    )]
+    InUse {
+        /// The file.
+        path: String,
     },
     /// The file was written by a newer hookwarden.
     #[error(
@@ -140,6 +150,37 @@ impl Store {
         Ok(Store {
             conn: Arc::new(Mutex::new(conn)),
         })
+    }
+
+    /// Claims the file at `path` for this process's server: an advisory lock on `path` plus
+    /// `.lock`, held while the returned file is open. A second `serve` on the same store is
+    /// refused ([`StoreError::InUse`]): both would run the delivery queue and send every
+    /// message twice, and the listeners (which share ports) would split the traffic between
+    /// two configs. The other commands (`events`, `keys`, `queue`) do not claim it. `None` for
+    /// an in-memory store.
+    pub fn claim(path: &Path) -> Result<Option<std::fs::File>, StoreError> {
+        if path.as_os_str() == ":memory:" {
+            return Ok(None);
+        }
+        let mut lock_path = path.as_os_str().to_owned();
+        lock_path.push(".lock");
+        let shown = || path.display().to_string();
+        let mut opts = std::fs::OpenOptions::new();
+        opts.read(true).write(true).create(true).truncate(false);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+        let file = opts.open(&lock_path).map_err(|source| StoreError::Create {
+            path: std::path::PathBuf::from(&lock_path).display().to_string(),
+            source,
+        })?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(file)),
+            Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::InUse { path: shown() }),
+            Err(std::fs::TryLockError::Error(source)) => Err(StoreError::Create {
+                path: std::path::PathBuf::from(&lock_path).display().to_string(),
+                source,
+            }),
+        }
     }
 
     /// A second connection to the same file, for long reads (the admin API's queries) that
