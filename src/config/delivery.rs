@@ -36,7 +36,8 @@ pub struct DeliveryConfig {
     pub max_backoff: Duration,
     /// Deliveries in flight at once for the route; 1 keeps arrival order.
     pub concurrency: u32,
-    /// Pending messages at most; beyond it new requests get 503 (`queue_full`).
+    /// Pending messages at most; beyond it new requests get 503 (`queue_full`). Delivered and
+    /// dead messages are each kept at most this many too.
     pub max_queued: u64,
     /// Deliveries started at most per period (`count`, `period`), spaced evenly; `None`: as
     /// fast as the upstream answers.

@@ -394,7 +394,7 @@ impl Queue {
         self.inner.notifiers.store(Arc::new(notifiers));
         let retention = wanted
             .iter()
-            .map(|(n, d)| (n.to_string(), d.keep_delivered, d.keep_dead))
+            .map(|(n, d)| (n.to_string(), d.keep_delivered, d.keep_dead, d.max_queued))
             .collect();
         let _ = self.inner.tx.send(Op::SetRetention(retention));
     }

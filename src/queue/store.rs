@@ -377,6 +377,23 @@ pub fn purge(
     )? as u64)
 }
 
+/// Deletes the oldest messages of `route` in `state` beyond the newest `keep`. Returns how
+/// many.
+pub fn trim(
+    conn: &Connection,
+    route: &str,
+    state: MessageState,
+    keep: u64,
+) -> Result<u64, StoreError> {
+    let keep = i64::try_from(keep).unwrap_or(i64::MAX);
+    Ok(conn.execute(
+        "DELETE FROM queue WHERE seq IN (
+            SELECT seq FROM queue WHERE route = ?1 AND state = ?2
+            ORDER BY seq DESC LIMIT -1 OFFSET ?3)",
+        params![route, state.as_str(), keep],
+    )? as u64)
+}
+
 /// A message as `hookwarden queue list` and the admin API show it: never its headers or body.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Listed {
@@ -763,5 +780,45 @@ mod tests {
         .map(|m| m.id)
         .collect();
         assert_eq!(left, ["new", "waiting"]);
+    }
+
+    #[test]
+    fn trim_keeps_the_newest_finished_messages_and_every_pending_one() {
+        let s = Store::open(Path::new(":memory:")).unwrap();
+        let c = s.lock();
+        for i in 0..5 {
+            let id = format!("dead-{i}");
+            insert(&c, &msg(&id, "hooks", 1)).unwrap();
+            let seq = pending(&c, "hooks", 1).unwrap()[0].seq;
+            record_attempt(
+                &c,
+                &AttemptRecord {
+                    seq,
+                    attempts: 1,
+                    at_ms: 100 + i,
+                    status: Some(400),
+                    error: None,
+                    change: Change::Dead,
+                },
+            )
+            .unwrap();
+        }
+        insert(&c, &msg("waiting", "hooks", 1)).unwrap();
+        insert(&c, &msg("other-route", "other", 1)).unwrap();
+        assert_eq!(trim(&c, "hooks", MessageState::Dead, 2).unwrap(), 3);
+        assert_eq!(trim(&c, "hooks", MessageState::Dead, 2).unwrap(), 0);
+        let mut left: Vec<String> = list(
+            &c,
+            &ListFilter {
+                limit: 10,
+                ..ListFilter::default()
+            },
+        )
+        .unwrap()
+        .into_iter()
+        .map(|m| m.id)
+        .collect();
+        left.sort();
+        assert_eq!(left, ["dead-3", "dead-4", "other-route", "waiting"]);
     }
 }

@@ -30,7 +30,7 @@ use super::store::{self, AttemptRecord, Change, MessageState, NewMessage};
 use crate::store::{Store, StoreError};
 
 /// How often the pending counts are recounted from the table.
-const RECOUNT_EVERY: Duration = Duration::from_secs(5);
+const RECOUNT_EVERY: Duration = Duration::from_secs(1);
 /// How often delivered and dead messages past their retention are deleted.
 const PURGE_EVERY: Duration = Duration::from_secs(60);
 /// Rows deleted per purge statement, so the writer never holds the lock for long.
@@ -50,8 +50,9 @@ pub enum AcceptError {
     Stopped,
 }
 
-/// Retention per route: `(route, keep_delivered, keep_dead)`.
-pub type Retention = Vec<(String, Duration, Duration)>;
+/// Retention per route: `(route, keep_delivered, keep_dead, max_queued)`. Delivered and dead
+/// messages are each kept at most `max_queued` (the newest), besides their time limits.
+pub type Retention = Vec<(String, Duration, Duration, u64)>;
 
 /// What an operator action returns (downcast by the caller, who knows the type).
 pub type AdminResult = Box<dyn std::any::Any + Send>;
@@ -276,11 +277,21 @@ impl Writer {
 
     fn purge(&self) {
         let now = jiff::Timestamp::now().as_millisecond();
-        for (route, keep_delivered, keep_dead) in &self.retention {
+        for (route, keep_delivered, keep_dead, max_kept) in &self.retention {
             for (state, keep) in [
                 (MessageState::Delivered, keep_delivered),
                 (MessageState::Dead, keep_dead),
             ] {
+                // Finished messages keep their bodies; without a count bound, a client who can
+                // make the upstream refuse its messages (dead letters, kept for days) could grow
+                // the file without end while `max_queued` only bounds the pending ones.
+                match store::trim(&self.store.lock(), route, state, *max_kept) {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        tracing::warn!(route = %route, state = %state, deleted = n, max_queued = max_kept, "queue retention: over max_queued finished messages, oldest deleted");
+                    }
+                    Err(e) => tracing::warn!(error = %e, "queue retention failed"),
+                }
                 let keep_ms = i64::try_from(keep.as_millis()).unwrap_or(i64::MAX);
                 let before = now.saturating_sub(keep_ms);
                 loop {
