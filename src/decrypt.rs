@@ -18,7 +18,8 @@ use aes_gcm::aead::consts::{U12, U16};
 use aes_gcm::{AesGcm, KeyInit, Tag};
 use base64::Engine;
 use cbc::cipher::{
-    BlockModeDecrypt, BlockModeEncrypt, KeyIvInit, StreamCipher, block_padding::Pkcs7,
+    BlockModeDecrypt, BlockModeEncrypt, KeyIvInit, StreamCipher,
+    block_padding::{NoPadding, Pkcs7},
 };
 
 /// The supported ciphers, named as PHP names them.
@@ -297,13 +298,7 @@ impl Decryptor {
         iv_hex: Option<&str>,
         tag_hex: Option<&str>,
     ) -> Result<Vec<u8>, DecryptError> {
-        let iv = match iv_hex {
-            Some(h) => hex::decode(h.trim()).map_err(|_| DecryptError::IvNotHex)?,
-            None => vec![0; self.cipher.iv_lens()[0]],
-        };
-        if !self.cipher.iv_lens().contains(&iv.len()) {
-            return Err(DecryptError::IvLength);
-        }
+        let iv = self.iv(iv_hex)?;
         let tag = match self.cipher.mode() {
             Mode::Gcm => {
                 let h = tag_hex.ok_or(DecryptError::TagMissing)?;
@@ -329,6 +324,67 @@ impl Decryptor {
             Cipher::Aes192Gcm => gcm_decrypt!(Aes192, k, &iv, tag, data),
             Cipher::Aes256Gcm => gcm_decrypt!(Aes256, k, &iv, tag, data),
         }
+    }
+
+    /// [`Decryptor::decrypt`], then, with `require_json`, a check that the plaintext is JSON
+    /// ([`DecryptError::NotJson`] otherwise). With CBC the JSON check runs whether or not the
+    /// padding is valid, over the same bytes, and only then is a bad padding reported: a
+    /// request with valid padding but a garbled block would otherwise take measurably longer
+    /// (the parse) than one with bad padding, the difference a padding oracle needs.
+    pub fn decrypt_checked(
+        &self,
+        body: &[u8],
+        iv_hex: Option<&str>,
+        tag_hex: Option<&str>,
+        require_json: bool,
+    ) -> Result<Vec<u8>, DecryptError> {
+        let is_json = |b: &[u8]| serde_json::from_slice::<serde::de::IgnoredAny>(b).is_ok();
+        let raw = |iv: &[u8], data: &[u8]| {
+            let k = self.key.as_slice();
+            match self.cipher {
+                Cipher::Aes128Cbc => Some(cbc_decrypt_raw!(Aes128, k, iv, data)),
+                Cipher::Aes192Cbc => Some(cbc_decrypt_raw!(Aes192, k, iv, data)),
+                Cipher::Aes256Cbc => Some(cbc_decrypt_raw!(Aes256, k, iv, data)),
+                _ => None,
+            }
+        };
+        if self.cipher.mode() != Mode::Cbc {
+            let plain = self.decrypt(body, iv_hex, tag_hex)?;
+            return if require_json && !is_json(&plain) {
+                Err(DecryptError::NotJson)
+            } else {
+                Ok(plain)
+            };
+        }
+        let iv = self.iv(iv_hex)?;
+        let data = decode_body(body)?;
+        let Some(plain) = raw(&iv, &data) else {
+            return self.decrypt(body, iv_hex, tag_hex);
+        };
+        let mut plain = plain?;
+        let pad = pkcs7_pad_len(&plain);
+        let end = plain.len() - pad.unwrap_or(1);
+        let json = !require_json || is_json(&plain[..end]);
+        match (pad, json) {
+            (None, _) => Err(DecryptError::BadPadding),
+            (Some(_), false) => Err(DecryptError::NotJson),
+            (Some(_), true) => {
+                plain.truncate(end);
+                Ok(plain)
+            }
+        }
+    }
+
+    /// The IV from its hex parameter (all zeros when absent), checked against the cipher.
+    fn iv(&self, iv_hex: Option<&str>) -> Result<Vec<u8>, DecryptError> {
+        let iv = match iv_hex {
+            Some(h) => hex::decode(h.trim()).map_err(|_| DecryptError::IvNotHex)?,
+            None => vec![0; self.cipher.iv_lens()[0]],
+        };
+        if !self.cipher.iv_lens().contains(&iv.len()) {
+            return Err(DecryptError::IvLength);
+        }
+        Ok(iv)
     }
 
     /// Encrypts like PHP's `openssl_encrypt($plaintext, $cipher, $key, 0, $iv, $tag)`:
@@ -375,6 +431,35 @@ macro_rules! cbc_decrypt {
                 })
         }
     }};
+}
+
+/// CBC decryption that keeps the padding, for [`Decryptor::decrypt_checked`] to check.
+macro_rules! cbc_decrypt_raw {
+    ($aes:ty, $key:expr, $iv:expr, $data:expr) => {{
+        let data: &[u8] = $data;
+        if data.is_empty() || data.len() % 16 != 0 {
+            Err(DecryptError::CiphertextLength)
+        } else {
+            cbc::Decryptor::<$aes>::new_from_slices($key, $iv)
+                .map_err(|_| DecryptError::IvLength)
+                .and_then(|d| {
+                    d.decrypt_padded_vec::<NoPadding>(data)
+                        .map_err(|_| DecryptError::CiphertextLength)
+                })
+        }
+    }};
+}
+
+/// The PKCS#7 padding length of `plain` (a whole number of 16-byte blocks), or `None` when the
+/// padding is invalid. The last block's bytes are all looked at, whatever they hold.
+fn pkcs7_pad_len(plain: &[u8]) -> Option<usize> {
+    let last = plain.len().checked_sub(16).map(|at| &plain[at..])?;
+    let pad = last[15];
+    let bad = last.iter().rev().enumerate().fold(0u8, |bad, (i, &b)| {
+        let inside = u8::from(i < usize::from(pad));
+        bad | (inside & u8::from(b != pad))
+    });
+    (bad == 0 && (1..=16).contains(&pad)).then_some(usize::from(pad))
 }
 
 macro_rules! cbc_encrypt {
@@ -440,7 +525,7 @@ macro_rules! gcm_encrypt {
     }};
 }
 
-use {cbc_decrypt, cbc_encrypt, ctr_apply, gcm_decrypt, gcm_encrypt};
+use {cbc_decrypt, cbc_decrypt_raw, cbc_encrypt, ctr_apply, gcm_decrypt, gcm_encrypt};
 
 #[cfg(test)]
 mod tests {
@@ -552,6 +637,60 @@ mod tests {
         assert_eq!(
             g.decrypt(b"AAAA", None, Some("abcd")),
             Err(DecryptError::TagInvalid)
+        );
+    }
+
+    /// The padding check agrees with the cbc crate's own unpadding for every last byte and
+    /// every padding length, valid or not.
+    #[test]
+    fn pkcs7_lengths_match_the_crate() {
+        use cbc::cipher::block_padding::Padding;
+        for pad in 0..=255u8 {
+            for filled in [0usize, 1, 5, 15, 16] {
+                let mut block = [0x41u8; 16];
+                for b in block.iter_mut().rev().take(filled) {
+                    *b = pad;
+                }
+                block[15] = pad;
+                let theirs = Pkcs7::raw_unpad(&block).ok().map(|rest| 16 - rest.len());
+                assert_eq!(pkcs7_pad_len(&block), theirs, "pad {pad}, {filled} filled");
+            }
+        }
+    }
+
+    /// With CBC, a bad padding is still reported as bad padding and a valid padding over
+    /// non-JSON as not JSON; valid messages decrypt as `decrypt` gives them.
+    #[test]
+    fn checked_decryption_reports_what_failed() {
+        let iv = [3u8; 16];
+        let ivh = hex::encode(iv);
+        for cipher in [Cipher::Aes128Cbc, Cipher::Aes256Cbc, Cipher::Aes256Ctr] {
+            let d = Decryptor::new(cipher, b"the key");
+            let (json, _) = d.encrypt(br#"{"a":1}"#, &iv).unwrap();
+            assert_eq!(
+                d.decrypt_checked(json.as_bytes(), Some(&ivh), None, true),
+                Ok(br#"{"a":1}"#.to_vec())
+            );
+            let (text, _) = d.encrypt(b"not json at all", &iv).unwrap();
+            assert_eq!(
+                d.decrypt_checked(text.as_bytes(), Some(&ivh), None, true),
+                Err(DecryptError::NotJson)
+            );
+            assert_eq!(
+                d.decrypt_checked(text.as_bytes(), Some(&ivh), None, false),
+                Ok(b"not json at all".to_vec())
+            );
+        }
+        let d = Decryptor::new(Cipher::Aes256Cbc, b"the key");
+        let wrong = Decryptor::new(Cipher::Aes256Cbc, b"wrong key");
+        let (body, _) = d.encrypt(br#"{"a":1}"#, &iv).unwrap();
+        assert_eq!(
+            wrong.decrypt(body.as_bytes(), Some(&ivh), None),
+            Err(DecryptError::BadPadding)
+        );
+        assert_eq!(
+            wrong.decrypt_checked(body.as_bytes(), Some(&ivh), None, true),
+            Err(DecryptError::BadPadding)
         );
     }
 
