@@ -251,7 +251,7 @@ pub fn decode_body(body: &[u8]) -> Result<Vec<u8>, DecryptError> {
         out.extend(std::iter::repeat_n(b'+', extra_trail));
         out
     };
-    let padded_len_ok = |n: usize| n % 4 == 0;
+    let padded_len_ok = |n: usize| n.is_multiple_of(4);
     let mut candidates = vec![(0, 0)];
     for total in 1..=3usize {
         // Leading spaces first: real whitespace is common after a body, rare before it.

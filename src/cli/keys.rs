@@ -163,10 +163,10 @@ pub fn run(args: KeysArgs) -> anyhow::Result<ExitCode> {
             json,
         } => {
             let opened = target.open()?;
-            if let (Some(cfg), Some(r)) = (&opened.config, &route) {
-                if !cfg.routes.iter().any(|c| &c.name == r) {
-                    eprintln!("note: the config has no route \"{r}\"");
-                }
+            if let (Some(cfg), Some(r)) = (&opened.config, &route)
+                && !cfg.routes.iter().any(|c| &c.name == r)
+            {
+                eprintln!("note: the config has no route \"{r}\"");
             }
             let keys = opened.store.list_keys(route.as_deref())?;
             if json {

@@ -340,14 +340,14 @@ fn read_upstream(s: Section<'_, '_>, base: &Path) -> Option<UpstreamConfig> {
         headers.push((hn, value));
     }
     let ca_file = s.string("ca_file").map(|p| resolve_path(base, &p));
-    if let Some(path) = &ca_file {
-        if let Err(e) = crate::forward::tls::read_ca_file(path) {
-            s.error(
-                "ca_file",
-                e.to_string(),
-                "point it to a PEM file with one or more CA certificates",
-            );
-        }
+    if let Some(path) = &ca_file
+        && let Err(e) = crate::forward::tls::read_ca_file(path)
+    {
+        s.error(
+            "ca_file",
+            e.to_string(),
+            "point it to a PEM file with one or more CA certificates",
+        );
     }
     let sign = s.table("sign").and_then(auth::read_outbound_sign);
     let error_bodies = match s.string("error_bodies").as_deref() {

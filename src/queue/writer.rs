@@ -245,10 +245,8 @@ impl Writer {
         }
         match tx.commit() {
             Ok(()) => {
-                if recount {
-                    if let Ok(c) = store::pending_counts(&conn) {
-                        counts = c;
-                    }
+                if recount && let Ok(c) = store::pending_counts(&conn) {
+                    counts = c;
                 }
                 drop(conn);
                 *self.pending.lock().unwrap_or_else(|p| p.into_inner()) = counts;
