@@ -439,3 +439,29 @@ rate = "2/minute"
         .await;
     assert_eq!(up.count(), 2);
 }
+
+/// A request the second group refuses lists only the refusing limit, not the one of the first
+/// group that let it through, as the README says; the refused request reaches nothing.
+#[tokio::test]
+async fn a_refusal_by_the_later_group_names_only_its_limit() {
+    let up = Upstream::start().await;
+    let cfg = TRUSTED.to_owned()
+        + &route(
+            "chat",
+            "[[route.limit]]\nkey = \"ip\"\nrate = \"10/minute\"\n[[route.limit]]\nkey = \"route\"\nrate = \"1/hour\"",
+        );
+    let gw = Gateway::start(&cfg, &up).await;
+    assert_eq!(
+        send(from_client(&gw.url("/chat"), "203.0.113.9"))
+            .await
+            .status,
+        200
+    );
+    let got = send(from_client(&gw.url("/chat"), "203.0.113.9")).await;
+    assert_eq!(got.status, 429);
+    assert_eq!(got.header("ratelimit-policy"), Some("\"route\";q=1;w=3600"));
+    let fields = got.header("ratelimit").unwrap();
+    assert!(fields.starts_with("\"route\";r=0;t="), "{fields}");
+    assert!(!fields.contains("\"ip\""), "{fields}");
+    assert_eq!(up.count(), 1);
+}

@@ -188,6 +188,13 @@ fn is_client_claim(name: &str) -> bool {
             | "fastly-client-ip"
             | "x-original-url"
             | "x-rewrite-url"
+            | "client-ip"
+            | "x-originating-ip"
+            | "x-remote-addr"
+            | "x-remote-ip"
+            | "x-proxyuser-ip"
+            | "forwarded-for"
+            | "x-forwarded"
     )
 }
 

@@ -119,13 +119,27 @@ impl LimitGuard {
             Denial::new(Reason::StateUnavailable).with_detail("rate limit state unavailable")
         })?;
 
-        let policy = if applied.len() == self.rules.len() {
+        let allowed = decisions.iter().all(|d| d.allowed);
+        // A refusal names only the limits that refused it, replacing what an earlier group
+        // (which let the request through) wrote.
+        let policy = if !allowed {
+            join_items(
+                applied
+                    .iter()
+                    .zip(&decisions)
+                    .filter(|(_, d)| !d.allowed)
+                    .map(|((r, _), _)| r.policy_item.as_str()),
+            )
+        } else if applied.len() == self.rules.len() {
             self.policy.clone()
         } else {
             join_items(applied.iter().map(|(r, _)| r.policy_item.as_str()))
         };
+        if !allowed {
+            ex.response_headers.remove(RATELIMIT_POLICY);
+            ex.response_headers.remove(RATELIMIT);
+        }
         extend_list(&mut ex.response_headers, RATELIMIT_POLICY, policy);
-        let allowed = decisions.iter().all(|d| d.allowed);
         let mut fields = String::with_capacity(32 * applied.len());
         let mut retry_after = Duration::ZERO;
         let mut first_refusal = None;

@@ -32,9 +32,12 @@ impl UserAgentGuard {
 
     /// Checks `User-Agent`.
     pub fn check(&self, ex: &mut Exchange) -> Result<(), Denial> {
-        let detail = match ex.headers.get(header::USER_AGENT) {
-            None => "no User-Agent",
-            Some(v) => {
+        let mut values = ex.headers.get_all(header::USER_AGENT).iter();
+        let detail = match (values.next(), values.next()) {
+            (None, _) => "no User-Agent",
+            // Two fields: the upstream may read either, so which one would be checked?
+            (Some(_), Some(_)) => "more than one User-Agent",
+            (Some(v), None) => {
                 let ua = v.as_bytes();
                 let matches = self.prefixes.iter().any(|p| {
                     ua.len() >= p.len() && ua[..p.len()].eq_ignore_ascii_case(p.as_bytes())
@@ -116,6 +119,21 @@ mod tests {
             );
             assert!(flags.is_empty());
         }
+    }
+
+    /// Two User-Agent fields, one allowed: the upstream might read the other.
+    #[test]
+    fn a_second_user_agent_is_refused() {
+        let g = guard(RuleMode::Enforce);
+        let mut ex = exchange("203.0.113.1");
+        ex.headers
+            .append(header::USER_AGENT, HeaderValue::from_static("Voiceflow"));
+        ex.headers
+            .append(header::USER_AGENT, HeaderValue::from_static("curl/8.5"));
+        assert_eq!(
+            g.check(&mut ex),
+            Err(Denial::new(Reason::UserAgentDenied).with_detail("more than one User-Agent"))
+        );
     }
 
     #[test]
