@@ -65,6 +65,21 @@ impl Hasher for PassThrough {
 #[derive(Default)]
 struct Shard {
     map: HashMap<KeyHash, Entry, BuildHasherDefault<PassThrough>>,
+    /// Entries in `map` that may not be evicted ([`Entry::is_pinned`]), live or not.
+    pinned: usize,
+}
+
+impl Entry {
+    /// Claims and bans: never evicted while they live.
+    fn is_pinned(&self) -> bool {
+        self.value >= PENDING
+    }
+}
+
+impl Shard {
+    fn recount_pinned(&mut self) {
+        self.pinned = self.map.values().filter(|e| e.is_pinned()).count();
+    }
 }
 
 /// The process-local state backend.
@@ -145,14 +160,21 @@ impl MemoryState {
         f(&mut shard, h, now)
     }
 
-    /// Makes room for one more entry when the shard is full: dead entries go first, then a
-    /// tenth of the evictable ones (rate-limit buckets and failure counters) closest to
-    /// expiring. Live claims and bans are never evicted; a shard full of them refuses.
-    fn make_room(shard: &mut Shard, now: u64, cap: usize) -> Result<(), TableFull> {
-        if shard.map.len() < cap {
+    /// Makes room for one more entry (`pinned`: a claim or a ban) when the shard is full: dead
+    /// entries go first, then a tenth of the evictable ones (rate-limit buckets and failure
+    /// counters) closest to expiring. Live claims and bans are never evicted, and they may
+    /// fill at most three quarters of a shard ([`max_pinned`]): a flood of spent tokens can
+    /// then only make further claims fail, while every route's limits keep their room.
+    fn make_room(shard: &mut Shard, now: u64, cap: usize, pinned: bool) -> Result<(), TableFull> {
+        let pinned_full = || pinned && shard.pinned >= max_pinned(cap);
+        if shard.map.len() < cap && !pinned_full() {
             return Ok(());
         }
         shard.map.retain(|_, e| e.expires_ns > now);
+        shard.recount_pinned();
+        if pinned && shard.pinned >= max_pinned(cap) {
+            return Err(TableFull);
+        }
         if shard.map.len() >= cap * 9 / 10 {
             let mut expiries: Vec<u64> = shard
                 .map
@@ -197,12 +219,22 @@ impl MemoryState {
         entry: Entry,
         now: u64,
     ) -> Result<(), TableFull> {
+        let pinned = entry.is_pinned();
         if let Some(e) = shard.map.get_mut(&key) {
+            let was = e.is_pinned();
             *e = entry;
+            match (was, pinned) {
+                (false, true) => shard.pinned += 1,
+                (true, false) => shard.pinned = shard.pinned.saturating_sub(1),
+                _ => {}
+            }
             return Ok(());
         }
-        Self::make_room(shard, now, self.cap_per_shard)?;
+        Self::make_room(shard, now, self.cap_per_shard, pinned)?;
         shard.map.insert(key, entry);
+        if pinned {
+            shard.pinned += 1;
+        }
         Ok(())
     }
 
@@ -347,7 +379,9 @@ impl MemoryState {
     /// Forgets `key` (a failure counter after a ban was set, for instance).
     pub fn remove(&self, key: &str) {
         self.with_shard(key, |shard, h, _| {
-            shard.map.remove(&h);
+            if shard.map.remove(&h).is_some_and(|e| e.is_pinned()) {
+                shard.pinned = shard.pinned.saturating_sub(1);
+            }
         });
     }
 
@@ -398,11 +432,18 @@ impl MemoryState {
         for s in self.shards.iter() {
             let mut shard = s.lock().unwrap_or_else(|p| p.into_inner());
             shard.map.retain(|_, e| e.expires_ns > now);
+            shard.recount_pinned();
             if shard.map.capacity() > 2 * shard.map.len().max(16) {
                 shard.map.shrink_to_fit();
             }
         }
     }
+}
+
+/// The most claims and bans a shard of `cap` entries holds: the rest is kept for entries that
+/// can be evicted, so that limits never find a shard they cannot use.
+fn max_pinned(cap: usize) -> usize {
+    cap - cap / 4
 }
 
 /// A duration in nanoseconds, saturating (a `u64` of nanoseconds is 584 years; a longer
@@ -504,6 +545,32 @@ mod tests {
                 "{key} was forgotten"
             );
         }
+    }
+
+    /// Claims that cannot be evicted (spent tokens, a flood of them) fill at most their share:
+    /// once claims are refused, rate limits on fresh keys still find room and still count.
+    #[test]
+    fn a_flood_of_claims_leaves_room_for_limits() {
+        let s = MemoryState::new(SHARDS * 16);
+        s.set_manual_clock(Duration::from_secs(1));
+        let mut refused = 0;
+        for i in 0..10_000u32 {
+            if s.claim_once(&format!("tok:{i}"), Duration::from_secs(600))
+                .is_err()
+            {
+                refused += 1;
+            }
+        }
+        assert!(refused > 0, "the claims never filled their share");
+        assert!(s.len() <= SHARDS * max_pinned(16), "{} entries", s.len());
+        let once = Rate::new(1, Duration::from_secs(60), 1);
+        for i in 0..2_000u32 {
+            let key = format!("rl:{i}");
+            assert!(s.rate(&key, once).unwrap().allowed, "{key}");
+        }
+        // The limits still count (the last keys are still there to refuse a second request).
+        assert!(!s.rate("rl:1999", once).unwrap().allowed);
+        assert!(s.ban("ban:203.0.113.9", Duration::from_secs(60)).is_err());
     }
 
     #[test]
