@@ -36,6 +36,13 @@ pub fn expand(input: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<St
                 Some((n, d)) => (n, Some(d)),
                 None => (inner, None),
             };
+            // `${A:-${B}}` would end at the first `}`, and the rest would be kept as text: a
+            // value such as a key would silently become the literal `${B}`.
+            if default.is_some_and(|d| d.contains("${")) {
+                return Err(ExpandError::Malformed(
+                    "a ${…} inside a default (nesting is not supported; set the variable instead)",
+                ));
+            }
             if !is_var_name(name) {
                 return Err(ExpandError::Malformed(
                     "a ${…} whose name is not letters, digits and _ (starting with a letter or _)",
@@ -74,6 +81,17 @@ mod tests {
             "EMPTY" => Some(String::new()),
             _ => None,
         }
+    }
+
+    #[test]
+    fn nested_references_are_refused_not_kept_as_text() {
+        for v in ["${NOPE:-${ALSO}}", "x${NOPE:-a${SECRET}b}"] {
+            assert!(
+                matches!(expand(v, &env), Err(ExpandError::Malformed(m)) if m.contains("nesting")),
+                "{v}"
+            );
+        }
+        assert_eq!(expand("${NOPE:-plain}", &env).unwrap(), "plain");
     }
 
     #[test]

@@ -286,6 +286,69 @@ url = "https://n8n.example.com/webhook/abc"
         assert_eq!(c.storage.path, PathBuf::from("/tmp/hookwarden.db"));
     }
 
+    /// Configs a review found accepted silently: each is now an error or a warning naming
+    /// the key, and none echoes the upstream URL.
+    #[test]
+    fn configs_that_could_never_work_are_named() {
+        let route = |extra: &str, url: &str| {
+            format!(
+                "[[route]]\nname = \"chat\"\npath = \"/chat\"\n{extra}\n[route.upstream]\nurl = \"{url}\"\n"
+            )
+        };
+        for (text, key, problem) in [
+            (
+                route("", "http://127.0.0.1:85301/x"),
+                "route[chat].upstream.url",
+                "port",
+            ),
+            (
+                route("", "http://127.0.0.1:0/x"),
+                "route[chat].upstream.url",
+                "port",
+            ),
+            (
+                route("", "https://h.example/x#frag?y=1"),
+                "route[chat].upstream.url",
+                "fragment",
+            ),
+            (
+                route("content_types = []", "https://h.example/x"),
+                "route[chat].content_types",
+                "empty",
+            ),
+            (
+                "[server]\nheader_timeout = \"18446744073709551615s\"\n".to_owned()
+                    + &route("", "https://h.example/x"),
+                "server.header_timeout",
+                "longer than",
+            ),
+        ] {
+            let err = load(&text).unwrap_err();
+            let issue = err
+                .issues()
+                .iter()
+                .find(|i| i.key == key)
+                .unwrap_or_else(|| panic!("{key} not named: {err}"));
+            assert!(issue.problem.contains(problem), "{key}: {}", issue.problem);
+            assert!(!err.to_string().contains("85301"), "{err}");
+        }
+        let nested = load(&route(
+            "[[route.auth]]\ntype = \"api_key\"\nkeys = [\"${NOPE:-${ALSO}}\"]",
+            "https://h.example/x",
+        ))
+        .unwrap_err();
+        assert!(nested.to_string().contains("nesting"), "{nested}");
+        let warned = load(&route("max_body = \"0B\"", "https://h.example/x")).unwrap();
+        assert!(
+            warned
+                .warnings
+                .iter()
+                .any(|w| w.key == "route[chat].max_body"),
+            "{:?}",
+            warned.warnings
+        );
+    }
+
     #[test]
     fn no_routes_is_an_error_with_a_fix() {
         let err = load("[server]\nlisten = \"127.0.0.1:1\"").unwrap_err();

@@ -151,6 +151,13 @@ pub(super) fn read_route(
         None => vec![Method::POST],
     };
     let max_body = s.size("max_body").unwrap_or(server.max_body);
+    if max_body == 0 {
+        s.warn(
+            "max_body",
+            "is 0: every request with a body will be refused with 413",
+            "set the largest body the webhook takes, e.g. max_body = \"64KiB\"",
+        );
+    }
     if max_body > server.max_buffered_body {
         s.error(
             "max_body",
@@ -262,6 +269,13 @@ fn read_methods(s: &Section<'_, '_>, list: &[String]) -> Vec<Method> {
 }
 
 fn read_content_types(s: &Section<'_, '_>, list: &[String]) -> Vec<String> {
+    if list.is_empty() {
+        s.error(
+            "content_types",
+            "is empty, so every request with a body would be refused with 415",
+            "list the accepted types, e.g. content_types = [\"application/json\"], or remove the key to accept any",
+        );
+    }
     let mut out = Vec::new();
     for ct in list {
         let media = ct
@@ -337,6 +351,14 @@ fn read_upstream(s: Section<'_, '_>, base: &Path) -> Option<UpstreamConfig> {
             );
             continue;
         }
+        if value.expose().trim().is_empty() {
+            // Usually a variable that is set but empty: the upstream would get no secret.
+            s.warn(
+                &key,
+                "is empty (a variable set to nothing?), so the upstream gets an empty value",
+                "set the variable the value comes from, or remove the header",
+            );
+        }
         headers.push((hn, value));
     }
     let ca_file = s.string("ca_file").map(|p| resolve_path(base, &p));
@@ -392,6 +414,34 @@ fn check_upstream_url(s: &Section<'_, '_>, raw: &str) -> Option<Uri> {
         s.error("url", "has no host", fix);
         return None;
     };
+    // `http::Uri` accepts a port it cannot use (`:85301`) and then reports none, so the client
+    // would quietly connect to the scheme's default port instead.
+    let port = uri
+        .authority()
+        .map(|a| a.as_str())
+        .filter(|a| !a.ends_with(']'))
+        .and_then(|a| a.rsplit_once(':'))
+        .map(|(_, p)| p);
+    if let Some(p) = port
+        && !p.parse::<u16>().is_ok_and(|n| n > 0)
+    {
+        s.error(
+            "url",
+            "has a port that is not a number from 1 to 65535",
+            fix,
+        );
+        return None;
+    }
+    // A fragment is never sent, and `http::Uri` drops it with whatever follows it: what looks
+    // like part of the query would be lost.
+    if raw.contains('#') {
+        s.error(
+            "url",
+            "has a # fragment, which is never sent (it and anything after it would be dropped)",
+            "remove the # part; percent-encode a # that belongs in the path or query as %23",
+        );
+        return None;
+    }
     if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
         s.error(
             "url",
