@@ -349,6 +349,47 @@ url = "https://n8n.example.com/webhook/abc"
         );
     }
 
+    /// TLS files are loaded by the check as `serve` loads them: missing, swapped or
+    /// mismatched files name the key that is wrong.
+    #[test]
+    fn tls_files_that_serve_could_not_use_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let one = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        let other = rcgen::KeyPair::generate().unwrap();
+        let write = |name: &str, text: &str| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, text).unwrap();
+            p.display().to_string()
+        };
+        let cert = write("cert.pem", &one.cert.pem());
+        let key = write("key.pem", &one.signing_key.serialize_pem());
+        let wrong = write("other.pem", &other.serialize_pem());
+        let cfg = |c: &str, k: &str| {
+            format!("[server]\ntls_cert = \"{c}\"\ntls_key = \"{k}\"\n{MINIMAL}")
+        };
+        assert!(load(&cfg(&cert, &key)).is_ok());
+        for (c, k, named) in [
+            (cert.clone(), wrong.clone(), "server.tls_key"),
+            (key.clone(), cert.clone(), "server.tls_cert"),
+            (
+                "/nonexistent/cert.pem".to_owned(),
+                key.clone(),
+                "server.tls_cert",
+            ),
+            (
+                cert.clone(),
+                "/nonexistent/key.pem".to_owned(),
+                "server.tls_key",
+            ),
+        ] {
+            let err = load(&cfg(&c, &k)).unwrap_err();
+            assert!(
+                err.issues().iter().any(|i| i.key == named),
+                "{c} / {k}: {err}"
+            );
+        }
+    }
+
     #[test]
     fn no_routes_is_an_error_with_a_fix() {
         let err = load("[server]\nlisten = \"127.0.0.1:1\"").unwrap_err();

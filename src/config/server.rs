@@ -136,10 +136,38 @@ pub(super) fn read_server(section: Option<Section<'_, '_>>, base: &Path) -> Serv
     let key = s.string("tls_key");
     match (cert, key) {
         (Some(cert), Some(key)) => {
-            cfg.tls = Some(TlsFiles {
+            let files = TlsFiles {
                 cert: resolve_path(base, &cert),
                 key: resolve_path(base, &key),
-            });
+            };
+            // Loaded here as `serve` loads them, so `check` finds what `serve` would stop at.
+            if let Err(e) = crate::server::tls::server_config(&files.cert, &files.key) {
+                use crate::server::tls::TlsError;
+                let (key, problem, fix) = match &e {
+                    TlsError::Read { path, .. } if *path == files.key.display().to_string() => (
+                        "tls_key",
+                        e.to_string(),
+                        "point tls_key to a readable PEM private key",
+                    ),
+                    TlsError::Read { .. } | TlsError::NoCertificate(_) => (
+                        "tls_cert",
+                        e.to_string(),
+                        "point tls_cert to a readable PEM certificate (chain)",
+                    ),
+                    TlsError::NoKey(_) => (
+                        "tls_key",
+                        e.to_string(),
+                        "point tls_key to the PEM private key of tls_cert",
+                    ),
+                    TlsError::Rustls(_) => (
+                        "tls_key",
+                        "is not the private key of tls_cert (or rustls refuses the pair)".into(),
+                        "use the key the certificate was issued for; check that the two were not swapped",
+                    ),
+                };
+                s.error(key, problem, fix);
+            }
+            cfg.tls = Some(files);
             cfg.hsts = Some("max-age=31536000".into());
         }
         (Some(_), None) => s.error(
