@@ -79,11 +79,21 @@ pub fn main() -> ExitCode {
     let _flush_logs_at_exit = logging::init(cli.log_format);
     match run(cli) {
         Ok(code) => code,
+        // The reader of a listing went away (`hookwarden events | head`): not an error.
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {}", report(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// True when `e` comes from writing to a pipe whose reader has closed it.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 /// The error and its causes on one line, each cause once: many errors already quote their
@@ -270,5 +280,23 @@ async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => tracing::info!("Ctrl-C received"),
         () = term => tracing::info!("SIGTERM received"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn causes_are_reported_once_and_a_closed_pipe_is_not_an_error() {
+        let io = std::io::Error::new(std::io::ErrorKind::AddrInUse, "address in use");
+        let e = anyhow::Error::new(io).context("cannot listen on 127.0.0.1:1: address in use");
+        assert_eq!(report(&e), "cannot listen on 127.0.0.1:1: address in use");
+        let e = anyhow::anyhow!("outer").context("context");
+        assert_eq!(report(&e), "context: outer");
+        let pipe = anyhow::Error::new(std::io::Error::from(std::io::ErrorKind::BrokenPipe))
+            .context("writing the listing");
+        assert!(is_broken_pipe(&pipe));
+        assert!(!is_broken_pipe(&e));
     }
 }

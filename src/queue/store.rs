@@ -80,7 +80,8 @@ impl MessageState {
 
 impl fmt::Display for MessageState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        // `pad`, so that `{:<9}` in a table lines the columns up.
+        f.pad(self.as_str())
     }
 }
 
