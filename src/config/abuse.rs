@@ -442,6 +442,30 @@ fn has_api_key_auth(s: &Section<'_, '_>) -> bool {
     })
 }
 
+/// The headers the route's credential checks take out of the request before the caller
+/// limits run (lower case): an API key's header, `Authorization` for a bearer key, and the
+/// browser token's header.
+fn consumed_headers(s: &Section<'_, '_>) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(Value::Array(auth)) = s.peek("auth") {
+        for a in auth {
+            if a.get("type").and_then(Value::as_str) != Some("api_key") {
+                continue;
+            }
+            if let Some(h) = a.get("header").and_then(Value::as_str) {
+                out.push(h.to_ascii_lowercase());
+            }
+            if a.get("bearer").and_then(Value::as_bool) == Some(true) {
+                out.push("authorization".into());
+            }
+        }
+    }
+    if has_browser_token(s) {
+        out.push("x-hookwarden-token".into());
+    }
+    out
+}
+
 /// True when the route has any `[[route.auth]]`.
 fn has_auth(s: &Section<'_, '_>) -> bool {
     matches!(s.peek("auth"), Some(Value::Array(a)) if !a.is_empty())
@@ -470,6 +494,15 @@ fn lint(s: &Section<'_, '_>, cfg: &AbuseConfig) {
                 &key,
                 "is keyed by the API key, but the route has no api_key auth, so it never applies",
                 "add [[route.auth]] type = \"api_key\", or key the limit by ip or route",
+            );
+        }
+        if let LimitKey::Header(name) = &l.key
+            && consumed_headers(s).contains(&name.as_str().to_ascii_lowercase())
+        {
+            s.warn(
+                &key,
+                "counts a header the route's credential check removes before the limits run, so every caller would share one bucket",
+                "key the limit by the credential instead: key = \"key\" for an API key, key = \"session\" for a browser token",
             );
         }
         if l.key == LimitKey::Session && !has_browser_token(s) {
@@ -742,6 +775,27 @@ within = "0s"
                 ("route[chat].ban.within", "is zero"),
             ]
         );
+    }
+
+    /// A header limit on the API key's own header would see no header at all (the key check
+    /// takes it out first): every caller in the one "missing" bucket.
+    #[test]
+    fn a_header_limit_on_a_consumed_credential_is_warned_about() {
+        let w = warnings(
+            "[[route.auth]]\ntype = \"api_key\"\nheader = \"X-Api-Key\"\nkeys = [\"k-0123456789abcdef\"]\n\
+             [[route.limit]]\nkey = \"header:x-api-key\"\nrate = \"1/s\"\n",
+        );
+        assert!(
+            w.iter()
+                .any(|i| i.key.ends_with("limit[header:x-api-key]")
+                    && i.fix.contains("key = \"key\"")),
+            "{w:?}"
+        );
+        let fine = warnings(
+            "[[route.auth]]\ntype = \"api_key\"\nheader = \"X-Api-Key\"\nkeys = [\"k-0123456789abcdef\"]\n\
+             [[route.limit]]\nkey = \"header:x-tenant\"\nrate = \"1/s\"\n",
+        );
+        assert!(fine.iter().all(|i| !i.key.contains("header:")), "{fine:?}");
     }
 
     #[test]
