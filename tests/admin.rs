@@ -365,3 +365,27 @@ fn storage_retention_keys_are_read_with_defaults() {
     let keys: Vec<&str> = i.iter().map(|i| i.key.as_str()).collect();
     assert_eq!(keys, ["storage.keep", "storage.max_events"]);
 }
+
+/// A client that connects to the admin port and sends nothing, or half a request head, is
+/// closed after the admin header timeout, and the admin port still answers meanwhile.
+#[tokio::test]
+async fn idle_and_trickling_admin_connections_are_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = Upstream::start().await;
+    let (_gw, admin) = start_with_admin(CONFIG, &up, &|_| None).await;
+    let mut idle = tokio::net::TcpStream::connect(admin).await.unwrap();
+    let mut partial = tokio::net::TcpStream::connect(admin).await.unwrap();
+    partial
+        .write_all(b"GET /healthz HTTP/1.1\r\nHo")
+        .await
+        .unwrap();
+    assert_eq!(admin_get(admin, "/healthz", None).await.status, 200);
+    let limit = hookwarden::admin::ADMIN_HEADER_TIMEOUT + std::time::Duration::from_secs(3);
+    for (what, s) in [("idle", &mut idle), ("partial head", &mut partial)] {
+        let mut b = [0u8; 64];
+        let n = tokio::time::timeout(limit, s.read(&mut b))
+            .await
+            .unwrap_or_else(|_| panic!("{what} connection still open"));
+        assert!(matches!(n, Ok(0) | Err(_)), "{what}: {n:?}");
+    }
+}

@@ -26,6 +26,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Request, State};
@@ -113,16 +114,60 @@ impl AdminServer {
         self.listener.local_addr()
     }
 
-    /// Serves until `shutdown` completes.
+    /// Serves until `shutdown` completes, then lets requests in flight finish (at most
+    /// [`ADMIN_DRAIN`]).
+    ///
+    /// Each connection gets [`ADMIN_HEADER_TIMEOUT`] to send a request head and at most
+    /// [`ADMIN_MAX_CONNECTIONS`] are served at once: an admin port reachable beyond loopback
+    /// must not be held open by clients that trickle bytes (a plain `axum::serve` has neither
+    /// bound).
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) {
-        let service = self
-            .router
-            .into_make_service_with_connect_info::<SocketAddr>();
-        if let Err(e) = axum::serve(self.listener, service)
-            .with_graceful_shutdown(shutdown)
+        use hyper_util::rt::{TokioIo, TokioTimer};
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        let permits = Arc::new(tokio::sync::Semaphore::new(ADMIN_MAX_CONNECTIONS));
+        let mut http = hyper::server::conn::http1::Builder::new();
+        http.timer(TokioTimer::new())
+            .header_read_timeout(ADMIN_HEADER_TIMEOUT);
+        tokio::pin!(shutdown);
+        loop {
+            let Ok(permit) = permits.clone().acquire_owned().await else {
+                break;
+            };
+            let (stream, peer) = tokio::select! {
+                () = &mut shutdown => break,
+                accepted = self.listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "admin accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            let app = self
+                .router
+                .clone()
+                .layer(axum::Extension(axum::extract::ConnectInfo(peer)));
+            let service = hyper_util::service::TowerToHyperService::new(app);
+            let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+            tokio::spawn(async move {
+                // Errors are the client's (a timeout, a reset): nothing to report.
+                let _ = conn.await;
+                drop(permit);
+            });
+        }
+        if tokio::time::timeout(ADMIN_DRAIN, graceful.shutdown())
             .await
+            .is_err()
         {
-            tracing::error!(error = %e, "admin listener failed");
+            tracing::warn!("admin requests still running at shutdown were cut");
         }
     }
 }
+
+/// Time a client of the admin listener gets to send a request head.
+pub const ADMIN_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Admin connections served at once; more wait to be accepted.
+pub const ADMIN_MAX_CONNECTIONS: usize = 64;
+/// Time admin requests in flight get to finish at shutdown.
+const ADMIN_DRAIN: Duration = Duration::from_secs(5);
