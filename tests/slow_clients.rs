@@ -194,3 +194,30 @@ async fn bodies_beyond_the_global_budget_are_refused_with_503() {
     .await;
     assert!(ok < Duration::from_secs(3));
 }
+
+/// A client that sends part of the HTTP/2 preface and stops (or leaves) is closed at the
+/// header timeout and gives its slot back; the bytes waiting unread must not keep the
+/// connection alive, as they once did for ever.
+#[tokio::test]
+async fn a_partial_http2_preface_is_closed_at_the_header_timeout() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start(&cfg("max_connections = 1\nheader_timeout = \"1s\""), &up).await;
+    let mut s = TcpStream::connect(gw.addr).await.unwrap();
+    s.write_all(&H2_PREFACE[..1]).await.unwrap();
+    let took = closed_within(&mut s, Duration::from_secs(4))
+        .await
+        .expect("a partial preface kept its connection");
+    assert!(took >= Duration::from_millis(900), "closed after {took:?}");
+    // One that sends a few bytes and hangs up: the slot (the only one) comes back too.
+    let mut gone = TcpStream::connect(gw.addr).await.unwrap();
+    gone.write_all(&H2_PREFACE[..16]).await.unwrap();
+    drop(gone);
+    let got = tokio::time::timeout(
+        Duration::from_secs(4),
+        send(post_json(&gw.url("/hook"), "{}")),
+    )
+    .await
+    .expect("the slot was not given back");
+    assert_eq!(got.status, 200);
+    assert_eq!(up.count(), 1);
+}

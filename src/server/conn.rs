@@ -78,6 +78,7 @@ impl Connection {
 
     /// Serves a TLS connection; ALPN decides between HTTP/2 and HTTP/1.1.
     pub async fn serve_tls(self, stream: TcpStream, acceptor: TlsAcceptor) {
+        let accepted = Instant::now();
         let io = SendTimeout::new(stream, self.send_timeout);
         let tls = match tokio::time::timeout(self.header_timeout, acceptor.accept(io)).await {
             Ok(Ok(s)) => s,
@@ -99,7 +100,9 @@ impl Connection {
         if h2 {
             self.serve_h2(tls, info).await;
         } else {
-            let first = self.header_timeout;
+            // The handshake and the first request head share one header timeout, as on a
+            // plain connection.
+            let first = self.header_timeout.saturating_sub(accepted.elapsed());
             self.serve_h1(tls, info, first).await;
         }
     }
@@ -320,7 +323,14 @@ impl Drop for PerIpSlot {
 async fn preface_ready(stream: &TcpStream, timeout: Duration) -> Option<bool> {
     let deadline = Instant::now() + timeout;
     let mut buf = [0u8; 24];
+    let mut backoff = Duration::from_millis(5);
     loop {
+        // Checked here: a `peek` that returns at once (bytes are buffered) never lets
+        // `timeout_at` see its deadline.
+        let now = Instant::now();
+        if now >= deadline {
+            return None;
+        }
         let peeked = tokio::time::timeout_at(deadline, stream.peek(&mut buf)).await;
         match peeked {
             Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return None,
@@ -331,14 +341,13 @@ async fn preface_ready(stream: &TcpStream, timeout: Duration) -> Option<bool> {
                 if n >= H2_PREFACE.len() {
                     return Some(true);
                 }
-                // A partial preface: wait for more without spinning on the same bytes.
-                if tokio::time::timeout_at(deadline, stream.readable())
-                    .await
-                    .is_err()
-                {
-                    return None;
-                }
-                tokio::time::sleep(Duration::from_millis(5)).await;
+                // A partial preface (clients send all 24 bytes at once; a peer that stops
+                // half way, or sends them a byte at a time, is waited for until the deadline).
+                // The socket stays readable while those bytes sit unread, and a hang-up behind
+                // them is not seen by `peek`: look again after a growing pause rather than
+                // on every wake-up.
+                tokio::time::sleep(backoff.min(deadline.saturating_duration_since(now))).await;
+                backoff = (backoff * 2).min(Duration::from_millis(500));
             }
         }
     }
