@@ -318,3 +318,61 @@ fn alert_config_errors_name_the_key_and_never_echo_the_url() {
     );
     assert_eq!(a.format, hookwarden::config::AlertFormat::Json);
 }
+
+/// A rule without cooldown against a receiver that accepts and never answers: deliveries
+/// hold their connections, but at most `MAX_DELIVERIES` of them at once, and requests are
+/// answered as fast as ever meanwhile.
+#[tokio::test]
+async fn a_receiver_that_never_answers_holds_a_bounded_number_of_connections() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    let held = tokio::spawn(async move {
+        let mut sockets = Vec::new();
+        while let Ok((s, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            sockets.push(s);
+        }
+    });
+    let up = Upstream::start().await;
+    let text = format!(
+        r#"
+[admin]
+listen = "127.0.0.1:0"
+token = "{ADMIN_TOKEN}"
+[[route]]
+name = "hook"
+path = "/hook"
+[route.upstream]
+url = "{{upstream}}/hook"
+[[alert]]
+url = "http://{addr}/notify"
+name = "every-miss"
+reasons = ["not_found"]
+threshold = 1
+window = "1m"
+cooldown = "0s"
+"#
+    );
+    let (gw, _admin) = start_with_admin(&text, &up, &|_| None).await;
+    let started = Instant::now();
+    for _ in 0..60 {
+        not_found(&gw).await;
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let n = accepted.load(Ordering::SeqCst);
+    assert!(n >= 1, "no delivery started");
+    assert!(
+        n <= hookwarden::events::notifier::MAX_DELIVERIES,
+        "{n} deliveries at once"
+    );
+    held.abort();
+}

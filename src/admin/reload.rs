@@ -185,8 +185,30 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
             .as_ref()
             .map(|t| (t.cert.clone(), t.key.clone()))
     };
-    let checks: [(&'static str, bool); 10] = [
+    let checks: [(&'static str, bool); 15] = [
         ("server.listen", old.server.listen != new.server.listen),
+        (
+            "server.max_connections_per_ip",
+            old.server.max_connections_per_ip != new.server.max_connections_per_ip,
+        ),
+        (
+            "server.keepalive_timeout",
+            old.server.keepalive_timeout != new.server.keepalive_timeout,
+        ),
+        (
+            "server.send_timeout",
+            old.server.send_timeout != new.server.send_timeout,
+        ),
+        (
+            "server.max_buffered_body",
+            old.server.max_buffered_body != new.server.max_buffered_body,
+        ),
+        // Read by the connection limit (proxies are exempt from the per-address cap), which is
+        // fixed at start; the requests' client addresses follow the new list at once.
+        (
+            "server.trusted_proxies (for max_connections_per_ip)",
+            old.server.trusted_proxies != new.server.trusted_proxies,
+        ),
         ("server.tls_cert/tls_key", tls(old) != tls(new)),
         (
             "server.max_connections",
@@ -239,5 +261,28 @@ mod tests {
         assert_eq!(restart_needed(&memory, &memory), Vec::<&str>::new());
         assert_eq!(restart_needed(&memory, &redis), ["state"]);
         assert_eq!(restart_needed(&redis, &other_prefix), ["state"]);
+    }
+
+    /// The connection settings fixed at start are reported when a reload changes them (a
+    /// review found these applied silently as if they had been taken).
+    #[test]
+    fn changed_connection_settings_need_a_restart() {
+        let base = config("");
+        let mut changed = base.clone();
+        changed.server.max_connections_per_ip = 2;
+        changed.server.keepalive_timeout = std::time::Duration::from_secs(5);
+        changed.server.send_timeout = std::time::Duration::from_secs(5);
+        changed.server.max_buffered_body = 2048;
+        changed.server.trusted_proxies = vec!["10.0.0.0/8".parse().unwrap()];
+        assert_eq!(
+            restart_needed(&base, &changed),
+            [
+                "server.max_connections_per_ip",
+                "server.keepalive_timeout",
+                "server.send_timeout",
+                "server.max_buffered_body",
+                "server.trusted_proxies (for max_connections_per_ip)",
+            ]
+        );
     }
 }

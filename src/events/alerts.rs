@@ -197,8 +197,12 @@ impl AlertEngine {
                 },
             };
             if self.tx.try_send(firing).is_err() {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(alert = %rule.cfg.name, "alert queue full; notification dropped");
+                let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                // A flood that drops one a request would write a log line a request: say it
+                // at the 1st, 2nd, 4th, 8th… drop, with the running count.
+                if dropped.is_power_of_two() {
+                    tracing::warn!(alert = %rule.cfg.name, dropped_total = dropped, "alert queue full; notifications dropped");
+                }
             }
         }
     }

@@ -38,15 +38,30 @@ pub fn start(
     store: Store,
     metrics: Arc<Metrics>,
 ) -> JoinHandle<()> {
+    // Deliveries run side by side, but at most MAX_DELIVERIES at once: each may hold a socket
+    // for minutes (attempts, timeouts, backoff), and a rule with no cooldown against a receiver
+    // that never answers must not take the file descriptors clients and upstreams need. While
+    // all are busy, firings wait in the channel, and the emitter drops (and counts) what does
+    // not fit there.
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_DELIVERIES));
     tokio::spawn(async move {
         while let Some(firing) = rx.recv().await {
+            let Ok(slot) = slots.clone().acquire_owned().await else {
+                break;
+            };
             let client = client.clone();
             let store = store.clone();
             let metrics = metrics.clone();
-            tokio::spawn(async move { deliver(firing, &client, store, &metrics).await });
+            tokio::spawn(async move {
+                deliver(firing, &client, store, &metrics).await;
+                drop(slot);
+            });
         }
     })
 }
+
+/// Alert deliveries in progress at most.
+pub const MAX_DELIVERIES: usize = 16;
 
 async fn deliver(firing: Firing, client: &UpstreamClient, store: Store, metrics: &Metrics) {
     let rule = &firing.rule;
