@@ -221,3 +221,70 @@ async fn a_partial_http2_preface_is_closed_at_the_header_timeout() {
     assert_eq!(got.status, 200);
     assert_eq!(up.count(), 1);
 }
+
+/// An HTTP/2 client that takes a response's head and grants no flow-control window for its
+/// body (while its connection stays alive) is disconnected after `send_timeout`: the stream
+/// would otherwise hold its upstream connection for ever, since the socket never blocks and
+/// the upstream's idle timeout does not count the client's time.
+#[tokio::test]
+async fn an_http2_client_that_grants_no_window_is_cut_by_the_send_timeout() {
+    use http_body_util::BodyExt;
+    let up = Upstream::start().await;
+    let gw = Gateway::start(
+        &cfg("send_timeout = \"1s\"\nkeepalive_timeout = \"30s\""),
+        &up,
+    )
+    .await;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .http2_initial_stream_window_size(0)
+        .http2_initial_connection_window_size(65_535)
+        .build_http::<Full<Bytes>>();
+    let resp = client
+        .request(
+            req("POST", &gw.url("/flood"))
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Reading now opens the window; the gateway must have given up on the stream by then.
+    let mut body = resp.into_body();
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match body.frame().await {
+                None | Some(Err(_)) => return,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the stalled stream was still flowing");
+}
+
+/// An HTTP/2 request whose headers never finish (a HEADERS frame without END_HEADERS, then
+/// silence) opens no stream: the connection is closed after `header_timeout`, as an HTTP/1.1
+/// head that never ends is, not after the longer `keepalive_timeout`.
+#[tokio::test]
+async fn an_http2_request_head_that_never_ends_is_closed_at_the_header_timeout() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start(
+        &cfg("header_timeout = \"1s\"\nkeepalive_timeout = \"30s\""),
+        &up,
+    )
+    .await;
+    let mut s = TcpStream::connect(gw.addr).await.unwrap();
+    s.write_all(H2_PREFACE).await.unwrap();
+    s.write_all(EMPTY_SETTINGS).await.unwrap();
+    // HEADERS, 1 byte (`:method: GET`, indexed), no flags, stream 1.
+    s.write_all(&[0, 0, 1, 1, 0, 0, 0, 0, 1, 0x82])
+        .await
+        .unwrap();
+    let took = closed_within(&mut s, Duration::from_secs(6))
+        .await
+        .expect("the unfinished request head kept its connection");
+    assert!(took >= Duration::from_millis(900), "closed after {took:?}");
+    assert_eq!(up.count(), 0);
+}

@@ -5,7 +5,15 @@
 //!
 //! The idle rule exists because an HTTP/2 connection with no stream open is otherwise kept for
 //! ever, and its keep-alive pings only prove the peer is alive. Without it, a host could hold
-//! every connection slot with silent HTTP/2 connections.
+//! every connection slot with silent HTTP/2 connections. Its limit is `keepalive_timeout`
+//! capped by `header_timeout`, as on HTTP/1.1: a request whose headers never finish opens no
+//! stream, so this is also what bounds it.
+//!
+//! The stall rule: HTTP/2 flow control lets a client take a response's head and then grant
+//! no window for its body while still answering pings, so neither the socket's send timeout
+//! nor the upstream's idle timeout (which does not count time the client spends not reading)
+//! ever fires, and the stream holds its upstream connection. A response body hyper has not
+//! come back to for `send_timeout` after being handed data ends the connection.
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
@@ -131,6 +139,7 @@ impl Connection {
         let tracked = activity.clone();
         let svc = service_fn(move |req| {
             let gateway = gateway.clone();
+            let activity = tracked.clone();
             // Taken before the request is handled and released when its response body is
             // finished (or dropped), so a long stream keeps the connection busy.
             let in_flight = tracked.begin();
@@ -140,6 +149,8 @@ impl Connection {
                     .await;
                 Ok::<_, Infallible>(resp.map(|body| Tracked {
                     body,
+                    handed: activity.handed_now(),
+                    activity,
                     _in_flight: in_flight,
                 }))
             }
@@ -166,7 +177,11 @@ impl Connection {
                     conn.as_mut().graceful_shutdown();
                     closing = true;
                 }
-                () = activity.idle_for(self.keepalive_timeout), if !closing => {
+                () = activity.stalled_for(self.send_timeout) => {
+                    tracing::debug!(peer = %info.peer, "client took no response data for send_timeout; connection closed");
+                    break;
+                }
+                () = activity.idle_for(self.keepalive_timeout.min(self.header_timeout)), if !closing => {
                     tracing::debug!(peer = %info.peer, "closing an idle connection");
                     conn.as_mut().graceful_shutdown();
                     closing = true;
@@ -186,6 +201,9 @@ struct Activity {
     in_flight: AtomicUsize,
     /// Milliseconds after `started` when the last request finished.
     idle_since_ms: AtomicU64,
+    /// Per response body in flight: milliseconds after `started` (plus one; 0: not waiting)
+    /// since it handed hyper something (its head, a frame) without being asked for more.
+    handoffs: Mutex<Vec<std::sync::Weak<AtomicU64>>>,
 }
 
 impl Activity {
@@ -194,6 +212,40 @@ impl Activity {
             started: Instant::now(),
             in_flight: AtomicUsize::new(0),
             idle_since_ms: AtomicU64::new(0),
+            handoffs: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn now_mark(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64 + 1
+    }
+
+    /// A hand-off mark for a new response body, starting now (its head was just handed over),
+    /// registered for [`Activity::stalled_for`].
+    fn handed_now(&self) -> Arc<AtomicU64> {
+        let mark = Arc::new(AtomicU64::new(self.now_mark()));
+        let mut list = self.handoffs.lock().unwrap_or_else(|p| p.into_inner());
+        list.retain(|w| w.strong_count() > 0);
+        list.push(Arc::downgrade(&mark));
+        mark
+    }
+
+    /// Completes once a response body has waited `limit` for hyper to ask for more after a
+    /// hand-off: the client is not taking the response.
+    async fn stalled_for(&self, limit: Duration) {
+        let limit_ms = limit.as_millis() as u64;
+        let tick = (limit / 4).max(Duration::from_millis(250));
+        loop {
+            tokio::time::sleep(tick).await;
+            let now = self.now_mark();
+            let list = self.handoffs.lock().unwrap_or_else(|p| p.into_inner());
+            let stalled = list.iter().filter_map(std::sync::Weak::upgrade).any(|m| {
+                let since = m.load(Ordering::Acquire);
+                since != 0 && now.saturating_sub(since) >= limit_ms
+            });
+            if stalled {
+                return;
+            }
         }
     }
 
@@ -233,9 +285,12 @@ impl Drop for InFlight {
     }
 }
 
-/// A response body that keeps its request counted as in flight until it is done.
+/// A response body that keeps its request counted as in flight until it is done, and marks
+/// when it last handed hyper something hyper has not come back for.
 struct Tracked {
     body: ResponseBody,
+    handed: Arc<AtomicU64>,
+    activity: Arc<Activity>,
     _in_flight: InFlight,
 }
 
@@ -247,7 +302,16 @@ impl Body for Tracked {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+        let this = self.get_mut();
+        // Asked for more: whatever was handed has been taken. Waiting on the upstream from
+        // here on is the upstream's idle timeout's business, not a stall.
+        this.handed.store(0, Ordering::Release);
+        let polled = Pin::new(&mut this.body).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(_))) = &polled {
+            this.handed
+                .store(this.activity.now_mark(), Ordering::Release);
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
