@@ -561,3 +561,27 @@ async fn client_query_parameters_cannot_override_configured_ones() {
     .await;
     assert_eq!(up.only().query.as_deref(), Some("token=configured&page=2"));
 }
+
+/// Cookies sent as several fields (HTTP/2 clients may send one per cookie) reach the HTTP/1.1
+/// upstream as one `Cookie` field, joined with "; ", over both client protocols.
+#[tokio::test]
+async fn several_cookie_fields_reach_the_upstream_as_one() {
+    let (up, gw) = setup().await;
+    let h2 = req("POST", &gw.url("/hook"))
+        .header("content-type", "application/json")
+        .header("cookie", "a=1")
+        .header("cookie", "b=2")
+        .body(Full::new(Bytes::from_static(b"{}")))
+        .unwrap();
+    assert_eq!(send_with(&h2c_client(), h2).await.status, 200);
+    let h1 = "POST /hook HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+              Cookie: a=1\r\nCookie: b=2\r\nContent-Length: 2\r\n\r\n{}";
+    let out = raw(gw.addr, h1.as_bytes(), Duration::from_millis(500)).await;
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    let seen = up.requests();
+    assert_eq!(seen.len(), 2);
+    for r in seen {
+        let cookies: Vec<_> = r.headers.get_all("cookie").iter().collect();
+        assert_eq!(cookies, ["a=1; b=2"]);
+    }
+}

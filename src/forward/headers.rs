@@ -112,10 +112,30 @@ pub fn overlay(target: &mut HeaderMap, ours: &HeaderMap) {
 
 /// Prepares client headers for the upstream: hop-by-hop, `Host`, framing and the gateway's own
 /// headers go; what only the client may claim about itself (`Forwarded`, `X-Real-IP`) goes too,
-/// because the gateway sets the authoritative `X-Forwarded-*` instead.
+/// because the gateway sets the authoritative `X-Forwarded-*` instead. Several `Cookie` fields
+/// become one.
 pub fn prepare_request_headers(headers: &mut HeaderMap) {
     remove_connection_named(headers);
     remove_where(headers, |name| !is_forwardable(name));
+    if let Some(one) = joined_cookies(headers) {
+        headers.insert(header::COOKIE, one);
+    }
+}
+
+/// The `Cookie` fields of a request as one, joined with `"; "`, when there are several: HTTP/2
+/// clients may send one field per cookie (RFC 9113 §8.2.3), and an HTTP/1.1 server reads only
+/// one `Cookie` field (RFC 6265 §5.4). `None` for none or one.
+pub fn joined_cookies(headers: &HeaderMap) -> Option<http::HeaderValue> {
+    let mut values = headers.get_all(header::COOKIE).iter();
+    let first = values.next()?;
+    let mut rest = values.peekable();
+    rest.peek()?;
+    let mut joined = first.as_bytes().to_vec();
+    for v in rest {
+        joined.extend_from_slice(b"; ");
+        joined.extend_from_slice(v.as_bytes());
+    }
+    http::HeaderValue::from_bytes(&joined).ok()
 }
 
 /// True for a client header that may go upstream as it is, unless its request's `Connection`
@@ -234,6 +254,18 @@ mod tests {
             assert!(!is_forwardable(&name), "{name}");
         }
         assert!(is_forwardable(&HeaderName::from_static("x-custom-header")));
+    }
+
+    #[test]
+    fn cookie_fields_are_joined_for_the_upstream() {
+        let mut h = HeaderMap::new();
+        h.append(header::COOKIE, HeaderValue::from_static("a=1"));
+        assert!(joined_cookies(&h).is_none());
+        h.append(header::COOKIE, HeaderValue::from_static("b=2"));
+        h.append(header::COOKIE, HeaderValue::from_static("c=3"));
+        prepare_request_headers(&mut h);
+        let all: Vec<_> = h.get_all(header::COOKIE).iter().collect();
+        assert_eq!(all, ["a=1; b=2; c=3"]);
     }
 
     #[test]

@@ -470,10 +470,21 @@ impl Upstream {
             out.extend_from_slice(b"\r\n");
         };
         let named = headers::connection_named(&ex.headers);
+        // Cookie fields are written as one after the others (RFC 9113 §8.2.3: an HTTP/2
+        // client may send one per cookie; an HTTP/1.1 server reads one).
+        let mut cookies: Vec<&[u8]> = Vec::new();
         for (name, value) in &ex.headers {
-            if headers::is_forwardable(name) && !named.contains(name) && !injected(name) {
+            if !headers::is_forwardable(name) || named.contains(name) || injected(name) {
+                continue;
+            }
+            if name == http::header::COOKIE {
+                cookies.push(value.as_bytes());
+            } else {
                 field(name.as_str().as_bytes(), value.as_bytes());
             }
+        }
+        if !cookies.is_empty() {
+            field(b"cookie", &cookies.join(&b"; "[..]));
         }
         // `HeaderValue::from_str`'s rule, as `forwarded_headers` applies it.
         let valid = |v: &str| headers::is_field_value(v.as_bytes());
