@@ -246,3 +246,66 @@ async fn mistakes_are_explained() {
     let err = failed(&hw(&config, &["rotate", &id]));
     assert!(err.contains("is revoked"), "{err}");
 }
+
+/// Mistakes a review found accepted: a key that would be born expired, a store path that
+/// points nowhere (a new, empty store no gateway reads), and a key nobody saw because stdout
+/// was closed. And a revoke must work from a shell without the config's secrets.
+#[tokio::test]
+async fn keys_that_could_never_work_are_not_issued() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start(CONFIG, &up).await;
+    let config = gw.write_config(CONFIG, &up);
+    let before = list_json(&config).len();
+
+    let err = failed(&hw(
+        &config,
+        &["create", "--route", "agent", "--expires", "0s"],
+    ));
+    assert!(err.contains("at least 1m"), "{err}");
+    let err = failed(&hw(
+        &config,
+        &["create", "--route", "agent", "--expires", "99999999999d"],
+    ));
+    assert!(err.contains("--expires"), "{err}");
+
+    let typo = gw.dir.path().join("typo.toml");
+    let missing = gw.dir.path().join("typo.db");
+    std::fs::write(
+        &typo,
+        format!(
+            "[storage]\npath = \"{}\"\n[[route]]\nname = \"agent\"\npath = \"/agent\"\n[route.upstream]\nurl = \"http://127.0.0.1:9/\"\n",
+            missing.display()
+        ),
+    )
+    .unwrap();
+    let err = failed(&hw(&typo, &["create", "--route", "agent"]));
+    assert!(err.contains("there is no store at"), "{err}");
+    assert!(!missing.exists(), "an empty store was created");
+
+    // stdout closed before the key could be written: the key must not stay usable.
+    let mut child = Command::new(bin())
+        .args(["keys", "create", "--route", "agent", "--config"])
+        .arg(&config)
+        .env_remove("HOOKWARDEN_CONFIG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let listed = list_json(&config);
+    assert_eq!(listed.len(), before + 1);
+    assert_eq!(listed.last().unwrap()["status"], "revoked", "{listed:?}");
+
+    // A config whose secrets are not set in this shell still lists and revokes.
+    let secret_cfg = gw.dir.path().join("secrets.toml");
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "[[route.auth]]",
+        "headers = { \"X-Up\" = \"${NOT_SET_IN_THIS_SHELL}\" }\n[[route.auth]]",
+    );
+    std::fs::write(&secret_cfg, text).unwrap();
+    let (out, err) = ok(&hw(&secret_cfg, &["list", "--json"]));
+    assert_eq!(out.lines().count(), before + 1, "{out}");
+    assert!(err.contains("cannot be read whole"), "{err}");
+}

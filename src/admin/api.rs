@@ -57,7 +57,25 @@ async fn read<T: Send + 'static>(
 }
 
 /// `GET /api/events`: `route`, `outcome`, `reason`, `since`, `ip`, `limit`, `before`, `after`.
-pub async fn events(State(state): State<AdminState>, Query(args): Query<FilterArgs>) -> Response {
+pub async fn events(
+    State(state): State<AdminState>,
+    args: Result<Query<FilterArgs>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    // A value that is not a number (`limit=abc`, `before=1e5`) is refused in the API's own
+    // JSON error shape, like every other bad filter, not as the framework's plain text.
+    let Query(args) = match args {
+        Ok(a) => a,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!(
+                    "{}; limit, before and after are whole numbers",
+                    e.body_text()
+                ),
+            );
+        }
+    };
     let filter = match args.resolve(jiff::Timestamp::now(), MAX_EVENTS_PER_PAGE) {
         Ok(f) => f,
         Err(msg) => return error(StatusCode::BAD_REQUEST, "bad_request", msg),
@@ -76,7 +94,14 @@ pub struct StatsArgs {
 }
 
 /// `GET /api/stats?window=1h`.
-pub async fn stats(State(state): State<AdminState>, Query(args): Query<StatsArgs>) -> Response {
+pub async fn stats(
+    State(state): State<AdminState>,
+    args: Result<Query<StatsArgs>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Query(args) = match args {
+        Ok(a) => a,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", e.body_text()),
+    };
     let window = match args.window.as_deref() {
         None | Some("") => Duration::from_secs(3600),
         Some(w) => match units::parse_duration(w) {

@@ -94,7 +94,9 @@ struct Opened {
 }
 
 impl Target {
-    fn open(&self) -> anyhow::Result<Opened> {
+    /// Opens the store; `need_routes`: the command checks route names, so the whole config
+    /// must load.
+    fn open(&self, need_routes: bool) -> anyhow::Result<Opened> {
         if let Some(path) = &self.store {
             if !path.exists() {
                 bail!(
@@ -107,25 +109,47 @@ impl Target {
                 config: None,
             });
         }
-        let loaded = config::load_file(&self.config).with_context(|| {
-            format!(
-                "cannot use {}; fix it (see `hookwarden check --config {0}`) or give the store file with --store",
-                self.config.display()
-            )
-        })?;
-        let storage = &loaded.config.storage;
+        let (storage, config) = match config::load_file(&self.config) {
+            Ok(loaded) => (loaded.config.storage.clone(), Some(loaded.config)),
+            // Listing and revoking need only the store: an urgent revoke must not wait for
+            // every secret the config names to be set in this shell.
+            Err(e) if !need_routes => match config::load_storage(&self.config) {
+                Ok(storage) => {
+                    eprintln!(
+                        "note: {} cannot be read whole ({e}); using its [storage] path only",
+                        self.config.display()
+                    );
+                    (storage, None)
+                }
+                Err(_) => return Err(self.unusable(e)),
+            },
+            Err(e) => return Err(self.unusable(e)),
+        };
         if storage.is_memory() {
             bail!(
                 "the store in {} is \":memory:\", which only the running gateway can see; set [storage] path to a file",
                 self.config.display()
             );
         }
+        // A mistyped path would otherwise get a new, empty store that no gateway reads, and a
+        // key in it that never works.
+        if !storage.path.exists() {
+            bail!(
+                "there is no store at {} ([storage] path in {}); start the gateway once to create it, or fix the path",
+                storage.path.display(),
+                self.config.display()
+            );
+        }
         let store = Store::open_for_command(&storage.path)
             .with_context(|| format!("cannot open the store {}", storage.path.display()))?;
-        Ok(Opened {
-            store,
-            config: Some(loaded.config),
-        })
+        Ok(Opened { store, config })
+    }
+
+    fn unusable(&self, e: config::ConfigError) -> anyhow::Error {
+        anyhow::Error::new(e).context(format!(
+            "cannot use {}; fix it (see `hookwarden check --config {0}`) or give the store file with --store",
+            self.config.display()
+        ))
     }
 }
 
@@ -139,16 +163,26 @@ pub fn run(args: KeysArgs) -> anyhow::Result<ExitCode> {
             name,
             expires,
         } => {
-            let opened = target.open()?;
+            let opened = target.open(true)?;
             let place = check_route(opened.config.as_ref(), &route, &target.config)?;
             let lifetime = expires
                 .as_deref()
                 .map(|e| duration("--expires", e))
                 .transpose()?;
+            if lifetime.is_some_and(|d| d < Duration::from_secs(60)) {
+                bail!("--expires: a key must live at least 1m; write e.g. 90d, 24h or 30m");
+            }
             let new = opened
                 .store
                 .create_key(&route, name.as_deref(), lifetime, now)?;
-            show_new(&new, place.as_ref());
+            if let Err(e) = show_new(&new, place.as_ref()) {
+                // Nobody saw the key (stdout was closed): it must not stay usable.
+                let _ = opened.store.revoke_key(&new.record.id, now);
+                bail!(
+                    "cannot print the new key ({e}); {} was revoked at once, run the command again",
+                    new.record.id
+                );
+            }
             eprintln!(
                 "created {} for route \"{route}\"{}; running gateways accept it within {} s",
                 new.record.id,
@@ -162,24 +196,28 @@ pub fn run(args: KeysArgs) -> anyhow::Result<ExitCode> {
             route,
             json,
         } => {
-            let opened = target.open()?;
+            let opened = target.open(false)?;
             if let (Some(cfg), Some(r)) = (&opened.config, &route)
                 && !cfg.routes.iter().any(|c| &c.name == r)
             {
                 eprintln!("note: the config has no route \"{r}\"");
             }
             let keys = opened.store.list_keys(route.as_deref())?;
+            // Written, not `println!`: a closed pipe (`| head`) is an error the caller ends
+            // on quietly, not a panic.
             if json {
+                use std::io::Write as _;
+                let mut out = std::io::stdout().lock();
                 for k in &keys {
-                    println!("{}", key_json(k, now));
+                    writeln!(out, "{}", key_json(k, now))?;
                 }
             } else {
-                print_table(&keys, now);
+                print_table(&keys, now)?;
             }
             Ok(ExitCode::SUCCESS)
         }
         KeysCommand::Revoke { target, id } => {
-            let opened = target.open()?;
+            let opened = target.open(false)?;
             let key = opened.store.get_key(&id)?;
             match opened.store.revoke_key(&id, now)? {
                 Revoked::Now => eprintln!(
@@ -197,16 +235,26 @@ pub fn run(args: KeysArgs) -> anyhow::Result<ExitCode> {
             grace,
             expires,
         } => {
-            let opened = target.open()?;
+            let opened = target.open(true)?;
             let grace = duration("--grace", &grace)?;
             let lifetime = expires
                 .as_deref()
                 .map(|e| duration("--expires", e))
                 .transpose()?;
+            if lifetime.is_some_and(|d| d < Duration::from_secs(60)) {
+                bail!("--expires: a key must live at least 1m; write e.g. 90d, 24h or 30m");
+            }
             let old = opened.store.get_key(&id)?;
             let place = check_route(opened.config.as_ref(), &old.route, &target.config)?;
             let (new, old) = opened.store.rotate_key(&id, grace, lifetime, now)?;
-            show_new(&new, place.as_ref());
+            if let Err(e) = show_new(&new, place.as_ref()) {
+                // Nobody saw the key (stdout was closed): it must not stay usable.
+                let _ = opened.store.revoke_key(&new.record.id, now);
+                bail!(
+                    "cannot print the new key ({e}); {} was revoked at once, run the command again",
+                    new.record.id
+                );
+            }
             eprintln!(
                 "rotated {id} → {} (route \"{}\"){}; {id} keeps working until {}",
                 new.record.id,
@@ -252,9 +300,12 @@ fn check_route(
     Ok(place)
 }
 
-fn show_new(new: &NewKey, place: Option<&KeySource>) {
+fn show_new(new: &NewKey, place: Option<&KeySource>) -> std::io::Result<()> {
+    use std::io::Write as _;
     // The only place a key is printed: stdout, alone, so scripts can capture it.
-    println!("{}", new.key.expose());
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{}", new.key.expose())?;
+    out.flush()?;
     eprintln!("this key is shown once: store it now (only its SHA-256 digest is kept)");
     match place {
         Some(KeySource::Header(h)) => eprintln!("callers send it as the {h} header"),
@@ -262,6 +313,7 @@ fn show_new(new: &NewKey, place: Option<&KeySource>) {
         Some(KeySource::Bearer) => eprintln!("callers send it as Authorization: Bearer <key>"),
         None => {}
     }
+    Ok(())
 }
 
 fn describe_expiry(expires: Option<i64>) -> String {
@@ -286,10 +338,11 @@ fn status(k: &IssuedKey, now: i64) -> String {
     }
 }
 
-fn print_table(keys: &[IssuedKey], now: i64) {
+fn print_table(keys: &[IssuedKey], now: i64) -> std::io::Result<()> {
+    use std::io::Write as _;
     if keys.is_empty() {
         eprintln!("no keys issued; create one with `hookwarden keys create --route NAME`");
-        return;
+        return Ok(());
     }
     let opt = |t: Option<i64>| t.map_or_else(|| "-".to_owned(), when);
     let rows: Vec<[String; 8]> = keys
@@ -333,12 +386,14 @@ fn print_table(keys: &[IssuedKey], now: i64) {
                 s.push_str(&" ".repeat(w - c.chars().count() + 2));
             }
         }
-        println!("{s}");
+        s
     };
-    line(header.to_vec());
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{}", line(header.to_vec()))?;
     for r in &rows {
-        line(r.iter().map(String::as_str).collect());
+        writeln!(out, "{}", line(r.iter().map(String::as_str).collect()))?;
     }
+    Ok(())
 }
 
 fn key_json(k: &IssuedKey, now: i64) -> serde_json::Value {

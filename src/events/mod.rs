@@ -94,6 +94,18 @@ pub struct Event {
     pub user_agent: Option<String>,
 }
 
+/// Longest method kept in an event: methods are tokens of any length (up to the head's
+/// limit), and one the gateway does not serve is still logged and stored.
+pub const METHOD_MAX: usize = 32;
+
+/// The request's method as an event keeps it: at most [`METHOD_MAX`] characters, so that
+/// requests anyone can send (no route, no credentials) cannot write 60 KB rows.
+pub fn event_method(m: &http::Method) -> String {
+    let s = m.as_str();
+    // Tokens are ASCII: any byte offset is a character boundary.
+    s.get(..METHOD_MAX).unwrap_or(s).to_owned()
+}
+
 /// Truncates a User-Agent to [`USER_AGENT_MAX`] characters.
 pub fn truncate_user_agent(ua: &str) -> String {
     match ua.char_indices().nth(USER_AGENT_MAX) {
@@ -452,6 +464,13 @@ fn json_str(out: &mut String, s: &str) {
 #[cfg(test)]
 mod line_tests {
     use super::*;
+
+    #[test]
+    fn event_methods_are_bounded() {
+        let long = http::Method::from_bytes("X".repeat(60_000).as_bytes()).unwrap();
+        assert_eq!(event_method(&long), "X".repeat(METHOD_MAX));
+        assert_eq!(event_method(&http::Method::POST), "POST");
+    }
 
     #[test]
     fn milliseconds_read_as_the_float_formatter_writes_them() {

@@ -302,7 +302,7 @@ impl Gateway {
             request_id: ex.request_id,
             route: route.map(|r| r.name.clone()),
             client_ip: ex.client_ip,
-            method: ex.method.to_string(),
+            method: crate::events::event_method(&ex.method),
             status: response.status().as_u16(),
             outcome,
             reason,

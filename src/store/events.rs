@@ -692,7 +692,10 @@ impl FilterArgs {
             since,
             after_id: self.after,
             before_id: self.before,
-            limit: self.limit.unwrap_or(100).clamp(1, max_limit),
+            limit: match self.limit {
+                Some(0) => return Err("limit must be 1 or more".to_owned()),
+                l => l.unwrap_or(100).min(max_limit),
+            },
         })
     }
 }
@@ -841,8 +844,9 @@ pub fn aggregated_since(conn: &Connection, since: jiff::Timestamp) -> Result<i64
 }
 
 fn format_ms(ms: i64) -> String {
+    // Always three decimals: the strings line up in a table and sort as text.
     jiff::Timestamp::from_millisecond(ms)
-        .map(|t| t.to_string())
+        .map(|t| t.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
         .unwrap_or_else(|_| ms.to_string())
 }
 
@@ -955,9 +959,11 @@ pub fn stats(
     let bucket_ms = (bucket_s * 1000) as i64;
     let now_ms = now.as_millisecond();
     let last_bucket = now_ms.div_euclid(bucket_ms) * bucket_ms;
-    let points = window_s.div_ceil(bucket_s) as i64;
-    let first_bucket = last_bucket - (points - 1) * bucket_ms;
     let since_ms = now_ms - (window_s * 1000) as i64;
+    // From the bucket the window starts in: the totals count the events since `since_ms`, and
+    // the series must hold them all (it began a bucket later, and the chart lost them).
+    let first_bucket = since_ms.div_euclid(bucket_ms) * bucket_ms;
+    let points = (last_bucket - first_bucket) / bucket_ms + 1;
 
     let mut series: Vec<SeriesPoint> = (0..points)
         .map(|i| SeriesPoint {
