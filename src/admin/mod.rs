@@ -130,8 +130,13 @@ impl AdminServer {
             .header_read_timeout(ADMIN_HEADER_TIMEOUT);
         tokio::pin!(shutdown);
         loop {
-            let Ok(permit) = permits.clone().acquire_owned().await else {
-                break;
+            // Waiting for a free slot must not keep shutdown waiting.
+            let permit = tokio::select! {
+                () = &mut shutdown => break,
+                p = permits.clone().acquire_owned() => match p {
+                    Ok(p) => p,
+                    Err(_) => break,
+                },
             };
             let (stream, peer) = tokio::select! {
                 () = &mut shutdown => break,
