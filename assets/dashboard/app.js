@@ -38,7 +38,13 @@ function takeTokenFromFragment() {
   // `hookwarden demo` prints a URL with #token=...: the fragment never reaches a server.
   const m = location.hash.match(/^#token=([^&]+)/);
   if (m) {
-    sessionStorage.setItem(TOKEN_KEY, decodeURIComponent(m[1]));
+    // A malformed escape (`%E0`) would throw and stop the page from starting: take the
+    // fragment as it is then, and the login form shows if it is wrong.
+    let token = m[1];
+    try {
+      token = decodeURIComponent(m[1]);
+    } catch (_) {}
+    sessionStorage.setItem(TOKEN_KEY, token);
     history.replaceState(null, "", location.pathname + location.search);
   }
 }

@@ -277,7 +277,7 @@ The chat page's route, /widget, only answers pages on its allowed origins, with 
 Dashboard (admin listener; the token is in the URL's #fragment, never sent to a server):
   {dashboard}
   admin token: {token}
-  curl -s -H 'authorization: Bearer {token}' http://{admin}/api/events?outcome=denied
+  curl -s -H 'authorization: Bearer {token}' 'http://{admin}/api/events?outcome=denied'
   curl -s -H 'authorization: Bearer {token}' http://{admin}/metrics
 
 Health: curl http://{gw}/_hookwarden/healthz

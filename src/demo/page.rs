@@ -39,6 +39,8 @@ impl DemoPage {
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
+                    // Typically out of file descriptors: wait instead of spinning.
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                     continue;
                 };
                 let html = html.clone();
