@@ -176,6 +176,15 @@ impl Store {
         match file.try_lock() {
             Ok(()) => Ok(Some(file)),
             Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::InUse { path: shown() }),
+            // A file system without advisory locks (some network mounts): serve anyway, as
+            // before the lock existed, and say what is not guarded.
+            Err(std::fs::TryLockError::Error(e)) if e.kind() == std::io::ErrorKind::Unsupported => {
+                tracing::warn!(
+                    store = %shown(),
+                    "the store's file system has no file locks: nothing stops a second `hookwarden serve` on it"
+                );
+                Ok(None)
+            }
             Err(std::fs::TryLockError::Error(source)) => Err(StoreError::Create {
                 path: std::path::PathBuf::from(&lock_path).display().to_string(),
                 source,
