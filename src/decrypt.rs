@@ -290,14 +290,13 @@ impl Decryptor {
         self.cipher
     }
 
-    /// Decrypts a base64 body. `iv_hex` absent means an all-zero IV (12 bytes for GCM);
-    /// `tag_hex` is required for GCM and ignored otherwise.
-    pub fn decrypt(
+    /// Decrypts a base64 body, leaving a CBC plaintext's padding in place.
+    fn open(
         &self,
         body: &[u8],
         iv_hex: Option<&str>,
         tag_hex: Option<&str>,
-    ) -> Result<Vec<u8>, DecryptError> {
+    ) -> Result<Opened, DecryptError> {
         let iv = self.iv(iv_hex)?;
         let tag = match self.cipher.mode() {
             Mode::Gcm => {
@@ -313,17 +312,32 @@ impl Decryptor {
         let data = decode_body(body)?;
         let k = self.key.as_slice();
         let tag = tag.as_deref();
+        // CBC keeps its padding here; the callers check it (`pkcs7_pad_len`).
         match self.cipher {
-            Cipher::Aes128Cbc => cbc_decrypt!(Aes128, k, &iv, &data),
-            Cipher::Aes192Cbc => cbc_decrypt!(Aes192, k, &iv, &data),
-            Cipher::Aes256Cbc => cbc_decrypt!(Aes256, k, &iv, &data),
-            Cipher::Aes128Ctr => ctr_apply!(Aes128, k, &iv, data),
-            Cipher::Aes192Ctr => ctr_apply!(Aes192, k, &iv, data),
-            Cipher::Aes256Ctr => ctr_apply!(Aes256, k, &iv, data),
-            Cipher::Aes128Gcm => gcm_decrypt!(Aes128, k, &iv, tag, data),
-            Cipher::Aes192Gcm => gcm_decrypt!(Aes192, k, &iv, tag, data),
-            Cipher::Aes256Gcm => gcm_decrypt!(Aes256, k, &iv, tag, data),
+            Cipher::Aes128Cbc => cbc_decrypt!(Aes128, k, &iv, &data).map(padded),
+            Cipher::Aes192Cbc => cbc_decrypt!(Aes192, k, &iv, &data).map(padded),
+            Cipher::Aes256Cbc => cbc_decrypt!(Aes256, k, &iv, &data).map(padded),
+            Cipher::Aes128Ctr => ctr_apply!(Aes128, k, &iv, data).map(unpadded),
+            Cipher::Aes192Ctr => ctr_apply!(Aes192, k, &iv, data).map(unpadded),
+            Cipher::Aes256Ctr => ctr_apply!(Aes256, k, &iv, data).map(unpadded),
+            Cipher::Aes128Gcm => gcm_decrypt!(Aes128, k, &iv, tag, data).map(unpadded),
+            Cipher::Aes192Gcm => gcm_decrypt!(Aes192, k, &iv, tag, data).map(unpadded),
+            Cipher::Aes256Gcm => gcm_decrypt!(Aes256, k, &iv, tag, data).map(unpadded),
         }
+    }
+
+    /// Decrypts a base64 body. `iv_hex` absent means an all-zero IV (12 bytes for GCM);
+    /// `tag_hex` is required for GCM and ignored otherwise.
+    pub fn decrypt(
+        &self,
+        body: &[u8],
+        iv_hex: Option<&str>,
+        tag_hex: Option<&str>,
+    ) -> Result<Vec<u8>, DecryptError> {
+        let Opened { mut plain, pad } = self.open(body, iv_hex, tag_hex)?;
+        let pad = pad.ok_or(DecryptError::BadPadding)?;
+        plain.truncate(plain.len() - pad);
+        Ok(plain)
     }
 
     /// [`Decryptor::decrypt`], then, with `require_json`, a check that the plaintext is JSON
@@ -338,33 +352,10 @@ impl Decryptor {
         tag_hex: Option<&str>,
         require_json: bool,
     ) -> Result<Vec<u8>, DecryptError> {
-        let is_json = |b: &[u8]| serde_json::from_slice::<serde::de::IgnoredAny>(b).is_ok();
-        let raw = |iv: &[u8], data: &[u8]| {
-            let k = self.key.as_slice();
-            match self.cipher {
-                Cipher::Aes128Cbc => Some(cbc_decrypt_raw!(Aes128, k, iv, data)),
-                Cipher::Aes192Cbc => Some(cbc_decrypt_raw!(Aes192, k, iv, data)),
-                Cipher::Aes256Cbc => Some(cbc_decrypt_raw!(Aes256, k, iv, data)),
-                _ => None,
-            }
-        };
-        if self.cipher.mode() != Mode::Cbc {
-            let plain = self.decrypt(body, iv_hex, tag_hex)?;
-            return if require_json && !is_json(&plain) {
-                Err(DecryptError::NotJson)
-            } else {
-                Ok(plain)
-            };
-        }
-        let iv = self.iv(iv_hex)?;
-        let data = decode_body(body)?;
-        let Some(plain) = raw(&iv, &data) else {
-            return self.decrypt(body, iv_hex, tag_hex);
-        };
-        let mut plain = plain?;
-        let pad = pkcs7_pad_len(&plain);
+        let Opened { mut plain, pad } = self.open(body, iv_hex, tag_hex)?;
         let end = plain.len() - pad.unwrap_or(1);
-        let json = !require_json || is_json(&plain[..end]);
+        let json =
+            !require_json || serde_json::from_slice::<serde::de::IgnoredAny>(&plain[..end]).is_ok();
         match (pad, json) {
             (None, _) => Err(DecryptError::BadPadding),
             (Some(_), false) => Err(DecryptError::NotJson),
@@ -417,24 +408,8 @@ impl Decryptor {
 // The RustCrypto mode types are generic over the block cipher with several trait bounds each;
 // macros instantiate them for the three AES sizes without spelling those bounds out.
 
+/// CBC decryption that keeps the padding, for the callers of `open` to check.
 macro_rules! cbc_decrypt {
-    ($aes:ty, $key:expr, $iv:expr, $data:expr) => {{
-        let data: &[u8] = $data;
-        if data.is_empty() || data.len() % 16 != 0 {
-            Err(DecryptError::CiphertextLength)
-        } else {
-            cbc::Decryptor::<$aes>::new_from_slices($key, $iv)
-                .map_err(|_| DecryptError::IvLength)
-                .and_then(|d| {
-                    d.decrypt_padded_vec::<Pkcs7>(data)
-                        .map_err(|_| DecryptError::BadPadding)
-                })
-        }
-    }};
-}
-
-/// CBC decryption that keeps the padding, for [`Decryptor::decrypt_checked`] to check.
-macro_rules! cbc_decrypt_raw {
     ($aes:ty, $key:expr, $iv:expr, $data:expr) => {{
         let data: &[u8] = $data;
         if data.is_empty() || data.len() % 16 != 0 {
@@ -448,6 +423,26 @@ macro_rules! cbc_decrypt_raw {
                 })
         }
     }};
+}
+
+/// A plaintext and the length of its padding (`None`: the padding is invalid).
+struct Opened {
+    plain: Vec<u8>,
+    pad: Option<usize>,
+}
+
+/// A CBC plaintext with its PKCS#7 padding still on.
+fn padded(plain: Vec<u8>) -> Opened {
+    let pad = pkcs7_pad_len(&plain);
+    Opened { plain, pad }
+}
+
+/// A plaintext of a mode without padding.
+fn unpadded(plain: Vec<u8>) -> Opened {
+    Opened {
+        plain,
+        pad: Some(0),
+    }
 }
 
 /// The PKCS#7 padding length of `plain` (a whole number of 16-byte blocks), or `None` when the
@@ -525,7 +520,7 @@ macro_rules! gcm_encrypt {
     }};
 }
 
-use {cbc_decrypt, cbc_decrypt_raw, cbc_encrypt, ctr_apply, gcm_decrypt, gcm_encrypt};
+use {cbc_decrypt, cbc_encrypt, ctr_apply, gcm_decrypt, gcm_encrypt};
 
 #[cfg(test)]
 mod tests {
