@@ -5,6 +5,8 @@
 
 use bytes::{Buf, Bytes, BytesMut};
 
+use crate::forward::headers::is_field_value;
+
 /// Longest chunk-size line (with extensions) or trailer field accepted.
 pub(crate) const MAX_LINE: usize = 4096;
 /// Most trailer fields accepted after the last chunk: they are dropped, and without a bound a
@@ -122,17 +124,12 @@ fn is_field_line(line: &[u8]) -> bool {
         return false;
     };
     let (name, value) = (&line[..colon], &line[colon + 1..]);
-    !name.is_empty() && name.iter().all(|&b| is_tchar(b)) && !value.iter().any(|&b| is_ctl(b))
+    !name.is_empty() && name.iter().all(|&b| is_tchar(b)) && is_field_value(value)
 }
 
 /// A token character (RFC 9110 §5.6.2).
 fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-}
-
-/// A control character other than horizontal tab (CR, LF and NUL among them).
-fn is_ctl(b: u8) -> bool {
-    (b < 0x20 && b != b'\t') || b == 0x7f
 }
 
 /// The position of the first `\n` in `buf`.
@@ -156,7 +153,7 @@ fn parse_chunk_size(line: &[u8]) -> Result<u64, &'static str> {
     // Extensions (read and dropped) follow optional whitespace and a `;`; nothing else may
     // follow the digits (whitespace alone neither), and no control character but tab may
     // appear in them: a bare CR is a line end to some peers.
-    if rest.iter().any(|&b| is_ctl(b)) {
+    if !is_field_value(rest) {
         return Err("control character in chunk-size line");
     }
     if !rest.is_empty() && rest.trim_ascii_start().first() != Some(&b';') {
