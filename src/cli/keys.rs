@@ -165,24 +165,11 @@ pub fn run(args: KeysArgs) -> anyhow::Result<ExitCode> {
         } => {
             let opened = target.open(true)?;
             let place = check_route(opened.config.as_ref(), &route, &target.config)?;
-            let lifetime = expires
-                .as_deref()
-                .map(|e| duration("--expires", e))
-                .transpose()?;
-            if lifetime.is_some_and(|d| d < Duration::from_secs(60)) {
-                bail!("--expires: a key must live at least 1m; write e.g. 90d, 24h or 30m");
-            }
+            let lifetime = lifetime(expires.as_deref())?;
             let new = opened
                 .store
                 .create_key(&route, name.as_deref(), lifetime, now)?;
-            if let Err(e) = show_new(&new, place.as_ref()) {
-                // Nobody saw the key (stdout was closed): it must not stay usable.
-                let _ = opened.store.revoke_key(&new.record.id, now);
-                bail!(
-                    "cannot print the new key ({e}); {} was revoked at once, run the command again",
-                    new.record.id
-                );
-            }
+            show_or_revoke(&opened.store, &new, place.as_ref(), now)?;
             eprintln!(
                 "created {} for route \"{route}\"{}; running gateways accept it within {} s",
                 new.record.id,
@@ -237,24 +224,11 @@ pub fn run(args: KeysArgs) -> anyhow::Result<ExitCode> {
         } => {
             let opened = target.open(true)?;
             let grace = duration("--grace", &grace)?;
-            let lifetime = expires
-                .as_deref()
-                .map(|e| duration("--expires", e))
-                .transpose()?;
-            if lifetime.is_some_and(|d| d < Duration::from_secs(60)) {
-                bail!("--expires: a key must live at least 1m; write e.g. 90d, 24h or 30m");
-            }
+            let lifetime = lifetime(expires.as_deref())?;
             let old = opened.store.get_key(&id)?;
             let place = check_route(opened.config.as_ref(), &old.route, &target.config)?;
             let (new, old) = opened.store.rotate_key(&id, grace, lifetime, now)?;
-            if let Err(e) = show_new(&new, place.as_ref()) {
-                // Nobody saw the key (stdout was closed): it must not stay usable.
-                let _ = opened.store.revoke_key(&new.record.id, now);
-                bail!(
-                    "cannot print the new key ({e}); {} was revoked at once, run the command again",
-                    new.record.id
-                );
-            }
+            show_or_revoke(&opened.store, &new, place.as_ref(), now)?;
             eprintln!(
                 "rotated {id} → {} (route \"{}\"){}; {id} keeps working until {}",
                 new.record.id,
@@ -265,6 +239,33 @@ pub fn run(args: KeysArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// A new key's `--expires`, if given: at least a minute (a shorter one would be born
+/// expired, or nearly).
+fn lifetime(expires: Option<&str>) -> anyhow::Result<Option<Duration>> {
+    let lifetime = expires.map(|e| duration("--expires", e)).transpose()?;
+    if lifetime.is_some_and(|d| d < Duration::from_secs(60)) {
+        bail!("--expires: a key must live at least 1m; write e.g. 90d, 24h or 30m");
+    }
+    Ok(lifetime)
+}
+
+/// Prints a new key; when that fails (stdout closed), nobody saw it, so it is revoked at once.
+fn show_or_revoke(
+    store: &Store,
+    new: &NewKey,
+    place: Option<&KeySource>,
+    now: i64,
+) -> anyhow::Result<()> {
+    if let Err(e) = show_new(new, place) {
+        let _ = store.revoke_key(&new.record.id, now);
+        bail!(
+            "cannot print the new key ({e}); {} was revoked at once, run the command again",
+            new.record.id
+        );
+    }
+    Ok(())
 }
 
 fn duration(flag: &str, s: &str) -> anyhow::Result<Duration> {
