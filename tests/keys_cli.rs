@@ -309,3 +309,52 @@ async fn keys_that_could_never_work_are_not_issued() {
     assert_eq!(out.lines().count(), before + 1, "{out}");
     assert!(err.contains("cannot be read whole"), "{err}");
 }
+
+/// A key's name is shown to every operator who lists keys: a name with a terminal escape
+/// sequence is refused, and one already in a store (written by hand or by an older version)
+/// is printed escaped, never sent to the terminal as is.
+#[tokio::test]
+async fn names_cannot_carry_terminal_escapes() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start(CONFIG, &up).await;
+    let config = gw.write_config(CONFIG, &up);
+    let before = list_json(&config).len();
+
+    for bad in ["ops\u{1b}[2K", "line\nbreak", "bell\u{7}", "   "] {
+        let err = failed(&hw(&config, &["create", "--route", "agent", "--name", bad]));
+        assert!(err.contains("--name"), "{bad:?}: {err}");
+    }
+    let long = "n".repeat(101);
+    let err = failed(&hw(
+        &config,
+        &["create", "--route", "agent", "--name", &long],
+    ));
+    assert!(err.contains("--name") && err.contains("100"), "{err}");
+    assert_eq!(
+        list_json(&config).len(),
+        before,
+        "a refused name still issued a key"
+    );
+    ok(&hw(
+        &config,
+        &["create", "--route", "agent", "--name", "Voiceflow (prod) é"],
+    ));
+
+    // A name already stored with an escape sequence, as an older version would have kept it.
+    let conn = rusqlite::Connection::open(gw.store_path()).unwrap();
+    conn.execute(
+        "UPDATE api_keys SET name = 'evil\u{1b}[1A\u{1b}[2Khidden' WHERE name = 'Voiceflow (prod) é'",
+        [],
+    )
+    .unwrap();
+    drop(conn);
+    let (table, _) = ok(&hw(&config, &["list"]));
+    assert!(!table.contains('\u{1b}'), "{table:?}");
+    assert!(table.contains(r"evil\u{1b}[1A\u{1b}[2Khidden"), "{table}");
+    // JSON output escapes it by itself.
+    let (json, _) = ok(&hw(&config, &["list", "--json"]));
+    assert!(
+        !json.contains('\u{1b}') && json.contains(r"\u001b"),
+        "{json}"
+    );
+}

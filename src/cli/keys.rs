@@ -163,6 +163,7 @@ pub fn run(args: KeysArgs) -> anyhow::Result<ExitCode> {
             name,
             expires,
         } => {
+            check_name(name.as_deref())?;
             let opened = target.open(true)?;
             let place = check_route(opened.config.as_ref(), &route, &target.config)?;
             let lifetime = lifetime(expires.as_deref())?;
@@ -249,6 +250,43 @@ fn lifetime(expires: Option<&str>) -> anyhow::Result<Option<Duration>> {
         bail!("--expires: a key must live at least 1m; write e.g. 90d, 24h or 30m");
     }
     Ok(lifetime)
+}
+
+/// Longest `--name` a key takes: a label for people, shown in a table.
+const NAME_MAX: usize = 100;
+
+/// A key's `--name`: printable text of a bounded length. A control character would be
+/// replayed to every terminal that runs `keys list` (an escape sequence can rewrite what the
+/// operator sees, e.g. hide a row).
+fn check_name(name: Option<&str>) -> anyhow::Result<()> {
+    let Some(name) = name else { return Ok(()) };
+    if name.chars().any(char::is_control) {
+        bail!("--name: control characters are not allowed; use letters, digits and punctuation");
+    }
+    if name.trim().is_empty() {
+        bail!("--name: the name is empty; leave --name out or give a label such as \"voiceflow\"");
+    }
+    if name.chars().count() > NAME_MAX {
+        bail!("--name: longer than {NAME_MAX} characters; use a shorter label");
+    }
+    Ok(())
+}
+
+/// `s` as a table cell: control characters (from a store written by an older version, or by
+/// hand) shown as escapes instead of being sent to the terminal.
+fn printable(s: &str) -> String {
+    if !s.chars().any(char::is_control) {
+        return s.to_owned();
+    }
+    s.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 /// Prints a new key; when that fails (stdout closed), nobody saw it, so it is revoked at once.
@@ -352,8 +390,8 @@ fn print_table(keys: &[IssuedKey], now: i64) -> std::io::Result<()> {
             [
                 k.id.clone(),
                 k.hint.clone(),
-                k.name.clone().unwrap_or_else(|| "-".into()),
-                k.route.clone(),
+                k.name.as_deref().map_or_else(|| "-".into(), printable),
+                printable(&k.route),
                 when(k.created),
                 opt(k.expires),
                 opt(k.last_used),
