@@ -67,6 +67,7 @@ fn bench(c: &mut Criterion) {
         &ApiKeyConfig {
             source: KeySource::Header(http::HeaderName::from_static("x-api-key")),
             keys: vec![Secret::new(KEY)],
+            issued: true,
         },
     );
     let ip_limit = limit("ip", LimitKey::Ip);

@@ -73,6 +73,20 @@ url = "{upstream}/other"
 [[route.auth]]
 type = "api_key"
 header = "x-api-key"
+
+# Two credentials required: the provider's static URL secret and a partner's issued key.
+[[route]]
+name = "two"
+path = "/two"
+[route.upstream]
+url = "{upstream}/two"
+[[route.auth]]
+type = "api_key"
+query = "secret-key"
+keys = ["${K1}"]
+[[route.auth]]
+type = "api_key"
+header = "x-api-key"
 "#;
 
 async fn setup() -> (Upstream, Gateway, Events) {
@@ -425,4 +439,41 @@ async fn keys_appear_nowhere_but_in_the_callers_request() {
             assert!(!text.contains(K1), "{name} holds a static key");
         }
     }
+}
+
+/// A route that requires two credentials: an issued key counts for one entry only, so a
+/// partner's key cannot stand in for the provider's URL secret as well.
+#[tokio::test]
+async fn an_issued_key_is_one_credential_not_every_one() {
+    let (up, gw, events) = setup().await;
+    let store = Store::open(&gw.store_path()).unwrap();
+    let k = store
+        .create_key("two", Some("partner"), None, now())
+        .unwrap();
+    let key = k.key.expose().to_owned();
+    let both = format!("{}?secret-key={}", gw.url("/two"), K1);
+    eventually(Duration::from_secs(3), "issued key accepted", || async {
+        send(post(&both, &[("x-api-key", &key)])).await.status == 200
+    })
+    .await;
+    let forwarded = up.count();
+
+    // The issued key in the URL secret's place as well.
+    let twice = format!("{}?secret-key={}", gw.url("/two"), key);
+    let got = send(post(&twice, &[("x-api-key", &key)])).await;
+    let id = got.assert_error(401, "unauthorized");
+    assert_eq!(events.reason(&id).await, "key_invalid");
+    // The static URL secret in the header's place.
+    let got = send(post(&both, &[("x-api-key", K1)])).await;
+    let id = got.assert_error(401, "unauthorized");
+    assert_eq!(events.reason(&id).await, "key_invalid");
+    // Only the header.
+    let got = send(post(&gw.url("/two"), &[("x-api-key", &key)])).await;
+    let id = got.assert_error(401, "unauthorized");
+    assert_eq!(events.reason(&id).await, "credential_missing");
+    assert_eq!(
+        up.count(),
+        forwarded,
+        "a refused request reached the upstream"
+    );
 }

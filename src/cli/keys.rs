@@ -328,13 +328,19 @@ fn check_route(
         );
     };
     let place = r.auth.iter().find_map(|a| match a {
-        AuthConfig::ApiKey(k) => Some(k.source.clone()),
-        AuthConfig::Signature(_) => None,
+        AuthConfig::ApiKey(k) if k.issued => Some(k.source.clone()),
+        _ => None,
     });
     if place.is_none() {
-        eprintln!(
-            "warning: route \"{route}\" has no [[route.auth]] type = \"api_key\", so it does not ask for this key yet"
-        );
+        if r.auth.iter().any(|a| matches!(a, AuthConfig::ApiKey(_))) {
+            eprintln!(
+                "warning: every [[route.auth]] type = \"api_key\" of route \"{route}\" has issued = false, so it does not ask for this key"
+            );
+        } else {
+            eprintln!(
+                "warning: route \"{route}\" has no [[route.auth]] type = \"api_key\", so it does not ask for this key yet"
+            );
+        }
     }
     Ok(place)
 }

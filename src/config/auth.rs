@@ -29,9 +29,12 @@ pub enum AuthConfig {
 pub struct ApiKeyConfig {
     /// Where the caller puts the key.
     pub source: KeySource,
-    /// Static keys from the config (several, for rotation). Keys issued with
-    /// `hookwarden keys create` count as well.
+    /// Static keys from the config (several, for rotation).
     pub keys: Vec<Secret>,
+    /// Whether keys issued with `hookwarden keys create` for the route count here. One entry
+    /// per route at most: an issued key accepted by every entry would let one caller's key
+    /// stand in for each credential a route with several entries requires.
+    pub issued: bool,
 }
 
 /// Where an API key is read from. The credential is removed before forwarding.
@@ -203,12 +206,59 @@ const RESERVED_KEY_HEADERS: &[&str] = &[
     "x-request-id",
 ];
 
-/// Reads a route's `[[route.auth]]` entries.
+/// Reads a route's `[[route.auth]]` entries, and decides which `api_key` entry takes the
+/// route's issued keys (one at most, see [`ApiKeyConfig::issued`]).
 pub(super) fn read_auths(route: &Section<'_, '_>) -> Vec<AuthConfig> {
-    route
-        .tables("auth")
+    let mut chosen = false;
+    // Each entry read, with its `issued` as written (None: not given).
+    let mut auths: Vec<(AuthConfig, Option<bool>)> = Vec::new();
+    for s in route.tables("auth") {
+        // Peeked: `read_api_key` reads it (and reports a wrong type or a signature entry's).
+        let issued = match s.peek("issued") {
+            Some(toml::Value::Boolean(b)) => Some(*b),
+            _ => None,
+        };
+        if issued == Some(true)
+            && matches!(s.peek("type"), Some(t) if t.as_str() == Some("api_key"))
+        {
+            if chosen {
+                s.error(
+                    "issued",
+                    "another api_key entry of this route already takes issued keys",
+                    "set issued = true on one entry only: an issued key must not stand in for \
+                     several of the credentials the route requires",
+                );
+            }
+            chosen = true;
+        }
+        if let Some(a) = read_auth(s) {
+            auths.push((a, issued));
+        }
+    }
+    // Unless one entry asked: the first entry without static keys (it can only be meant for
+    // issued ones), else the first; never one that refused.
+    let candidate = |a: &AuthConfig, issued: Option<bool>| {
+        matches!(a, AuthConfig::ApiKey(_)) && issued != Some(false)
+    };
+    let default = auths
+        .iter()
+        .position(|(a, i)| {
+            candidate(a, *i) && matches!(a, AuthConfig::ApiKey(k) if k.keys.is_empty())
+        })
+        .or_else(|| auths.iter().position(|(a, i)| candidate(a, *i)));
+    auths
         .into_iter()
-        .filter_map(read_auth)
+        .enumerate()
+        .map(|(n, (mut a, issued))| {
+            if let AuthConfig::ApiKey(k) = &mut a {
+                k.issued = if chosen {
+                    issued == Some(true)
+                } else {
+                    default == Some(n)
+                };
+            }
+            a
+        })
         .collect()
 }
 
@@ -248,6 +298,8 @@ fn read_api_key(s: Section<'_, '_>) -> Option<AuthConfig> {
     let header = s.string("header");
     let query = s.string("query");
     let bearer = s.bool("bearer").unwrap_or(false);
+    // Read so the key is known; `read_auths` decides which entry takes issued keys.
+    let _ = s.bool("issued");
     let set = usize::from(header.is_some()) + usize::from(query.is_some()) + usize::from(bearer);
     let mut source = None;
     if set == 0 {
@@ -313,6 +365,7 @@ fn read_api_key(s: Section<'_, '_>) -> Option<AuthConfig> {
     Some(AuthConfig::ApiKey(ApiKeyConfig {
         source: source?,
         keys,
+        issued: false,
     }))
 }
 
@@ -806,6 +859,58 @@ keys = ["${KEY}"]
             unreachable!()
         };
         assert_eq!(first.keys[0].expose(), "env-supplied-secret-key-value");
+    }
+
+    /// Which entries take the route's issued keys: one at most, so a caller's issued key can
+    /// never stand in for two of the credentials a route requires.
+    #[test]
+    fn one_api_key_entry_takes_issued_keys() {
+        let taking = |a: &[AuthConfig]| -> Vec<bool> {
+            a.iter()
+                .filter_map(|a| match a {
+                    AuthConfig::ApiKey(k) => Some(k.issued),
+                    AuthConfig::Signature(_) => None,
+                })
+                .collect()
+        };
+        let entry = |extra: &str| {
+            format!("[[route.auth]]\ntype = \"api_key\"\nheader = \"x-api-key\"\n{extra}\n")
+        };
+        // By default the first entry.
+        let a = auth(&format!("{}{}", entry(""), entry("")));
+        assert_eq!(taking(&a), [true, false]);
+        // Unless a later one has no static keys: it can only be meant for issued ones.
+        let stat = "keys = [\"a-static-key-0123456789\"]";
+        let a = auth(&format!("{}{}", entry(stat), entry("")));
+        assert_eq!(taking(&a), [false, true]);
+        let a = auth(&format!("{}{}", entry(stat), entry(stat)));
+        assert_eq!(taking(&a), [true, false]);
+        // The one that asks.
+        let a = auth(&format!("{}{}", entry(""), entry("issued = true")));
+        assert_eq!(taking(&a), [false, true]);
+        // The first that does not refuse.
+        let a = auth(&format!("{}{}", entry("issued = false"), entry("")));
+        assert_eq!(taking(&a), [false, true]);
+        let a = auth(&entry("issued = false"));
+        assert_eq!(taking(&a), [false]);
+        // Two that ask: an error naming the second.
+        let i = issues(&format!(
+            "{}{}",
+            entry("issued = true"),
+            entry("issued = true")
+        ));
+        assert!(
+            i.iter()
+                .any(|(k, p, _)| k.ends_with("auth[#2].issued") && p.contains("already takes")),
+            "{i:?}"
+        );
+        // Not a boolean, or on a signature entry: reported.
+        let i = issues(&entry("issued = \"yes\""));
+        assert!(i.iter().any(|(k, _, _)| k.ends_with("issued")), "{i:?}");
+        let i = issues(
+            "[[route.auth]]\ntype = \"signature\"\nprovider = \"github\"\nsecrets = [\"0123456789abcdef0123\"]\nissued = true\n",
+        );
+        assert!(i.iter().any(|(k, _, _)| k.ends_with("issued")), "{i:?}");
     }
 
     #[test]

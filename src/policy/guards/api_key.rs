@@ -25,6 +25,9 @@ pub struct ApiKeyGuard {
     source: KeySource,
     /// Each static key's digest and its id, `static:N`, made once rather than per request.
     static_keys: Vec<([u8; 32], String)>,
+    /// Whether the route's issued keys count here (one entry per route, see
+    /// [`ApiKeyConfig::issued`]).
+    issued: bool,
 }
 
 /// The credential as presented: the header's own value when it came in a header, so taking
@@ -55,6 +58,7 @@ impl ApiKeyGuard {
                 .enumerate()
                 .map(|(i, k)| (digest(k.as_bytes()), format!("static:{}", i + 1)))
                 .collect(),
+            issued: cfg.issued,
         }
     }
 
@@ -115,6 +119,9 @@ impl ApiKeyGuard {
         if let Some(id) = matched {
             ex.key_id = Some(id.clone());
             return Ok(());
+        }
+        if !self.issued {
+            return Err(Denial::new(Reason::KeyInvalid).with_detail("unknown key"));
         }
         match issued.check(&presented, &self.route, now) {
             KeyCheck::Valid(id) => {
