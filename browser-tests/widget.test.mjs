@@ -362,3 +362,28 @@ test("post() sends JSON, and concurrent calls share one session", { timeout: 600
     await page.close();
   }
 });
+
+test("a page can pin client.js with Subresource Integrity", { timeout: 60000 }, async () => {
+  const { createHash } = await import("node:crypto");
+  const res = await fetch(`${gw.base}/_hookwarden/client.js`);
+  assert.equal(res.status, 200);
+  assert.equal(res.headers.get("access-control-allow-origin"), "*");
+  const body = Buffer.from(await res.arrayBuffer());
+  const good = `sha384-${createHash("sha384").update(body).digest("base64")}`;
+  const bad = `sha384-${createHash("sha384").update("something else").digest("base64")}`;
+  const pinned = (hash) => `<!doctype html><html><head><meta charset="utf-8"><link rel="icon" href="data:,"></head><body>
+<script src="${gw.base}/_hookwarden/client.js" integrity="${hash}" crossorigin="anonymous"></script>
+<script>window.loaded = typeof hookwarden === "object";</script></body></html>`;
+  const pages = await servePages({ "/good": pinned(good), "/bad": pinned(bad) });
+  const page = await browser.newPage();
+  try {
+    await page.goto(`${pages.origin}/good`);
+    assert.equal(await page.evaluate(() => window.loaded), true, "the pinned client did not load");
+    // A hash that does not match: the browser refuses the script, so SRI is really checked.
+    await page.goto(`${pages.origin}/bad`);
+    assert.equal(await page.evaluate(() => window.loaded), false);
+  } finally {
+    await page.close();
+    await pages.close();
+  }
+});

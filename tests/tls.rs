@@ -208,3 +208,60 @@ async fn send_with_tls(
         version: parts.version,
     }
 }
+
+/// HSTS on every answer over TLS: the gateway's own endpoints (a browser often meets the
+/// gateway first through `client.js`) and refusals of heads that cannot be read.
+#[tokio::test]
+async fn every_answer_over_tls_carries_hsts() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let pki = pki();
+    let up = Upstream::start().await;
+    let gw = tls_gateway(&pki, &up, "").await;
+    for h2 in [false, true] {
+        for path in ["/_hookwarden/healthz", "/_hookwarden/client.js"] {
+            let url = format!("https://localhost:{}{path}", gw.addr.port());
+            let got = send_with_tls(
+                &https_client(&pki.ca_der, h2),
+                req("GET", &url).body(Full::new(Bytes::new())).unwrap(),
+            )
+            .await;
+            assert_eq!(got.status, 200, "{path}");
+            assert_eq!(
+                got.header("strict-transport-security"),
+                Some("max-age=31536000"),
+                "{path} h2={h2}"
+            );
+        }
+    }
+
+    // Two Host fields: refused by the listener before any route is looked at.
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(pki.ca_der.clone()).unwrap();
+    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    tls.write_all(b"POST /hook HTTP/1.1\r\nHost: a\r\nHost: b\r\nContent-Length: 2\r\n\r\n{}")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    let _ =
+        tokio::time::timeout(std::time::Duration::from_secs(5), tls.read_to_end(&mut out)).await;
+    let out = String::from_utf8_lossy(&out).to_lowercase();
+    assert!(out.starts_with("http/1.1 400"), "{out}");
+    assert!(
+        out.contains("strict-transport-security: max-age=31536000"),
+        "{out}"
+    );
+    assert_eq!(up.count(), 0);
+}

@@ -51,10 +51,16 @@ fn client_js() -> Response<ResponseBody> {
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
-    // Pages that isolate themselves (COEP) may still load it from the gateway's origin.
+    // Pages that isolate themselves (COEP) may still load it from the gateway's origin, and
+    // pages that pin it with Subresource Integrity (`crossorigin` + `integrity`) or import it
+    // as a module need a CORS answer: it is public, the same for everyone, without cookies.
     h.insert(
         "cross-origin-resource-policy",
         HeaderValue::from_static("cross-origin"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
     );
     resp
 }

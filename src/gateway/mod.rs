@@ -163,6 +163,15 @@ impl Gateway {
         &self.events
     }
 
+    /// Adds `Strict-Transport-Security` to a response on a TLS connection, when configured.
+    /// Every answer carries it, the gateway's own and refusals of unreadable heads included:
+    /// a browser that first sees the gateway through one of those should learn it too.
+    pub fn add_hsts(&self, tls: bool, headers: &mut http::HeaderMap) {
+        if tls && let Some(hsts) = &self.settings.load().hsts {
+            headers.insert(header::STRICT_TRANSPORT_SECURITY, hsts.clone());
+        }
+    }
+
     /// Serves one request. `timer`, when the connection lends one, times the wait for the
     /// upstream's response head (see [`HeadTimer`]).
     pub async fn handle(
@@ -197,8 +206,9 @@ impl Gateway {
 
         let path_str = parts.uri.path();
         if path_str.starts_with("/_hookwarden/")
-            && let Some(resp) = internal::handle(self, &parts, path_str)
+            && let Some(mut resp) = internal::handle(self, &parts, path_str)
         {
+            self.add_hsts(conn.tls, resp.headers_mut());
             return resp;
         }
 

@@ -575,7 +575,8 @@ async fn refuse<I>(
         ),
     };
     let request_id = new_request_id();
-    let response = json_response(status, error_body(status, &request_id));
+    let mut response = json_response(status, error_body(status, &request_id));
+    gateway.add_hsts(info.tls, response.headers_mut());
     gateway.events().emit(Event {
         time,
         request_id,
