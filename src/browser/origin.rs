@@ -146,17 +146,16 @@ fn split_host_port(rest: &str) -> Result<(&str, Option<&str>), OriginError> {
 fn canonical_host(host: &str) -> Result<String, OriginError> {
     if let Some(inner) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
         let ip: Ipv6Addr = inner.parse().map_err(|_| OriginError::Host)?;
-        return Ok(format!("[{ip}]"));
+        return Ok(format!("[{}]", ipv6_serialized(ip)));
     }
     if host.is_empty() || host.len() > 253 {
         return Err(OriginError::Host);
     }
     let lower = host.to_ascii_lowercase();
-    if lower.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
-        // Only dotted-quad IPv4 is an IP; browsers rewrite other numeric forms, and a name made
-        // of digits alone is not a valid DNS name either.
-        let ip: Ipv4Addr = lower.parse().map_err(|_| OriginError::Host)?;
-        return Ok(ip.to_string());
+    if let Some(ip) = whatwg_ipv4(&lower) {
+        // A host ending in a number is an IPv4 address to a browser, in any of the forms it
+        // accepts (`127.1`, `0x7f.0.0.1`, `2130706433`); it sends the dotted quad.
+        return Ok(ip.ok_or(OriginError::Host)?.to_string());
     }
     for label in lower.split('.') {
         let ok = !label.is_empty()
@@ -173,12 +172,151 @@ fn canonical_host(host: &str) -> Result<String, OriginError> {
     Ok(lower)
 }
 
+/// An IPv6 address as the URL standard serialises it: lower-case hex groups, the first
+/// longest run of two or more zero groups as `::`, never a dotted IPv4 tail (Rust's `Display`
+/// writes `::ffff:127.0.0.1` where a browser sends `::ffff:7f00:1`).
+fn ipv6_serialized(ip: Ipv6Addr) -> String {
+    let groups = ip.segments();
+    // The first longest run of zeros, if at least two long.
+    let (mut best, mut best_len, mut i) = (None, 1, 0);
+    while i < 8 {
+        if groups[i] == 0 {
+            let start = i;
+            while i < 8 && groups[i] == 0 {
+                i += 1;
+            }
+            if i - start > best_len {
+                best = Some(start);
+                best_len = i - start;
+            }
+        } else {
+            i += 1;
+        }
+    }
+    let mut out = String::with_capacity(39);
+    let mut i = 0;
+    while i < 8 {
+        if best == Some(i) {
+            out.push_str(if i == 0 { "::" } else { ":" });
+            i += best_len;
+            continue;
+        }
+        out.push_str(&format!("{:x}", groups[i]));
+        if i < 7 {
+            out.push(':');
+        }
+        i += 1;
+    }
+    out
+}
+
+/// The URL standard's IPv4 parser: `None` when `host` does not end in a number (a domain),
+/// `Some(None)` when it does but is not a valid address (a browser refuses such a URL).
+fn whatwg_ipv4(host: &str) -> Option<Option<Ipv4Addr>> {
+    let mut parts: Vec<&str> = host.split('.').collect();
+    if parts.len() > 1 && parts.last() == Some(&"") {
+        parts.pop();
+    }
+    let last = *parts.last()?;
+    if last.is_empty() || !(last.bytes().all(|b| b.is_ascii_digit()) || ipv4_number(last).is_some())
+    {
+        return None;
+    }
+    if parts.len() > 4 {
+        return Some(None);
+    }
+    let mut numbers = Vec::with_capacity(parts.len());
+    for p in &parts {
+        match ipv4_number(p) {
+            Some(n) => numbers.push(n),
+            None => return Some(None),
+        }
+    }
+    let (last, init) = numbers.split_last()?;
+    if init.iter().any(|&n| n > 255) || *last >= 256u64.pow(5 - numbers.len() as u32) {
+        return Some(None);
+    }
+    let mut addr = *last;
+    for (i, n) in init.iter().enumerate() {
+        addr += n << (8 * (3 - i));
+    }
+    Some(u32::try_from(addr).ok().map(Ipv4Addr::from))
+}
+
+/// One part of a URL-standard IPv4 address: decimal, `0x` hex (digits optional) or, with a
+/// leading zero, octal. At most 32 bits' worth, so sums cannot overflow.
+fn ipv4_number(part: &str) -> Option<u64> {
+    if part.is_empty() {
+        return None;
+    }
+    let (digits, radix) =
+        if let Some(h) = part.strip_prefix("0x").or_else(|| part.strip_prefix("0X")) {
+            (h, 16)
+        } else if part.len() > 1 && part.starts_with('0') {
+            (&part[1..], 8)
+        } else {
+            (part, 10)
+        };
+    if digits.is_empty() {
+        return Some(0);
+    }
+    if !digits.bytes().all(|b| (b as char).is_digit(radix)) {
+        return None;
+    }
+    u64::from_str_radix(digits.trim_start_matches('0'), radix)
+        .ok()
+        .or_else(|| digits.bytes().all(|b| b == b'0').then_some(0))
+        .filter(|&n| n <= u64::from(u32::MAX))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn canon(s: &str) -> String {
         Origin::parse(s).unwrap().as_str().to_owned()
+    }
+
+    /// Hosts in the forms a browser rewrites: each configured origin must equal what the
+    /// browser sends. Expected values are Node.js's WHATWG `new URL(u).origin` (v20).
+    #[test]
+    fn numeric_hosts_are_serialised_as_browsers_send_them() {
+        for (config, sent) in [
+            (
+                "http://[::ffff:127.0.0.1]:8081",
+                "http://[::ffff:7f00:1]:8081",
+            ),
+            ("http://0x7f.0.0.1", "http://127.0.0.1"),
+            ("http://127.1", "http://127.0.0.1"),
+            ("http://2130706433", "http://127.0.0.1"),
+            ("http://0177.0.0.1", "http://127.0.0.1"),
+            ("http://[0:0:0:0:0:0:0:1]", "http://[::1]"),
+            (
+                "http://[2001:db8:0:0:1:0:0:1]",
+                "http://[2001:db8::1:0:0:1]",
+            ),
+            ("http://[1:0:0:2:0:0:0:3]", "http://[1:0:0:2::3]"),
+            ("http://[::]", "http://[::]"),
+            ("http://[1::]", "http://[1::]"),
+            ("http://127.0.0.1.", "http://127.0.0.1"),
+            ("http://0x.0", "http://0.0.0.0"),
+            ("http://0xffffffff", "http://255.255.255.255"),
+            ("http://00000000000000000000000000001.1", "http://1.0.0.1"),
+            ("http://[::127.0.0.1]", "http://[::7f00:1]"),
+            ("https://1.2.3", "https://1.2.0.3"),
+        ] {
+            assert_eq!(canon(config), sent, "{config}");
+        }
+        for invalid in [
+            "http://256.0.0.1",
+            "http://1.2.3.4.5",
+            "http://example.0x",
+            "http://foo.09",
+            "http://4294967296",
+            "http://1.0x100.1",
+        ] {
+            assert!(Origin::parse(invalid).is_err(), "{invalid}");
+        }
     }
 
     #[test]
@@ -237,7 +375,7 @@ mod tests {
             ("https://shop..example.com", OriginError::Host),
             ("https://shop.example.com.", OriginError::Host),
             ("https://-shop.example.com", OriginError::Host),
-            ("https://1.2.3", OriginError::Host),
+            ("https://1.2.3.256", OriginError::Host),
             ("https://[::1", OriginError::Host),
             ("https://[::1]x", OriginError::Host),
             ("https://shop.example.com:443x", OriginError::Port),

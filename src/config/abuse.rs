@@ -521,6 +521,13 @@ fn lint(s: &Section<'_, '_>, cfg: &AbuseConfig) {
             "has a session limit but no per-IP limit: every token request starts a new session, so a script can take a fresh budget for each call",
             "add an ip limit too, e.g. [[route.limit]] key = \"ip\", rate = \"30/minute\" (it also limits the token endpoint)",
         );
+    } else if !has_per_ip && !cfg.limits.is_empty() && has_browser_token(s) {
+        // (A route without limits at all has its own warning.)
+        s.warn(
+            "limit",
+            "has token = true but no per-IP limit: one client can fetch and spend tokens as fast as it likes, and every spend holds a slot in the state table until the token expires, even one a later limit refuses",
+            "add an ip limit, e.g. [[route.limit]] key = \"ip\", rate = \"30/minute\" (it also limits the token endpoint)",
+        );
     }
     if cfg.ban.is_some() && !has_auth(s) && !has_browser_token(s) {
         s.warn(
@@ -830,6 +837,32 @@ within = "0s"
         let w = warnings("[route.ban]\n[[route.limit]]\nkey = \"ip\"\nrate = \"1/s\"\n");
         assert_eq!(w[0].key, "route[chat].ban");
         assert!(w[0].problem.contains("nobody is ever banned"), "{w:?}");
+    }
+
+    /// Every spend of a browser token holds a state slot until the token expires, even when a
+    /// later limit refuses the request; only a per-IP limit (which also guards the token
+    /// endpoint) stops one client from filling the table.
+    #[test]
+    fn token_routes_without_a_per_ip_limit_are_warned_about() {
+        let browser =
+            "[route.browser]\nallowed_origins = [\"https://shop.example.com\"]\ntoken = true\n";
+        let w = warnings(&format!(
+            "{browser}[[route.limit]]\nkey = \"route\"\nrate = \"1/minute\"\n"
+        ));
+        assert!(
+            w.iter().any(|i| i.key == "route[chat].limit"
+                && i.problem.contains("token = true but no per-IP limit")),
+            "{w:?}"
+        );
+        for per_ip in ["ip", "ip_prefix"] {
+            let w = warnings(&format!(
+                "{browser}[[route.limit]]\nkey = \"route\"\nrate = \"1/minute\"\n[[route.limit]]\nkey = \"{per_ip}\"\nrate = \"9/minute\"\n"
+            ));
+            assert!(
+                !w.iter().any(|i| i.problem.contains("per-IP")),
+                "{per_ip}: {w:?}"
+            );
+        }
     }
 
     #[test]

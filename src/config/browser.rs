@@ -60,6 +60,25 @@ pub(super) fn read_browser(s: Section<'_, '_>) -> BrowserConfig {
             ),
         }
     }
+    for o in &allowed_origins {
+        if let Some(rest) = o.as_str().strip_prefix("http://") {
+            let host = match rest.rfind(':') {
+                Some(i) if !rest.ends_with(']') => &rest[..i],
+                _ => rest,
+            };
+            let local = host == "localhost"
+                || host.ends_with(".localhost")
+                || host.starts_with("127.")
+                || host == "[::1]";
+            if !local {
+                s.warn(
+                    "allowed_origins",
+                    format!("\"{o}\" is plain http: anyone on the network path can change that page and call the route as it"),
+                    "serve the page over https and list the https origin",
+                );
+            }
+        }
+    }
     if listed.as_ref().is_none_or(Vec::is_empty) {
         s.warn(
             "allowed_origins",
@@ -181,6 +200,20 @@ mod tests {
         );
         assert!(issues[1].problem.contains("path"), "{}", issues[1].problem);
         assert!(issues[2].problem.contains("null"), "{}", issues[2].problem);
+    }
+
+    #[test]
+    fn plain_http_origins_off_this_machine_are_warned_about() {
+        let loaded = load(
+            "allowed_origins = [\"http://shop.example.com\", \"http://localhost:3000\", \"http://127.0.0.1:8081\", \"http://[::1]:8080\", \"https://shop.example.com\"]\ntoken = true",
+        )
+        .unwrap();
+        let w: Vec<&str> = loaded.warnings.iter().map(|w| w.problem.as_str()).collect();
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].contains("\"http://shop.example.com\" is plain http"),
+            "{w:?}"
+        );
     }
 
     #[test]

@@ -513,4 +513,39 @@ headers = { "X-Auth" = "${BAD}" }
             loaded.warnings
         );
     }
+
+    /// Trusting every address as a proxy lets any client name its own address: warned, in
+    /// each spelling of "everything".
+    #[test]
+    fn trusting_everyone_as_a_proxy_is_warned_about() {
+        for all in ["0.0.0.0/0", "::/0", "::ffff:0:0/96"] {
+            let text = MINIMAL.replace(
+                "[[route]]",
+                &format!("[server]\ntrusted_proxies = [\"10.0.0.0/8\", \"{all}\"]\n[[route]]"),
+            );
+            let loaded = load(&text).unwrap();
+            assert!(
+                loaded
+                    .warnings
+                    .iter()
+                    .any(|w| w.key == "server.trusted_proxies"
+                        && w.problem.contains("trusts every address")),
+                "{all}: {:?}",
+                loaded.warnings
+            );
+        }
+        let text = MINIMAL.replace(
+            "[[route]]",
+            "[server]\ntrusted_proxies = [\"10.0.0.0/8\", \"2001:db8::/32\"]\n[[route]]",
+        );
+        let loaded = load(&text).unwrap();
+        assert!(
+            !loaded
+                .warnings
+                .iter()
+                .any(|w| w.problem.contains("trusts every")),
+            "{:?}",
+            loaded.warnings
+        );
+    }
 }

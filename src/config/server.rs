@@ -284,7 +284,16 @@ pub(crate) fn parse_networks(s: &Section<'_, '_>, key: &str, list: &[String]) ->
                 );
                 out.push(IpNet::V6(v6.trunc()));
             }
-            Ok(n) => out.push(n.trunc()),
+            Ok(n) => {
+                if n.prefix_len() == 0 && key.ends_with("trusted_proxies") {
+                    s.warn(
+                        key,
+                        format!("\"{item}\" trusts every address as a proxy: any client can name its own address in X-Forwarded-For and so get past IP rules, per-IP limits and bans"),
+                        "list only your load balancers' addresses, e.g. \"10.0.0.0/8\" or \"192.0.2.10\"",
+                    );
+                }
+                out.push(n.trunc());
+            }
             Err(_) => s.error(
                 key,
                 format!("\"{item}\" is not an IP address or CIDR network"),
