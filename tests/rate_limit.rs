@@ -213,6 +213,15 @@ async fn header_limits_count_each_value_and_the_missing_header_together() {
     }
     send(as_user(None)).await.assert_error(429, "rate_limited");
     assert_eq!(up.count(), 5);
+    // The exhausted value again beside a fresh one: not a new caller, refused as malformed.
+    let twice = req("POST", &url)
+        .header("x-forwarded-for", "203.0.113.9")
+        .header("x-user-id", "alice")
+        .header("x-user-id", "carol")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    send(twice).await.assert_error(400, "bad_request");
+    assert_eq!(up.count(), 5);
 }
 
 #[tokio::test]

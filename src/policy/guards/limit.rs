@@ -105,6 +105,13 @@ impl LimitGuard {
     pub async fn check(&self, ex: &mut Exchange, services: &Services) -> Result<(), Denial> {
         let mut applied: Vec<(&LimitRule, String)> = Vec::with_capacity(self.rules.len());
         for rule in self.rules.iter() {
+            // Two fields of the header a limit is keyed on would be a new caller to the limit
+            // while the upstream reads one of them (often the first, already exhausted).
+            if let LimitKey::Header(name) = &rule.key
+                && ex.headers.get_all(name).iter().nth(1).is_some()
+            {
+                return Err(Denial::new(Reason::BadRequest).with_detail("limit header repeated"));
+            }
             let mut key = String::with_capacity(rule.state_prefix.len() + 40);
             key.push_str(&rule.state_prefix);
             if push_caller_part(&rule.key, ex, &mut key) {
