@@ -169,3 +169,84 @@ rate = "1/day"
         "RSS grew by {growth} KiB for {addresses} addresses"
     );
 }
+
+/// A flood of wrong keys from ever new addresses fills the table with per-address counters:
+/// it must not push an authenticated caller's budget out (which would hand the caller a
+/// fresh one). DESIGN.md: garbage must never spend, nor here reset, the budget a legitimate
+/// caller is held to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_unauthenticated_addresses_does_not_reset_a_key_budget() {
+    let addresses = env_usize("HOOKWARDEN_FLOOD_ADDRESSES", 8_000);
+    let cfg = r#"
+[server]
+trusted_proxies = ["127.0.0.1"]
+[state]
+max_entries = 1024
+[[route]]
+name = "agent"
+path = "/agent"
+[route.upstream]
+url = "{upstream}/agent"
+[[route.auth]]
+type = "api_key"
+header = "x-api-key"
+keys = ["the-one-good-key-0123456789abcdef"]
+[[route.limit]]
+key = "ip"
+rate = "1/day"
+[[route.limit]]
+key = "key"
+rate = "2/hour"
+"#;
+    let up = Upstream::start().await;
+    let gw = Gateway::start(cfg, &up).await;
+    let url = gw.url("/agent");
+    let client = client();
+    let call = |from: String, key: &'static str| {
+        req("POST", &url)
+            .header("x-forwarded-for", from)
+            .header("x-api-key", key)
+            .body(Full::new(Bytes::new()))
+            .unwrap()
+    };
+    let good = "the-one-good-key-0123456789abcdef";
+    assert_eq!(
+        send_with(&client, call("10.1.0.1".into(), good))
+            .await
+            .status,
+        200
+    );
+
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let (next, client, url) = (next.clone(), client.clone(), url.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                if n >= addresses {
+                    return;
+                }
+                let r = req("POST", &url)
+                    .header("x-forwarded-for", address(n))
+                    .header("x-api-key", "a-wrong-key-0123456789abcdef")
+                    .body(Full::new(Bytes::new()))
+                    .unwrap();
+                assert_eq!(send_with(&client, r).await.status, 401);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    // The key has one call left this hour, whatever the flood did to the table.
+    assert_eq!(
+        send_with(&client, call("10.1.0.2".into(), good))
+            .await
+            .status,
+        200
+    );
+    let got = send_with(&client, call("10.1.0.3".into(), good)).await;
+    got.assert_error(429, "rate_limited");
+    assert_eq!(up.count(), 2);
+}

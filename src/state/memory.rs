@@ -6,8 +6,10 @@
 //! clients, who choose many of the keys, can neither predict nor force collisions. An expired
 //! entry means the same as a missing one, so idle keys are dropped without losing anything; a
 //! full shard first drops its expired entries and, only if still full, the tenth of its
-//! entries closest to expiring. Memory is therefore bounded by `max_entries` whatever a flood
-//! of distinct addresses does.
+//! entries closest to expiring, per-address counters before the budgets of callers past the
+//! credential checks ([`super::PROTECTED_PREFIX`]). Memory is therefore bounded by
+//! `max_entries` whatever a flood of distinct addresses does, and such a flood cannot reset an
+//! authenticated caller's budget by pushing it out.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -39,8 +41,11 @@ struct Entry {
     expires_ns: u64,
 }
 
-/// A key as stored: 128 bits of keyed hash.
+/// A key as stored: 127 bits of keyed hash, and [`PROTECTED_BIT`].
 type KeyHash = u128;
+
+/// Set in the hash of a key that starts with [`super::PROTECTED_PREFIX`].
+const PROTECTED_BIT: KeyHash = 1 << 127;
 
 /// The map's own hasher: the keys are already uniformly random, so it passes their low bits
 /// through instead of hashing them a second time.
@@ -67,7 +72,15 @@ struct Shard {
     map: HashMap<KeyHash, Entry, BuildHasherDefault<PassThrough>>,
     /// Entries in `map` that may not be evicted ([`Entry::is_pinned`]), live or not.
     pinned: usize,
+    /// When a claim or ban last found the pinned share full and swept the shard for expired
+    /// entries (monotonic ns).
+    pinned_swept_ns: u64,
 }
+
+/// How often a shard whose pinned share is full is swept for expired claims and bans. Without
+/// a pause, every refused claim (a flood against a full table) scanned the whole shard twice
+/// under its lock.
+const PINNED_SWEEP_EVERY_NS: u64 = 100_000_000;
 
 impl Entry {
     /// Claims and bans: never evicted while they live.
@@ -137,7 +150,14 @@ impl MemoryState {
     }
 
     fn key_hash(&self, key: &str) -> KeyHash {
-        siphash13_128(self.hash_key, key.as_bytes())
+        let h = siphash13_128(self.hash_key, key.as_bytes());
+        // The top bit carries the key's class; neither the shard (the high half modulo the
+        // shard count) nor the bucket (the low half) reads it.
+        if key.starts_with(super::PROTECTED_PREFIX) {
+            h | PROTECTED_BIT
+        } else {
+            h & !PROTECTED_BIT
+        }
     }
 
     fn shard_of(h: KeyHash) -> usize {
@@ -162,7 +182,7 @@ impl MemoryState {
 
     /// Makes room for one more entry (`pinned`: a claim or a ban) when the shard is full: dead
     /// entries go first, then a tenth of the evictable ones (rate-limit buckets and failure
-    /// counters) closest to expiring. Live claims and bans are never evicted, and they may
+    /// counters) closest to expiring, protected ones only when no other is left. Live claims and bans are never evicted, and they may
     /// fill at most three quarters of a shard ([`max_pinned`]): a flood of spent tokens can
     /// then only make further claims fail, while every route's limits keep their room.
     fn make_room(shard: &mut Shard, now: u64, cap: usize, pinned: bool) -> Result<(), TableFull> {
@@ -170,27 +190,51 @@ impl MemoryState {
         if shard.map.len() < cap && !pinned_full() {
             return Ok(());
         }
+        if pinned_full() && shard.map.len() < cap {
+            // Only the pinned share is full: sweep it now and then, not per refused claim.
+            if now.saturating_sub(shard.pinned_swept_ns) < PINNED_SWEEP_EVERY_NS {
+                return Err(TableFull);
+            }
+            shard.pinned_swept_ns = now;
+        }
         shard.map.retain(|_, e| e.expires_ns > now);
         shard.recount_pinned();
         if pinned && shard.pinned >= max_pinned(cap) {
             return Err(TableFull);
         }
         if shard.map.len() >= cap * 9 / 10 {
-            let mut expiries: Vec<u64> = shard
-                .map
-                .values()
-                .filter(|e| e.value < PENDING)
-                .map(|e| e.expires_ns)
-                .collect();
-            if !expiries.is_empty() {
-                let nth = expiries.len() / 10;
-                let (_, threshold, _) = expiries.select_nth_unstable(nth);
+            // A tenth of the evictable entries (and one) go, the exposed ones (per-address
+            // counters anyone can make) before any protected one, and among them those
+            // closest to expiring.
+            let (mut exposed, mut protected) = (Vec::new(), Vec::new());
+            for (k, e) in &shard.map {
+                if e.value < PENDING {
+                    if k & PROTECTED_BIT == 0 {
+                        exposed.push(e.expires_ns);
+                    } else {
+                        protected.push(e.expires_ns);
+                    }
+                }
+            }
+            let want = (exposed.len() + protected.len()) / 10 + 1;
+            let (mut pool, class) = if exposed.is_empty() {
+                (protected, PROTECTED_BIT)
+            } else {
+                (exposed, 0)
+            };
+            let n = want.min(pool.len());
+            if n > 0 {
+                let (_, threshold, _) = pool.select_nth_unstable(n - 1);
                 let threshold = *threshold;
-                // Exactly a tenth (and one) goes, among those expiring first: when many entries
-                // share the threshold expiry, a plain `expires > threshold` would drop them all.
-                let mut budget = nth + 1;
-                shard.map.retain(|_, e| {
-                    if budget > 0 && e.value < PENDING && e.expires_ns <= threshold {
+                // Exactly `n` go: when many entries share the threshold expiry, a plain
+                // `expires <= threshold` would drop them all.
+                let mut budget = n;
+                shard.map.retain(|k, e| {
+                    if budget > 0
+                        && e.value < PENDING
+                        && k & PROTECTED_BIT == class
+                        && e.expires_ns <= threshold
+                    {
                         budget -= 1;
                         false
                     } else {
@@ -522,6 +566,38 @@ mod tests {
         assert!(s.ban_remaining("ban:203.0.113.9").is_some());
     }
 
+    /// Budgets of callers past the credential checks outlive a flood of per-address counters
+    /// that expire later: evicting one would give its caller a fresh budget.
+    #[test]
+    fn a_flood_of_per_address_counters_never_evicts_a_protected_budget() {
+        let s = MemoryState::new(SHARDS * 16);
+        s.set_manual_clock(Duration::from_secs(1));
+        let hourly = Rate::new(1, Duration::from_secs(3600), 1);
+        let budgets: Vec<String> = (0..SHARDS * 4)
+            .map(|i| format!("rk:chat:key:{i}"))
+            .collect();
+        for b in &budgets {
+            assert!(s.rate(b, hourly).unwrap().allowed);
+        }
+        // Per-address counters that expire much later than the budgets.
+        let daily = Rate::new(1, Duration::from_secs(86_400), 1);
+        for i in 0..50_000u32 {
+            s.rate(&format!("rl:chat:ip:{i}"), daily).unwrap();
+            s.count_failure(&format!("fail:chat:{i}"), Duration::from_secs(86_400))
+                .unwrap();
+        }
+        for b in &budgets {
+            assert!(!s.rate(b, hourly).unwrap().allowed, "{b} was evicted");
+        }
+        // A table of protected entries only still makes room, among them.
+        let s = MemoryState::new(SHARDS * 16);
+        s.set_manual_clock(Duration::from_secs(1));
+        for i in 0..50_000u32 {
+            assert!(s.rate(&format!("rk:chat:key:{i}"), hourly).unwrap().allowed);
+        }
+        assert!(s.len() <= SHARDS * 16);
+    }
+
     #[test]
     fn a_table_full_of_live_claims_refuses_rather_than_forgets() {
         let s = MemoryState::new(SHARDS * 16);
@@ -545,6 +621,28 @@ mod tests {
                 "{key} was forgotten"
             );
         }
+    }
+
+    /// Once the pinned share is full, refused claims do not each sweep the shard (a flood
+    /// scanned it twice per request under its lock): expired claims are found again at most
+    /// every 100 ms, and then make room.
+    #[test]
+    fn a_full_pinned_share_is_swept_now_and_then_not_per_claim() {
+        let s = MemoryState::new(SHARDS * 16);
+        s.set_manual_clock(Duration::from_secs(1));
+        let short = Duration::from_millis(10);
+        let mut i = 0u32;
+        while s.claim_once(&format!("tok:{i}"), short).is_ok() {
+            i += 1;
+            assert!(i < 10_000, "the claims never filled their share");
+        }
+        let full_key = format!("tok:{i}");
+        // Every claim has expired, but the shard was swept 50 ms ago: still refused.
+        s.set_manual_clock(Duration::from_millis(1_050));
+        assert!(s.claim_once(&full_key, short).is_err());
+        // Past the pause the sweep runs and finds the room.
+        s.set_manual_clock(Duration::from_millis(1_200));
+        assert_eq!(s.claim_once(&full_key, short), Ok(true));
     }
 
     /// Claims that cannot be evicted (spent tokens, a flood of them) fill at most their share:

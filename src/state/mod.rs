@@ -17,6 +17,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use self::redis::{RedisState, RedisStats};
+
+/// The start of the keys of counters that only requests past the credential checks make
+/// (limits keyed by `key`, `session`, `header:…` and `route`). The in-memory table evicts them
+/// only when no other counter is left to evict: a flood of unauthenticated requests from many
+/// addresses fills it with per-address counters, and evicting a caller's budget among those
+/// would hand the caller a fresh one. (Redis evicts nothing: its keys expire.)
+pub const PROTECTED_PREFIX: &str = "rk:";
 pub use gcra::{Rate, RateDecision};
 pub use memory::MemoryState;
 

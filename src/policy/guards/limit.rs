@@ -83,8 +83,15 @@ impl LimitGuard {
                 let rate = l.rate();
                 // The rate is part of the key: after a reload with another rate, the old
                 // arrival times (which only mean something for their rate) are not reused.
+                // Budgets of callers past the credential checks are evicted last by the
+                // in-memory table (see `state::PROTECTED_PREFIX`).
+                let class = if l.key.is_per_ip() {
+                    "rl:"
+                } else {
+                    crate::state::PROTECTED_PREFIX
+                };
                 let state_prefix = format!(
-                    "rl:{route}:{}:{}x{}:{scope}",
+                    "{class}{route}:{}:{}x{}:{scope}",
                     l.name, rate.interval_ns, rate.burst
                 );
                 let w = ceil_secs(l.period).max(1);
