@@ -11,12 +11,24 @@
 //! /64 like the `ip` limits.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::config::BanConfig;
 use crate::config::units::format_duration;
 use crate::policy::guards::limit::address_key;
 use crate::policy::{Denial, Exchange, Reason, Services};
+
+/// Failures and bans the state could not record, since the start.
+static UNRECORDED: AtomicU64 = AtomicU64::new(0);
+
+/// Counts one failure or ban the state could not take; returns the running total when it is
+/// worth a log line. A flood against a full or unreachable state fails on every request, and
+/// a line each would cost more than the request: the 1st, 2nd, 4th, 8th… are logged.
+fn note_unrecorded() -> Option<u64> {
+    let total = UNRECORDED.fetch_add(1, Ordering::Relaxed) + 1;
+    total.is_power_of_two().then_some(total)
+}
 
 /// See the module docs.
 #[derive(Debug, Clone)]
@@ -62,7 +74,9 @@ impl BanGuard {
         let count = match state.count_failure(&failures_key, self.cfg.within).await {
             Ok(n) => n,
             Err(e) => {
-                tracing::warn!(route = %self.route, error = %e, "cannot count a failure for [route.ban]");
+                if let Some(total) = note_unrecorded() {
+                    tracing::warn!(route = %self.route, error = %e, unrecorded_total = total, "cannot count a failure for [route.ban]");
+                }
                 return false;
             }
         };
@@ -70,7 +84,9 @@ impl BanGuard {
             return false;
         }
         if let Err(e) = state.ban(&self.ban_key(ex), self.cfg.duration).await {
-            tracing::warn!(route = %self.route, error = %e, "cannot record a ban");
+            if let Some(total) = note_unrecorded() {
+                tracing::warn!(route = %self.route, error = %e, unrecorded_total = total, "cannot record a ban");
+            }
             return false;
         }
         // A fresh count after the ban: the next ban needs as many failures again.
