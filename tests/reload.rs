@@ -166,6 +166,16 @@ async fn api_reload_applies_a_valid_config_and_refuses_a_bad_one() {
         got.json()["restart_needed"],
         serde_json::json!(["storage.path"])
     );
+    // Still running on the first path: a second reload of the same file says so again, and
+    // going back to the running value needs nothing.
+    let got = admin_post(admin, "/api/reload", Some(TOKEN_2)).await;
+    assert_eq!(
+        got.json()["restart_needed"],
+        serde_json::json!(["storage.path"])
+    );
+    rewrite(&served, &up, &format!("{V1}{V2_EXTRA}"), TOKEN_2);
+    let got = admin_post(admin, "/api/reload", Some(TOKEN_2)).await;
+    assert_eq!(got.json()["restart_needed"], serde_json::json!([]));
 }
 
 #[tokio::test]

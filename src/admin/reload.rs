@@ -57,6 +57,9 @@ pub struct Reloaded {
 pub struct Reloader {
     source: Option<PathBuf>,
     current: ArcSwap<Config>,
+    /// The config the process started with: settings fixed at start keep its values, so
+    /// `restart_needed` compares against it, not against the last file loaded.
+    started: Arc<Config>,
     gateway: Arc<Gateway>,
     alerts: Arc<AlertEngine>,
     retention: Arc<ArcSwap<Retention>>,
@@ -85,9 +88,11 @@ impl Reloader {
         metrics: Arc<Metrics>,
     ) -> Self {
         let token = config.admin.as_ref().map(|a| a.token.clone());
+        let started = Arc::new(config);
         Reloader {
             source,
-            current: ArcSwap::from_pointee(config),
+            current: ArcSwap::new(started.clone()),
+            started,
             gateway,
             alerts,
             retention,
@@ -144,8 +149,7 @@ impl Reloader {
         };
         let new = loaded.config;
         let routes = RouteTable::compile(&new).map_err(|e| ReloadError::Compile(e.to_string()))?;
-        let old = self.current.load_full();
-        let restart_needed = restart_needed(&old, &new);
+        let restart_needed = restart_needed(&self.started, &new);
 
         self.gateway.swap(routes, gateway_settings(&new.server));
         if let Some(q) = &self.queue {
@@ -176,7 +180,8 @@ impl Reloader {
     }
 }
 
-/// Settings fixed at start whose new value differs.
+/// Settings fixed at start (`old`: the values the process started with) whose new value
+/// differs.
 fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
     let mut out = Vec::new();
     let tls = |c: &Config| {
