@@ -298,6 +298,33 @@ async fn keys_that_could_never_work_are_not_issued() {
     assert_eq!(listed.len(), before + 1);
     assert_eq!(listed.last().unwrap()["status"], "revoked", "{listed:?}");
 
+    // stdout to /dev/null, or closed (`>&-`, which the runtime reopens on /dev/null): the key
+    // would be printed nowhere, so none is made.
+    for shell in [
+        "exec >/dev/null; exec \"$0\" \"$@\"",
+        "exec >&-; exec \"$0\" \"$@\"",
+    ] {
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(shell)
+            .arg(bin())
+            .args(["keys", "create", "--route", "agent", "--config"])
+            .arg(&config)
+            .env_remove("HOOKWARDEN_CONFIG")
+            .output()
+            .unwrap();
+        let err = failed(&out);
+        assert!(
+            err.contains("stdout is /dev/null or closed"),
+            "{shell}: {err}"
+        );
+    }
+    assert_eq!(
+        list_json(&config).len(),
+        before + 1,
+        "a key was made for nobody"
+    );
+
     // A config whose secrets are not set in this shell still lists and revokes.
     let secret_cfg = gw.dir.path().join("secrets.toml");
     let text = std::fs::read_to_string(&config).unwrap().replace(

@@ -164,6 +164,7 @@ pub fn run(args: KeysArgs) -> anyhow::Result<ExitCode> {
             expires,
         } => {
             check_name(name.as_deref())?;
+            check_stdout_kept()?;
             let opened = target.open(true)?;
             let place = check_route(opened.config.as_ref(), &route, &target.config)?;
             let lifetime = lifetime(expires.as_deref())?;
@@ -223,6 +224,7 @@ pub fn run(args: KeysArgs) -> anyhow::Result<ExitCode> {
             grace,
             expires,
         } => {
+            check_stdout_kept()?;
             let opened = target.open(true)?;
             let grace = duration("--grace", &grace)?;
             let lifetime = lifetime(expires.as_deref())?;
@@ -250,6 +252,26 @@ fn lifetime(expires: Option<&str>) -> anyhow::Result<Option<Duration>> {
         bail!("--expires: a key must live at least 1m; write e.g. 90d, 24h or 30m");
     }
     Ok(lifetime)
+}
+
+/// Refuses to make a key that would be printed into /dev/null: nobody would ever see it.
+/// That includes a closed stdout (`>&-`), which the Rust runtime reopens on /dev/null, so the
+/// print-or-revoke check after creating the key cannot tell.
+fn check_stdout_kept() -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt as _;
+    let (Ok(out), Ok(null)) = (
+        std::fs::metadata("/proc/self/fd/1"),
+        std::fs::metadata("/dev/null"),
+    ) else {
+        return Ok(());
+    };
+    if out.dev() == null.dev() && out.ino() == null.ino() {
+        bail!(
+            "stdout is /dev/null or closed, so the new key (printed once, on stdout) would be lost; \
+             run the command with stdout to a terminal, a file or a pipe, e.g. KEY=$(hookwarden keys create …)"
+        );
+    }
+    Ok(())
 }
 
 /// Longest `--name` a key takes: a label for people, shown in a table.

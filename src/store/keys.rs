@@ -526,6 +526,7 @@ impl KeyCache {
         let Some(store) = &self.inner.store else {
             return Ok(false);
         };
+        store.check_in_place()?;
         if store.keys_version()? == self.inner.version.load(Ordering::Acquire) {
             self.inner.checked.store(unix_now(), Ordering::Release);
             return Ok(false);
@@ -587,6 +588,44 @@ mod tests {
 
     fn store() -> Store {
         Store::open(std::path::Path::new(":memory:")).unwrap()
+    }
+
+    /// A store file deleted or replaced under a running gateway: the open handle still
+    /// reads the old file, so revocations made in the new one would go unseen. The refresh
+    /// fails instead, and after a minute of that, issued keys are refused as stale.
+    #[test]
+    fn a_store_file_replaced_under_the_cache_makes_it_stale() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.db");
+        let s = Store::open(&path).unwrap();
+        let k = s.create_key("chat", None, None, 1000).unwrap();
+        let cache = KeyCache::load(s.clone()).unwrap();
+        let presented = digest(k.key.expose().as_bytes());
+        assert!(matches!(
+            cache.check(&presented, "chat", 2000),
+            KeyCheck::Valid(_)
+        ));
+
+        // Moved aside and a copy put back: another file at the same path.
+        let aside = dir.path().join("aside.db");
+        std::fs::rename(&path, &aside).unwrap();
+        std::fs::copy(&aside, &path).unwrap();
+        let err = cache.refresh().unwrap_err().to_string();
+        assert!(
+            err.contains("deleted or replaced") && err.contains("restart"),
+            "{err}"
+        );
+        cache.set_checked_ago(61);
+        assert!(matches!(
+            cache.check(&presented, "chat", 2000),
+            KeyCheck::Stale
+        ));
+
+        // Deleted outright.
+        let cache = KeyCache::load(Store::open(&path).unwrap()).unwrap();
+        cache.refresh().unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert!(cache.refresh().is_err());
     }
 
     #[test]

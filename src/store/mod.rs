@@ -51,6 +51,16 @@ pub enum StoreError {
         /// The file.
         path: String,
     },
+    /// The file at `[storage] path` is no longer the one this process opened.
+    #[error(
+        "store {path} ([storage] path) was deleted or replaced after hookwarden opened it; \
+         this process still reads and writes the file it opened, so keys created or revoked in the file now at that path are not seen: \
+         restart hookwarden"
+    )]
+    Replaced {
+        /// The file.
+        path: String,
+    },
     /// The file was written by a newer hookwarden.
     #[error(
         "store {path} has schema version {found}, newer than this hookwarden ({supported}); upgrade hookwarden"
@@ -109,6 +119,21 @@ const MIGRATIONS: &[&str] = &[
 #[derive(Clone)]
 pub struct Store {
     conn: Arc<Mutex<Connection>>,
+    /// The file opened and its identity then; `None` in memory.
+    file: Option<Arc<OpenedFile>>,
+}
+
+/// A store file as opened: its path and its device and inode numbers at the time.
+#[derive(Debug)]
+struct OpenedFile {
+    path: std::path::PathBuf,
+    id: (u64, u64),
+}
+
+fn file_id(path: &Path) -> std::io::Result<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt as _;
+    let m = std::fs::metadata(path)?;
+    Ok((m.dev(), m.ino()))
 }
 
 impl std::fmt::Debug for Store {
@@ -147,9 +172,38 @@ impl Store {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         migrate(&conn, &path.display().to_string(), upgrade)?;
+        let file = if path.as_os_str() == ":memory:" {
+            None
+        } else {
+            let id = file_id(path).map_err(|source| StoreError::Create {
+                path: path.display().to_string(),
+                source,
+            })?;
+            Some(Arc::new(OpenedFile {
+                path: path.to_owned(),
+                id,
+            }))
+        };
         Ok(Store {
             conn: Arc::new(Mutex::new(conn)),
+            file,
         })
+    }
+
+    /// Checks that `[storage] path` still names the file this handle opened. An open file
+    /// that was deleted, or moved aside and replaced (a restore from backup), goes on working
+    /// through its handle, so nothing else would notice: the issued keys' refresh asks this,
+    /// so that such a store counts as unreadable (see `keys::KeyCache::check`).
+    pub fn check_in_place(&self) -> Result<(), StoreError> {
+        let Some(f) = &self.file else {
+            return Ok(());
+        };
+        match file_id(&f.path) {
+            Ok(id) if id == f.id => Ok(()),
+            _ => Err(StoreError::Replaced {
+                path: f.path.display().to_string(),
+            }),
+        }
     }
 
     /// Claims the file at `path` for this process's server: an advisory lock on `path` plus
