@@ -751,9 +751,12 @@ pub(super) fn read_outbound_sign(s: Section<'_, '_>) -> Option<OutboundSignConfi
     })
 }
 
-/// Cross-section checks: API key routes whose keys can only come from the store, when the
-/// store is in memory (the CLI cannot reach it, so no key could ever be valid).
+/// Cross-section checks: signing secrets shared by routes (replay protection remembers
+/// messages per route, so one route's message could be replayed to the other), and API key
+/// routes whose keys can only come from the store when the store is in memory (the CLI
+/// cannot reach it, so no key could ever be valid).
 pub(super) fn lint(reader: &Reader<'_>, routes: &[RouteConfig], storage: &StorageConfig) {
+    lint_shared_signing_secrets(reader, routes);
     if !storage.is_memory() {
         return;
     }
@@ -768,6 +771,37 @@ pub(super) fn lint(reader: &Reader<'_>, routes: &[RouteConfig], storage: &Storag
                     problem: "no static keys, and storage.path is \":memory:\", where `hookwarden keys create` cannot issue any: every request will be refused".into(),
                     fix: "add keys = [\"${API_KEY}\"], or set [storage] path to a file".into(),
                 });
+            }
+        }
+    }
+}
+
+/// Warns when two routes accept signatures made with the same secret: a message sent to one
+/// verifies on the other too, and each route's replay protection only knows its own.
+fn lint_shared_signing_secrets(reader: &Reader<'_>, routes: &[RouteConfig]) {
+    // Each secret (as a digest, never echoed) with the first route that uses it.
+    let mut seen: Vec<([u8; 32], &str)> = Vec::new();
+    for r in routes {
+        for (i, a) in r.auth.iter().enumerate() {
+            let AuthConfig::Signature(sig) = a else {
+                continue;
+            };
+            for secret in &sig.secrets {
+                let d = crate::store::keys::digest(secret.as_bytes());
+                match seen.iter().find(|(s, _)| *s == d) {
+                    Some((_, first)) if *first != r.name => {
+                        reader.push(Issue {
+                            severity: Severity::Warning,
+                            key: format!("route[{}].auth[#{}].secrets", r.name, i + 1),
+                            problem: format!(
+                                "shares a signing secret with route \"{first}\": a message sent to one verifies on the other, and each route remembers only its own messages, so one route's message can be replayed to the other within the tolerance"
+                            ),
+                            fix: "give each route its own signing secret (most providers make one per endpoint)".into(),
+                        });
+                    }
+                    Some(_) => {}
+                    None => seen.push((d, &r.name)),
+                }
             }
         }
     }
@@ -859,6 +893,31 @@ keys = ["${KEY}"]
             unreachable!()
         };
         assert_eq!(first.keys[0].expose(), "env-supplied-secret-key-value");
+    }
+
+    /// Two routes that accept the same signing secret: one route's message can be replayed
+    /// to the other, so `check` warns, naming the second route and never the secret.
+    #[test]
+    fn a_signing_secret_shared_by_routes_is_warned_about() {
+        let route = |name: &str, secret: &str| {
+            format!(
+                "[[route]]\nname = \"{name}\"\npath = \"/{name}\"\n[route.upstream]\nurl = \"http://127.0.0.1:9/x\"\n[[route.limit]]\nkey = \"route\"\nrate = \"9/minute\"\n[[route.auth]]\ntype = \"signature\"\nprovider = \"github\"\nsecrets = [\"{secret}\"]\n"
+            )
+        };
+        let shared = "a-shared-github-secret-0123456789";
+        let text = route("one", shared)
+            + &route("two", "another-secret-0123456789abc")
+            + &route("three", shared);
+        let loaded = load_str(&text, "t", Path::new("/tmp"), &|_| None).unwrap();
+        let w: Vec<_> = loaded
+            .warnings
+            .iter()
+            .filter(|w| w.problem.contains("signing secret"))
+            .collect();
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert_eq!(w[0].key, "route[three].auth[#1].secrets");
+        assert!(w[0].problem.contains("route \"one\""), "{w:?}");
+        assert!(!w[0].to_string().contains(shared));
     }
 
     /// Which entries take the route's issued keys: one at most, so a caller's issued key can
