@@ -374,6 +374,11 @@ pub fn parse_rate(input: &str) -> Result<(u32, Duration), String> {
             ));
         }
         Ok(c) if c <= 1_000_000_000 => c,
+        _ if !n.trim().is_empty() && n.trim().bytes().all(|b| b.is_ascii_digit()) => {
+            return Err(format!(
+                "\"{input}\" allows more than 1000000000 requests per period"
+            ));
+        }
         _ => {
             return Err(format!(
                 "\"{input}\" does not start with a number of requests"
@@ -480,7 +485,8 @@ fn has_browser_token(s: &Section<'_, '_>) -> bool {
 }
 
 fn lint(s: &Section<'_, '_>, cfg: &AbuseConfig) {
-    if cfg.limits.is_empty() {
+    // Limits written but refused are errors already: "no limits" would be a second, wrong one.
+    if cfg.limits.is_empty() && s.peek("limit").is_none() {
         s.warn(
             "limit",
             "route has no [[route.limit]]: a leaked URL can be called without bound",
@@ -590,6 +596,8 @@ mod tests {
             ("ten/minute", "does not start with a number"),
             ("-1/minute", "does not start with a number"),
             ("0/minute", "allows no request at all"),
+            ("99999999999999/second", "more than 1000000000 requests"),
+            ("1000000001/day", "more than 1000000000 requests"),
             ("10/fortnight", "unknown period \"fortnight\""),
             ("10/500ms", "under one second"),
         ] {
@@ -714,6 +722,11 @@ rate = "1/s"
             ]
         );
         assert_eq!(issues[0].fix, KEY_FIX);
+        // Every limit refused: errors, and no "no limits" warning on top.
+        assert!(
+            !issues.iter().any(|i| i.problem.contains("no [[route.limit]]")),
+            "{issues:?}"
+        );
     }
 
     #[test]
