@@ -724,7 +724,9 @@ rate = "1/s"
         assert_eq!(issues[0].fix, KEY_FIX);
         // Every limit refused: errors, and no "no limits" warning on top.
         assert!(
-            !issues.iter().any(|i| i.problem.contains("no [[route.limit]]")),
+            !issues
+                .iter()
+                .any(|i| i.problem.contains("no [[route.limit]]")),
             "{issues:?}"
         );
     }

@@ -52,6 +52,9 @@ pub struct Metrics {
     /// avoid. One map for the counter and the route's histograms, used under its read lock:
     /// a second map and cloned handles cost 460 instructions a request (callgrind).
     requests: RwLock<HashMap<RequestLabels, RequestMetrics, Fnv>>,
+    /// Routes the queue gauges were last set for: a route that no longer has messages (or no
+    /// longer exists) is set to zero once, instead of keeping its last value for ever.
+    queue_routes: std::sync::Mutex<Vec<String>>,
 }
 
 /// FNV-1a for the handle caches: their keys are route names from the config and fixed codes,
@@ -171,6 +174,7 @@ impl Metrics {
             recorder,
             handle,
             requests: RwLock::default(),
+            queue_routes: std::sync::Mutex::default(),
         };
         m.with(|| {
             describe_counter!(
@@ -365,7 +369,18 @@ impl Metrics {
                 counter!("hookwarden_state_fallback_operations_total")
                     .absolute(r.fallback_operations);
             }
-            for q in &g.queue {
+            let mut last = self.queue_routes.lock().unwrap_or_else(|p| p.into_inner());
+            let gone = last
+                .iter()
+                .filter(|r| !g.queue.iter().any(|q| &q.route == *r))
+                .map(|r| QueueGauge {
+                    route: r.clone(),
+                    pending: 0,
+                    dead: 0,
+                    oldest_pending_seconds: 0.0,
+                })
+                .collect::<Vec<_>>();
+            for q in g.queue.iter().chain(&gone) {
                 for (state, n) in [("pending", q.pending), ("dead", q.dead)] {
                     gauge!("hookwarden_queue_depth", "route" => q.route.clone(), "state" => state)
                         .set(n as f64);
@@ -373,7 +388,42 @@ impl Metrics {
                 gauge!("hookwarden_queue_oldest_age_seconds", "route" => q.route.clone())
                     .set(q.oldest_pending_seconds);
             }
+            *last = g.queue.iter().map(|q| q.route.clone()).collect();
         });
         self.handle.render()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A route whose queue empties (or that a reload removed) drops out of the queue summary:
+    /// its gauges must go to zero, not keep their last value.
+    #[test]
+    fn queue_gauges_of_a_route_that_left_the_summary_go_to_zero() {
+        let m = Metrics::new();
+        let busy = Gauges {
+            queue: vec![QueueGauge {
+                route: "orders".into(),
+                pending: 5,
+                dead: 2,
+                oldest_pending_seconds: 30.0,
+            }],
+            ..Gauges::default()
+        };
+        let text = m.render(&busy);
+        assert!(
+            text.contains(r#"hookwarden_queue_depth{route="orders",state="pending"} 5"#),
+            "{text}"
+        );
+        let text = m.render(&Gauges::default());
+        for line in [
+            r#"hookwarden_queue_depth{route="orders",state="pending"} 0"#,
+            r#"hookwarden_queue_depth{route="orders",state="dead"} 0"#,
+            r#"hookwarden_queue_oldest_age_seconds{route="orders"} 0"#,
+        ] {
+            assert!(text.contains(line), "{line} missing in:\n{text}");
+        }
     }
 }
