@@ -96,7 +96,9 @@ pub struct Sample {
 
 struct Rule {
     cfg: Arc<AlertConfig>,
-    window: Mutex<Window>,
+    /// Shared with the rule's successor after a reload that keeps it, so that hits counted
+    /// while the rules are being swapped land in the one window both see.
+    window: Arc<Mutex<Window>>,
 }
 
 impl Rule {
@@ -156,14 +158,12 @@ impl AlertEngine {
                         && r.cfg.route == cfg.route
                 });
                 let window = match carried {
-                    Some(r) => {
-                        std::mem::take(&mut *r.window.lock().unwrap_or_else(|p| p.into_inner()))
-                    }
-                    None => Window::default(),
+                    Some(r) => r.window.clone(),
+                    None => Arc::default(),
                 };
                 Arc::new(Rule {
                     cfg: Arc::new(cfg.clone()),
-                    window: Mutex::new(window),
+                    window,
                 })
             })
             .collect();
