@@ -34,6 +34,10 @@ use crate::config::TokenBind;
 use crate::secret::Secret;
 use crate::store::{Store, StoreError};
 
+/// How much longer than its token a spent token's id is remembered: covers the wall clock
+/// being stepped back by up to a minute (an NTP correction) after the spend, and rounding.
+pub const CLAIM_MARGIN: Duration = Duration::from_secs(60);
+
 /// The payload format this code writes and reads.
 pub const TOKEN_VERSION: u8 = 1;
 /// Longer `X-Hookwarden-Token` values are refused without decoding.
@@ -308,10 +312,12 @@ impl Claims {
         format!("tok:{}", hex::encode(self.id))
     }
 
-    /// How long the spent id must be remembered at `now_ms`: until the token expires, plus a
-    /// second so clock rounding never frees it early.
+    /// How long the spent id must be remembered at `now_ms`: until the token expires, plus
+    /// [`CLAIM_MARGIN`]. Expiry is read on the wall clock, a claim's life on the monotonic
+    /// one: were the wall clock stepped back after the spend, the token would verify for that
+    /// much longer than its claim lives, and could be spent again.
     pub fn remaining(&self, now_ms: u64) -> Duration {
-        Duration::from_millis(self.expires_ms.saturating_sub(now_ms)) + Duration::from_secs(1)
+        Duration::from_millis(self.expires_ms.saturating_sub(now_ms)) + CLAIM_MARGIN
     }
 
     fn encode(&self) -> Vec<u8> {
@@ -590,8 +596,8 @@ mod tests {
         assert_ne!(next.claim_key(), first.claim_key());
         assert_eq!(next.expires_ms, NOW + 5_000 + 600_000);
         assert_eq!(next.bind, bind);
-        assert_eq!(first.remaining(NOW), Duration::from_secs(601));
-        assert_eq!(first.remaining(NOW + 700_000), Duration::from_secs(1));
+        assert_eq!(first.remaining(NOW), Duration::from_secs(660));
+        assert_eq!(first.remaining(NOW + 700_000), Duration::from_secs(60));
     }
 
     #[test]
