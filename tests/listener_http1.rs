@@ -246,6 +246,52 @@ async fn pipelined_requests_are_answered_in_order_on_one_connection() {
     assert_eq!(bodies, [&br#"{"n":1}"#[..], &br#"{"n":2}"#[..]]);
 }
 
+/// A head that arrives in pieces, its end split between them (CR LF CR | LF, LF | CR LF, and
+/// bare LF LF): the head is parsed again only when new bytes could end it, so every split must
+/// still be seen, and a malformed head is still refused once it ends.
+#[tokio::test]
+async fn a_head_in_pieces_is_read_whatever_the_split() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start(CFG, &up).await;
+    let full = format!(
+        "{POST_HEAD}X-Pad: {}\r\nContent-Length: 2\r\n\r\n{{}}",
+        "p".repeat(3000)
+    );
+    let end = full.find("\r\n\r\n").unwrap();
+    let bare = "GET /hook HTTP/1.1\nHost: x\n\n".to_owned();
+    let bare_end = bare.find("\n\n").unwrap();
+    for (text, cuts) in [
+        (&full, vec![5, 100, end + 3]),
+        (&full, vec![end + 1]),
+        (&full, vec![end + 2]),
+        (&bare, vec![bare_end + 1]),
+    ] {
+        let mut s = connect(gw.addr).await;
+        let mut from = 0;
+        for &cut in cuts.iter().chain(std::iter::once(&text.len())) {
+            s.write_all(&text.as_bytes()[from..cut]).await.unwrap();
+            s.flush().await.unwrap();
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            from = cut;
+        }
+        let mut buf = Vec::new();
+        let (head, _) = read_response(&mut s, &mut buf).await;
+        assert!(head.starts_with("HTTP/1.1 200"), "{cuts:?}: {head}");
+    }
+    assert_eq!(up.count(), 4);
+
+    // A bad request line is refused once its head ends, even sent a piece at a time.
+    let mut s = connect(gw.addr).await;
+    for piece in ["GET /hook HTTP/1.1 extra\r\nHo", "st: x\r\n", "\r\n"] {
+        s.write_all(piece.as_bytes()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    let mut buf = Vec::new();
+    let (head, _) = read_response(&mut s, &mut buf).await;
+    assert!(head.starts_with("HTTP/1.1 400"), "{head}");
+    assert_eq!(up.count(), 4);
+}
+
 #[tokio::test]
 async fn expect_100_continue_is_answered_only_when_the_body_is_wanted() {
     let up = Upstream::start().await;

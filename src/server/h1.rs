@@ -406,15 +406,23 @@ async fn read_head<I>(
 where
     I: AsyncRead + AsyncWrite + Unpin,
 {
+    // How much of the buffer was parsed without finding the head's end. The head is parsed
+    // again only once new bytes could end it: parsing the whole buffer per read let a client
+    // trickling a 60 KB head a byte at a time cost a full parse per byte (quadratic).
+    let mut parsed: usize = 0;
     loop {
         {
             let mut w = lock(wire);
-            if !w.buf.is_empty() {
+            if !w.buf.is_empty()
+                && (parsed == 0 || may_end_head(&w.buf[parsed.saturating_sub(3)..]))
+            {
                 match parse_head(&mut w.buf)? {
                     Some(head) => return Ok(Some(head)),
                     None if w.buf.len() > MAX_HEAD => return Err(Refusal::TooLarge),
-                    None => {}
+                    None => parsed = w.buf.len(),
                 }
+            } else if w.buf.len() > MAX_HEAD {
+                return Err(Refusal::TooLarge);
             }
         }
         // The socket first, as `tokio::time::timeout` does: a head that arrived just as the
@@ -429,6 +437,13 @@ where
             _ => return Ok(None),
         }
     }
+}
+
+/// Whether `bytes` hold the end of a head: an empty line, after CRLF or a bare LF.
+fn may_end_head(bytes: &[u8]) -> bool {
+    bytes.windows(2).enumerate().any(|(i, w)| {
+        w[0] == b'\n' && (w[1] == b'\n' || (w[1] == b'\r' && bytes.get(i + 2) == Some(&b'\n')))
+    })
 }
 
 /// Parses the request head at the start of `buf`, taking it out of the buffer when complete.
@@ -880,6 +895,22 @@ fn put_date(out: &mut BytesMut) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_end_of_a_head_is_seen_in_any_line_ending() {
+        for ends in ["\r\n\r\n", "\n\n", "\n\r\n", "x\r\n\r\nbody"] {
+            assert!(may_end_head(ends.as_bytes()), "{ends:?}");
+        }
+        for not in [
+            "",
+            "\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\n",
+            "\n\r",
+            "\r\n\r",
+        ] {
+            assert!(!may_end_head(not.as_bytes()), "{not:?}");
+        }
+    }
 
     fn parse(raw: &str) -> Result<Option<Head>, Refusal> {
         let mut buf = BytesMut::from(raw.as_bytes());
