@@ -42,9 +42,14 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     remove_where(headers, is_hop_by_hop);
 }
 
-/// True for the hop-by-hop headers that are dropped whatever `Connection` says.
+/// True for the hop-by-hop headers that are dropped whatever `Connection` says
+/// (`HTTP2-Settings` belongs to an h2c upgrade of the client's own connection).
 pub fn is_hop_by_hop(name: &HeaderName) -> bool {
-    HOP_BY_HOP.contains(name) || matches!(name.as_str(), "keep-alive" | "proxy-connection")
+    HOP_BY_HOP.contains(name)
+        || matches!(
+            name.as_str(),
+            "keep-alive" | "proxy-connection" | "http2-settings"
+        )
 }
 
 /// Removes the headers a `Connection` header names as hop-by-hop for this connection.
@@ -332,6 +337,7 @@ mod tests {
             "expect",
             "keep-alive",
             "proxy-connection",
+            "http2-settings",
             "te",
             "upgrade",
             "proxy-authorization",
