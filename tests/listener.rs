@@ -321,30 +321,38 @@ async fn a_second_server_on_the_same_store_is_refused_until_the_first_exits() {
     let up = Upstream::start().await;
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("shared.db");
-    let config = |port: u16| {
+    // The same file through a symlink, and through a symlinked directory, is the same store.
+    let alias = dir.path().join("alias.db");
+    std::os::unix::fs::symlink(&store, &alias).unwrap();
+    let linked_dir = dir.path().join("linked");
+    std::os::unix::fs::symlink(dir.path(), &linked_dir).unwrap();
+    let config_at = |port: u16, path: &std::path::Path| {
         format!(
             "[server]\nlisten = \"127.0.0.1:{port}\"\n[storage]\npath = \"{}\"\n\
              [[route]]\nname = \"hook\"\npath = \"/hook\"\n[route.upstream]\nurl = \"{}/x\"\n",
-            store.display(),
+            path.display(),
             up.base()
         )
     };
+    let config = |port: u16| config_at(port, &store);
     let first_port = free_port();
     let (mut first, _d1) = spawn_binary(&config(first_port), &[]);
     wait_healthy(format!("127.0.0.1:{first_port}").parse().unwrap()).await;
 
-    let (second, _d2) = spawn_binary(&config(free_port()), &[]);
-    let out = tokio::task::spawn_blocking(move || second.wait_with_output().unwrap())
-        .await
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("is in use by another `hookwarden serve`"),
-        "{err}"
-    );
-    assert!(err.contains("[storage] path"), "{err}");
-    assert_eq!(err.matches("in use by another").count(), 1, "{err}");
+    for path in [store.clone(), alias, linked_dir.join("shared.db")] {
+        let (second, _d2) = spawn_binary(&config_at(free_port(), &path), &[]);
+        let out = tokio::task::spawn_blocking(move || second.wait_with_output().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{}", path.display());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("is in use by another `hookwarden serve`"),
+            "{err}"
+        );
+        assert!(err.contains("[storage] path"), "{err}");
+        assert_eq!(err.matches("in use by another").count(), 1, "{err}");
+    }
 
     first.kill().unwrap();
     first.wait().unwrap();

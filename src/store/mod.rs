@@ -130,6 +130,22 @@ struct OpenedFile {
     id: (u64, u64),
 }
 
+/// `path` with every symlink resolved: the file's own when it exists, else its directory's
+/// (a store not made yet); `path` as given when neither resolves.
+fn real_path(path: &Path) -> std::path::PathBuf {
+    if let Ok(p) = std::fs::canonicalize(path) {
+        return p;
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    match (std::fs::canonicalize(dir), path.file_name()) {
+        (Ok(d), Some(name)) => d.join(name),
+        _ => path.to_owned(),
+    }
+}
+
 fn file_id(path: &Path) -> std::io::Result<(u64, u64)> {
     use std::os::unix::fs::MetadataExt as _;
     let m = std::fs::metadata(path)?;
@@ -216,7 +232,9 @@ impl Store {
         if path.as_os_str() == ":memory:" {
             return Ok(None);
         }
-        let mut lock_path = path.as_os_str().to_owned();
+        // Named after the file's real path: a symlink to the store (or a path through one)
+        // must find the same lock, or two servers would share the file.
+        let mut lock_path = real_path(path).into_os_string();
         lock_path.push(".lock");
         let shown = || path.display().to_string();
         let mut opts = std::fs::OpenOptions::new();
