@@ -156,6 +156,24 @@ timeout = "1s"
         .await
         .assert_error(504, "gateway_timeout");
     expected.push((id, "failed", Some("upstream_timeout"), 504, "slow"));
+    // User-Agents that are not visible ASCII are kept, not dropped: one stray byte must not
+    // erase a scanner's fingerprint from the log.
+    let mut odd_agents = Vec::new();
+    for (ua, kept) in [
+        (&b"sqlmap/1.7 \xe9"[..], "sqlmap/1.7 \u{fffd}"),
+        ("curl/8.5 caf\u{e9}".as_bytes(), "curl/8.5 caf\u{e9}"),
+    ] {
+        let id = send(
+            req("POST", &gw.url("/nowhere"))
+                .header("user-agent", http::HeaderValue::from_bytes(ua).unwrap())
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        )
+        .await
+        .assert_error(404, "not_found");
+        expected.push((id.clone(), "denied", Some("not_found"), 404, ""));
+        odd_agents.push((id, kept));
+    }
 
     let events = wait_db_count(&gw, expected.len()).await;
     // Give a late duplicate the chance to show up before counting.
@@ -181,6 +199,10 @@ timeout = "1s"
     assert!(allowed.upstream_latency_ms.is_some());
     assert_eq!(allowed.method, "POST");
     assert_eq!(allowed.user_agent.as_deref(), Some(&long_ua[..200]));
+    for (id, kept) in &odd_agents {
+        let e = events.iter().find(|e| &e.request_id == id).unwrap();
+        assert_eq!(e.user_agent.as_deref(), Some(*kept), "{e:#?}");
+    }
     // Only the allowed request and the one the slow upstream never answered reached it.
     let paths: Vec<String> = up.requests().into_iter().map(|r| r.path).collect();
     assert_eq!(paths, ["/hook", "/slow-headers"]);

@@ -106,6 +106,19 @@ pub fn event_method(m: &http::Method) -> String {
     s.get(..METHOD_MAX).unwrap_or(s).to_owned()
 }
 
+/// A User-Agent field's value as an event keeps it: bytes that are not UTF-8 replaced (a
+/// value with one non-ASCII byte must not disappear from the audit log, or a scanner could
+/// erase its fingerprint with it), at most [`USER_AGENT_MAX`] characters.
+pub fn event_user_agent(value: &[u8]) -> String {
+    match std::str::from_utf8(value) {
+        Ok(s) => truncate_user_agent(s),
+        // Four bytes a character at most: what is cut cannot reach the kept characters.
+        Err(_) => truncate_user_agent(&String::from_utf8_lossy(
+            &value[..value.len().min(4 * USER_AGENT_MAX)],
+        )),
+    }
+}
+
 /// Truncates a User-Agent to [`USER_AGENT_MAX`] characters.
 pub fn truncate_user_agent(ua: &str) -> String {
     match ua.char_indices().nth(USER_AGENT_MAX) {

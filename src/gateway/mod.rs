@@ -33,7 +33,7 @@ use ipnet::IpNet;
 
 use crate::browser::{BrowserPolicy, cors};
 use crate::config::RouteMode;
-use crate::events::{Emitter, Event, Outcome, truncate_user_agent};
+use crate::events::{Emitter, Event, Outcome, event_user_agent};
 use crate::forward::body::{IdleTimeout, ResponseBody};
 use crate::forward::headers::{X_REQUEST_ID, overlay, strip_hop_by_hop};
 use crate::forward::{ForwardError, HeadTimer, UpstreamHeaders, UpstreamResponse};
@@ -236,8 +236,7 @@ impl Gateway {
         let user_agent = ex
             .headers
             .get(header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .map(truncate_user_agent);
+            .map(|v| event_user_agent(v.as_bytes()));
 
         let routes = self.routes.load();
         // The token endpoint serves the route named in its query, so events, CORS answers and
