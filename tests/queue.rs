@@ -350,6 +350,15 @@ backoff = "10ms"
     assert_eq!(j["summary"][0]["dead"], 0);
     let got = admin_get(admin, "/api/queue?state=lost", Some(ADMIN_TOKEN)).await;
     assert_eq!(got.status, 400);
+    // A malformed number gets the API's JSON error too, not the framework's plain text.
+    let got = admin_get(admin, "/api/queue?limit=abc", Some(ADMIN_TOKEN)).await;
+    assert_eq!(got.status, 400);
+    let j = got.json();
+    assert_eq!(j["error"], "bad_request");
+    assert!(
+        j["message"].as_str().unwrap().contains("whole numbers"),
+        "{j}"
+    );
     assert_eq!(up.count(), 3);
     gw.stop().await;
 }

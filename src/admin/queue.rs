@@ -72,7 +72,22 @@ pub fn parse_state(s: Option<&str>) -> Result<Option<MessageState>, String> {
 }
 
 /// `GET /api/queue`: `{"summary": [...], "messages": [...]}`.
-pub async fn list(State(state): State<AdminState>, Query(args): Query<ListArgs>) -> Response {
+pub async fn list(
+    State(state): State<AdminState>,
+    args: Result<Query<ListArgs>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    // A number that is not one (`limit=abc`) is refused in the API's JSON error shape, as
+    // `/api/events` does, not as the framework's plain text.
+    let Query(args) = match args {
+        Ok(a) => a,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("{}; limit and before are whole numbers", e.body_text()),
+            );
+        }
+    };
     let Some(q) = state.gateway.queue() else {
         return no_queue();
     };
