@@ -585,3 +585,22 @@ async fn several_cookie_fields_reach_the_upstream_as_one() {
         assert_eq!(cookies, ["a=1; b=2"]);
     }
 }
+
+/// HTTP/1.1 heads with more than 100 fields are refused by the parser (431); HTTP/2 ones
+/// were bounded only by their size. The same cap holds over both, and nothing is forwarded.
+#[tokio::test]
+async fn more_than_a_hundred_fields_are_refused_over_http2_too() {
+    let (up, gw) = setup().await;
+    let with_fields = |n: usize| {
+        let mut b = req("POST", &gw.url("/hook")).header("content-type", "application/json");
+        // (The client adds content-length of its own.)
+        for i in 1..n {
+            b = b.header(format!("x-f{i}"), "1");
+        }
+        b.body(Full::new(Bytes::from_static(b"{}"))).unwrap()
+    };
+    assert_eq!(send_with(&h2c_client(), with_fields(90)).await.status, 200);
+    let got = send_with(&h2c_client(), with_fields(120)).await;
+    got.assert_error(431, "request_header_fields_too_large");
+    assert_eq!(up.count(), 1);
+}

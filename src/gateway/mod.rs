@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
-use http::{Method, Request, Response};
+use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Body;
 use ipnet::IpNet;
@@ -161,6 +161,45 @@ impl Gateway {
     /// The event emitter.
     pub fn events(&self) -> &Arc<Emitter> {
         &self.events
+    }
+
+    /// The answer to a request head the listener will not serve (malformed, too large, too
+    /// many fields): a JSON error, recorded like any refusal, with the connection's address
+    /// (the head that would name a forwarded one is the part that was refused). Such heads are
+    /// what smuggling attempts and scanners send.
+    pub fn refuse_head(
+        &self,
+        status: StatusCode,
+        detail: &'static str,
+        info: ConnInfo,
+    ) -> Response<ResponseBody> {
+        let time = jiff::Timestamp::now();
+        let request_id = new_request_id();
+        let mut response =
+            response::json_response(status, response::error_body(status, &request_id));
+        if let Ok(v) = HeaderValue::from_str(&request_id) {
+            response.headers_mut().insert(X_REQUEST_ID, v);
+        }
+        self.add_hsts(info.tls, response.headers_mut());
+        self.events.emit(Event {
+            time,
+            request_id,
+            route: None,
+            client_ip: info.peer.ip().to_canonical(),
+            method: "-".to_owned(),
+            status: status.as_u16(),
+            outcome: Outcome::Denied,
+            reason: Some(Reason::BadRequest),
+            detail: Some(detail),
+            flags: Vec::new(),
+            key_id: None,
+            session_id: None,
+            latency: Duration::ZERO,
+            upstream_status: None,
+            upstream_latency: None,
+            user_agent: None,
+        });
+        response
     }
 
     /// Adds `Strict-Transport-Security` to a response on a TLS connection, when configured.

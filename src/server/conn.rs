@@ -144,9 +144,19 @@ impl Connection {
             // finished (or dropped), so a long stream keeps the connection busy.
             let in_flight = tracked.begin();
             async move {
-                let resp = gateway
-                    .handle(req.map(RequestBody::Right), info, None)
-                    .await;
+                // HTTP/1.1 heads are refused past this many fields by the parser; HTTP/2 ones
+                // only by their size, so the same cap is applied here.
+                let resp = if req.headers().len() > super::h1::MAX_HEADERS {
+                    gateway.refuse_head(
+                        http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                        "too many header fields",
+                        info,
+                    )
+                } else {
+                    gateway
+                        .handle(req.map(RequestBody::Right), info, None)
+                        .await
+                };
                 Ok::<_, Infallible>(resp.map(|body| Tracked {
                     body,
                     handed: activity.handed_now(),

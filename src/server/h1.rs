@@ -35,19 +35,16 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::digits::decimal_bytes;
-use crate::events::{Event, Outcome};
 use crate::forward::body::ResponseBody;
-use crate::gateway::response::{error_body, json_response};
-use crate::gateway::{ConnInfo, Gateway, new_request_id};
+use crate::gateway::{ConnInfo, Gateway};
 use crate::http1::{Chunk, Step, parse_length, step_chunked};
-use crate::policy::Reason;
 
 use super::body::RequestBody;
 
 /// Largest request head accepted (request line and header fields); beyond it, 431.
 const MAX_HEAD: usize = 64 * 1024;
 /// Most header fields in a request; beyond it, 431.
-const MAX_HEADERS: usize = 100;
+pub(super) const MAX_HEADERS: usize = 100;
 /// How much the read buffer grows by before a read: a typical webhook request, head and body,
 /// in one read, without holding much memory for each idle keep-alive connection.
 const READ_CHUNK: usize = 8 * 1024;
@@ -581,7 +578,6 @@ async fn refuse<I>(
 ) where
     I: AsyncRead + AsyncWrite + Unpin,
 {
-    let time = jiff::Timestamp::now();
     let (status, detail) = match refusal {
         Refusal::BadRequest(why) => (StatusCode::BAD_REQUEST, why),
         Refusal::TooLarge => (
@@ -589,27 +585,7 @@ async fn refuse<I>(
             "request head too large",
         ),
     };
-    let request_id = new_request_id();
-    let mut response = json_response(status, error_body(status, &request_id));
-    gateway.add_hsts(info.tls, response.headers_mut());
-    gateway.events().emit(Event {
-        time,
-        request_id,
-        route: None,
-        client_ip: info.peer.ip().to_canonical(),
-        method: "-".to_owned(),
-        status: status.as_u16(),
-        outcome: Outcome::Denied,
-        reason: Some(Reason::BadRequest),
-        detail: Some(detail),
-        flags: Vec::new(),
-        key_id: None,
-        session_id: None,
-        latency: Duration::ZERO,
-        upstream_status: None,
-        upstream_latency: None,
-        user_agent: None,
-    });
+    let response = gateway.refuse_head(status, detail, info);
     let _ = write_response(wire, out, response, false, false, true).await;
     // The rest of what the client sent is unknowable; read a little so the answer is not
     // destroyed by a reset.
