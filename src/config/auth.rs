@@ -246,7 +246,7 @@ pub(super) fn read_auths(route: &Section<'_, '_>) -> Vec<AuthConfig> {
             candidate(a, *i) && matches!(a, AuthConfig::ApiKey(k) if k.keys.is_empty())
         })
         .or_else(|| auths.iter().position(|(a, i)| candidate(a, *i)));
-    auths
+    let auths: Vec<AuthConfig> = auths
         .into_iter()
         .enumerate()
         .map(|(n, (mut a, issued))| {
@@ -259,7 +259,43 @@ pub(super) fn read_auths(route: &Section<'_, '_>) -> Vec<AuthConfig> {
             }
             a
         })
-        .collect()
+        .collect();
+    lint_issued(route, &auths, chosen);
+    auths
+}
+
+/// An `api_key` entry without static keys that does not take issued keys can never pass (an
+/// error); a route whose entries all have static keys takes issued keys on the first unless
+/// told (a warning naming it, since callers may send theirs elsewhere).
+fn lint_issued(route: &Section<'_, '_>, auths: &[AuthConfig], chosen: bool) {
+    let keys: Vec<(usize, &ApiKeyConfig)> = auths
+        .iter()
+        .enumerate()
+        .filter_map(|(i, a)| match a {
+            AuthConfig::ApiKey(k) => Some((i, k)),
+            AuthConfig::Signature(_) => None,
+        })
+        .collect();
+    for (i, k) in &keys {
+        if k.keys.is_empty() && !k.issued {
+            route.error(
+                &format!("auth[#{}]", i + 1),
+                "has no static keys and does not take the route's issued keys (another entry does), so no request could ever pass it",
+                "set issued = true on this entry and issued = false on the other, or give it keys = [\"${API_KEY}\"]",
+            );
+        }
+    }
+    if !chosen
+        && keys.len() > 1
+        && keys.iter().all(|(_, k)| !k.keys.is_empty())
+        && let Some((i, _)) = keys.iter().find(|(_, k)| k.issued)
+    {
+        route.warn(
+            &format!("auth[#{}].issued", i + 1),
+            "keys issued for this route count on this entry only (the first: every api_key entry of the route has static keys)",
+            "set issued = true on the entry where callers send issued keys, or issued = false on every entry if there are none",
+        );
+    }
 }
 
 fn read_auth(s: Section<'_, '_>) -> Option<AuthConfig> {
@@ -786,8 +822,18 @@ fn lint_shared_signing_secrets(reader: &Reader<'_>, routes: &[RouteConfig]) {
             let AuthConfig::Signature(sig) = a else {
                 continue;
             };
+            // Twilio signs the URL too: a message for one route does not verify on another.
+            if matches!(sig.provider, Provider::Twilio { .. }) {
+                continue;
+            }
             for secret in &sig.secrets {
-                let d = crate::store::keys::digest(secret.as_bytes());
+                // Compared as the key bytes signatures are made with: a Standard Webhooks or
+                // Svix secret with or without its `whsec_` marker is one secret.
+                let key = match sig.provider.base64_secrets() {
+                    true => crate::policy::guards::signature::decode_whsec(secret.expose()),
+                    false => None,
+                };
+                let d = crate::store::keys::digest(key.as_deref().unwrap_or(secret.as_bytes()));
                 match seen.iter().find(|(s, _)| *s == d) {
                     Some((_, first)) if *first != r.name => {
                         reader.push(Issue {
@@ -918,6 +964,45 @@ keys = ["${KEY}"]
         assert_eq!(w[0].key, "route[three].auth[#1].secrets");
         assert!(w[0].problem.contains("route \"one\""), "{w:?}");
         assert!(!w[0].to_string().contains(shared));
+
+        // Twilio signs the URL: sharing its auth token across routes is no replay risk.
+        let twilio = |name: &str| {
+            format!(
+                "[[route]]\nname = \"{name}\"\npath = \"/{name}\"\n[route.upstream]\nurl = \"http://127.0.0.1:9/x\"\n[[route.limit]]\nkey = \"route\"\nrate = \"9/minute\"\n[[route.auth]]\ntype = \"signature\"\nprovider = \"twilio\"\npublic_url = \"https://hooks.example.com\"\nsecrets = [\"{shared}\"]\n"
+            )
+        };
+        let loaded = load_str(
+            &(twilio("t1") + &twilio("t2")),
+            "t",
+            Path::new("/tmp"),
+            &|_| None,
+        )
+        .unwrap();
+        assert!(
+            !loaded
+                .warnings
+                .iter()
+                .any(|w| w.problem.contains("signing secret")),
+            "{:?}",
+            loaded.warnings
+        );
+        // A Standard Webhooks secret with and without its `whsec_` marker is one secret.
+        let standard = |name: &str, secret: &str| {
+            format!(
+                "[[route]]\nname = \"{name}\"\npath = \"/{name}\"\n[route.upstream]\nurl = \"http://127.0.0.1:9/x\"\n[[route.limit]]\nkey = \"route\"\nrate = \"9/minute\"\n[[route.auth]]\ntype = \"signature\"\nprovider = \"standard\"\nsecrets = [\"{secret}\"]\n"
+            )
+        };
+        let b64 = "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+        let text = standard("s1", &format!("whsec_{b64}")) + &standard("s2", b64);
+        let loaded = load_str(&text, "t", Path::new("/tmp"), &|_| None).unwrap();
+        assert!(
+            loaded
+                .warnings
+                .iter()
+                .any(|w| w.problem.contains("signing secret")),
+            "{:?}",
+            loaded.warnings
+        );
     }
 
     /// Which entries take the route's issued keys: one at most, so a caller's issued key can
@@ -935,23 +1020,59 @@ keys = ["${KEY}"]
         let entry = |extra: &str| {
             format!("[[route.auth]]\ntype = \"api_key\"\nheader = \"x-api-key\"\n{extra}\n")
         };
-        // By default the first entry.
-        let a = auth(&format!("{}{}", entry(""), entry("")));
-        assert_eq!(taking(&a), [true, false]);
-        // Unless a later one has no static keys: it can only be meant for issued ones.
         let stat = "keys = [\"a-static-key-0123456789\"]";
+        let stat_refusing = format!("{stat}\nissued = false");
+        // By default the first entry without static keys: it can only be meant for issued
+        // ones.
+        let a = auth(&format!("{}{}", entry(""), entry(stat)));
+        assert_eq!(taking(&a), [true, false]);
         let a = auth(&format!("{}{}", entry(stat), entry("")));
         assert_eq!(taking(&a), [false, true]);
+        // Every entry with static keys: the first, and a warning naming it.
+        let i = issues(&format!("{}{}", entry(stat), entry(stat)));
+        assert!(
+            i.iter().any(|(k, p, _)| k.ends_with("auth[#1].issued")
+                && p.contains("count on this entry only")),
+            "{i:?}"
+        );
         let a = auth(&format!("{}{}", entry(stat), entry(stat)));
         assert_eq!(taking(&a), [true, false]);
-        // The one that asks.
-        let a = auth(&format!("{}{}", entry(""), entry("issued = true")));
+        // The one that asks (and no warning then).
+        let a = auth(&format!(
+            "{}{}",
+            entry(stat),
+            entry(&format!("{stat}\nissued = true"))
+        ));
         assert_eq!(taking(&a), [false, true]);
+        let i = issues(&format!(
+            "{}{}",
+            entry(stat),
+            entry(&format!("{stat}\nissued = true"))
+        ));
+        assert!(
+            !i.iter()
+                .any(|(_, p, _)| p.contains("count on this entry only")),
+            "{i:?}"
+        );
         // The first that does not refuse.
-        let a = auth(&format!("{}{}", entry("issued = false"), entry("")));
+        let a = auth(&format!("{}{}", entry(&stat_refusing), entry("")));
         assert_eq!(taking(&a), [false, true]);
-        let a = auth(&entry("issued = false"));
+        let a = auth(&entry(&stat_refusing));
         assert_eq!(taking(&a), [false]);
+        // An entry that could never pass: no static keys, and another entry takes the issued
+        // ones (or it refuses them).
+        for text in [
+            format!("{}{}", entry(""), entry("")),
+            format!("{}{}", entry(stat), entry("issued = false")),
+            entry("issued = false"),
+        ] {
+            let i = issues(&text);
+            assert!(
+                i.iter()
+                    .any(|(_, p, _)| p.contains("no request could ever pass it")),
+                "{text}: {i:?}"
+            );
+        }
         // Two that ask: an error naming the second.
         let i = issues(&format!(
             "{}{}",
