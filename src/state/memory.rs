@@ -190,8 +190,9 @@ impl MemoryState {
         if shard.map.len() < cap && !pinned_full() {
             return Ok(());
         }
-        if pinned_full() && shard.map.len() < cap {
-            // Only the pinned share is full: sweep it now and then, not per refused claim.
+        if pinned_full() {
+            // The pinned share is full: sweep for expired claims and bans now and then, not
+            // per refused claim (whether the shard is at its cap too or not).
             if now.saturating_sub(shard.pinned_swept_ns) < PINNED_SWEEP_EVERY_NS {
                 return Err(TableFull);
             }
@@ -217,31 +218,36 @@ impl MemoryState {
                 }
             }
             let want = (exposed.len() + protected.len()) / 10 + 1;
-            let (mut pool, class) = if exposed.is_empty() {
-                (protected, PROTECTED_BIT)
-            } else {
-                (exposed, 0)
+            // Exposed ones first; protected ones only to make up what they cannot.
+            let from_exposed = want.min(exposed.len());
+            let from_protected = (want - from_exposed).min(protected.len());
+            let cut = |pool: &mut Vec<u64>, n: usize| match n {
+                0 => 0,
+                n => *pool.select_nth_unstable(n - 1).1,
             };
-            let n = want.min(pool.len());
-            if n > 0 {
-                let (_, threshold, _) = pool.select_nth_unstable(n - 1);
-                let threshold = *threshold;
-                // Exactly `n` go: when many entries share the threshold expiry, a plain
-                // `expires <= threshold` would drop them all.
-                let mut budget = n;
-                shard.map.retain(|k, e| {
-                    if budget > 0
-                        && e.value < PENDING
-                        && k & PROTECTED_BIT == class
-                        && e.expires_ns <= threshold
-                    {
-                        budget -= 1;
-                        false
-                    } else {
-                        true
-                    }
-                });
-            }
+            let (exposed_cut, protected_cut) = (
+                cut(&mut exposed, from_exposed),
+                cut(&mut protected, from_protected),
+            );
+            // Exactly so many go: when many entries share the threshold expiry, a plain
+            // `expires <= threshold` would drop them all.
+            let mut budget = [from_exposed, from_protected];
+            shard.map.retain(|k, e| {
+                if e.value >= PENDING {
+                    return true;
+                }
+                let (class, threshold) = if k & PROTECTED_BIT == 0 {
+                    (0, exposed_cut)
+                } else {
+                    (1, protected_cut)
+                };
+                if budget[class] > 0 && e.expires_ns <= threshold {
+                    budget[class] -= 1;
+                    false
+                } else {
+                    true
+                }
+            });
         }
         if shard.map.capacity() > cap * 2 {
             shard.map.shrink_to(cap);
@@ -564,6 +570,52 @@ mod tests {
         }
         assert!(!s.claim_once("tok:spent", Duration::from_secs(600)).unwrap());
         assert!(s.ban_remaining("ban:203.0.113.9").is_some());
+    }
+
+    /// When fewer per-address counters are left than a tenth of the shard, the rest of the
+    /// tenth comes from the protected entries closest to expiring: a pass frees a tenth, so
+    /// full-shard scans stay one per tenth of the inserts.
+    #[test]
+    fn eviction_tops_up_from_protected_entries() {
+        let s = MemoryState::new(SHARDS * 100);
+        s.set_manual_clock(Duration::from_secs(1));
+        let hourly = Rate::new(1, Duration::from_secs(3600), 1);
+        // Fill every shard with protected budgets only, then keep adding: each overflow must
+        // free room among them (and the table stays within its cap).
+        for i in 0..(SHARDS * 150) {
+            s.rate(&format!("rk:chat:key:{i}"), hourly).unwrap();
+        }
+        assert!(s.len() <= SHARDS * 100, "{}", s.len());
+        // A few exposed counters among them go first, but do not stop the tenth.
+        let before = s.len();
+        for i in 0..SHARDS {
+            s.rate(&format!("rl:chat:ip:{i}"), hourly).unwrap();
+        }
+        assert!(s.len() <= SHARDS * 100, "{} (was {before})", s.len());
+    }
+
+    /// A shard at its cap whose pinned share is also full refuses further claims without
+    /// sweeping it each time, like one below its cap.
+    #[test]
+    fn a_shard_at_its_cap_with_a_full_pinned_share_pauses_its_sweeps() {
+        let s = MemoryState::new(SHARDS * 16);
+        s.set_manual_clock(Duration::from_secs(1));
+        let short = Duration::from_millis(10);
+        let mut i = 0u32;
+        while s.claim_once(&format!("tok:{i}"), short).is_ok() {
+            i += 1;
+            assert!(i < 10_000, "the claims never filled their share");
+        }
+        // Fill the rest of every shard with live counters.
+        let daily = Rate::new(1, Duration::from_secs(86_400), 1);
+        for n in 0..(SHARDS * 16) {
+            s.rate(&format!("rl:ip:{n}"), daily).unwrap();
+        }
+        let full_key = format!("tok:{i}");
+        s.set_manual_clock(Duration::from_millis(1_050));
+        assert!(s.claim_once(&full_key, short).is_err());
+        s.set_manual_clock(Duration::from_millis(1_200));
+        assert_eq!(s.claim_once(&full_key, short), Ok(true));
     }
 
     /// Budgets of callers past the credential checks outlive a flood of per-address counters

@@ -210,11 +210,12 @@ impl RedisState {
         })
     }
 
-    /// The Redis key of a state key: the prefix and 22 characters of keyed hash.
+    /// The Redis key of a state key: the prefix and 22 characters of keyed hash. A key's
+    /// class ([`super::PROTECTED_PREFIX`], which only the in-memory table's eviction reads) is
+    /// left out, so limits keep the Redis keys they had before classes existed: no budget
+    /// starts afresh on an upgrade, nor counts twice while old and new instances share Redis.
     pub fn redis_key(&self, key: &str) -> String {
-        let mut mac = self.key_mac.clone();
-        mac.update(key.as_bytes());
-        let tag = mac.finalize().into_bytes();
+        let tag = key_tag(&self.key_mac, key);
         let mut out = String::with_capacity(self.prefix.len() + 22);
         out.push_str(&self.prefix);
         URL_SAFE_NO_PAD.encode_string(&tag[..16], &mut out);
@@ -690,6 +691,20 @@ fn classify(e: &RedisError) -> Failure {
 
 /// The key for key names: HMAC-SHA256(`server.secret`, a fixed label), so the names change
 /// with the secret and reveal nothing about it.
+/// The keyed hash naming `key` in Redis, with the class marker read as `rl:` (see
+/// [`RedisState::redis_key`]).
+fn key_tag(key_mac: &Hmac<Sha256>, key: &str) -> [u8; 32] {
+    let mut mac = key_mac.clone();
+    match key.strip_prefix(super::PROTECTED_PREFIX) {
+        Some(rest) => {
+            mac.update(b"rl:");
+            mac.update(rest.as_bytes());
+        }
+        None => mac.update(key.as_bytes()),
+    }
+    mac.finalize().into_bytes().into()
+}
+
 fn derive_key_mac(secret: &Secret) -> Hmac<Sha256> {
     const LABEL: &[u8] = b"hookwarden state key names v1";
     // HMAC takes keys of any length: neither call can fail.
@@ -723,6 +738,19 @@ mod tests {
         assert_eq!(millis_ceil(Duration::from_millis(250)), 250);
         assert_eq!(millis_ceil(Duration::from_micros(250_001)), 251);
         assert_eq!(millis_ceil(Duration::MAX), u64::MAX / 2);
+    }
+
+    /// The class marker of protected limits is not part of the Redis key: the same limit
+    /// keeps its key across the upgrade that introduced classes.
+    #[test]
+    fn protected_limits_keep_their_redis_keys() {
+        let mac = derive_key_mac(&Secret::new("a".repeat(32)));
+        assert_eq!(
+            key_tag(&mac, "rk:chat:per-key:60000000000x1:key_1"),
+            key_tag(&mac, "rl:chat:per-key:60000000000x1:key_1")
+        );
+        assert_ne!(key_tag(&mac, "rk:a"), key_tag(&mac, "rk:b"));
+        assert_ne!(key_tag(&mac, "rk:a"), key_tag(&mac, "tok:a"));
     }
 
     #[test]
