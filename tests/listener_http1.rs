@@ -282,7 +282,7 @@ async fn a_head_in_pieces_is_read_whatever_the_split() {
 
     // A bad request line is refused once its head ends, even sent a piece at a time.
     let mut s = connect(gw.addr).await;
-    for piece in ["GET /hook HTTP/1.1 extra\r\nHo", "st: x\r\n", "\r\n"] {
+    for piece in ["GET /hook HTTP/1.1\r\nHo", "st x\r\n", "\r\n"] {
         s.write_all(piece.as_bytes()).await.unwrap();
         tokio::time::sleep(Duration::from_millis(30)).await;
     }
@@ -290,6 +290,22 @@ async fn a_head_in_pieces_is_read_whatever_the_split() {
     let (head, _) = read_response(&mut s, &mut buf).await;
     assert!(head.starts_with("HTTP/1.1 400"), "{head}");
     assert_eq!(up.count(), 4);
+
+    // Empty lines before the request line are ignored, however they arrive.
+    let mut s = connect(gw.addr).await;
+    for piece in [
+        "\r\n",
+        "\n",
+        "\r\n\r\nGET /hook HTTP/1.1\r\nHost: x\r\n",
+        "\r\n",
+    ] {
+        s.write_all(piece.as_bytes()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    let mut buf = Vec::new();
+    let (head, _) = read_response(&mut s, &mut buf).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(up.count(), 5);
 }
 
 #[tokio::test]

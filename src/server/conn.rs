@@ -146,7 +146,19 @@ impl Connection {
             async move {
                 // HTTP/1.1 heads are refused past this many fields by the parser; HTTP/2 ones
                 // only by their size, so the same cap is applied here.
-                let resp = if req.headers().len() > super::h1::MAX_HEADERS {
+                // HTTP/2 clients send each cookie as a field of its own (RFC 9113 §8.2.3),
+                // where HTTP/1.1 joins them into one: all `cookie` fields count as one.
+                let fields = req.headers().len();
+                let too_many = fields > super::h1::MAX_HEADERS
+                    && fields
+                        - req
+                            .headers()
+                            .get_all(http::header::COOKIE)
+                            .iter()
+                            .count()
+                            .saturating_sub(1)
+                        > super::h1::MAX_HEADERS;
+                let resp = if too_many {
                     gateway.refuse_head(
                         http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
                         "too many header fields",

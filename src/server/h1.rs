@@ -410,6 +410,17 @@ where
     loop {
         {
             let mut w = lock(wire);
+            // Empty lines before a request line are ignored (RFC 9112 §2.2); dropped here so
+            // that a client sending only those cannot make every read a parse of them all.
+            let blank = w
+                .buf
+                .iter()
+                .take_while(|&&b| b == b'\r' || b == b'\n')
+                .count();
+            if blank > 0 {
+                bytes::Buf::advance(&mut w.buf, blank);
+                parsed = parsed.saturating_sub(blank);
+            }
             if !w.buf.is_empty()
                 && (parsed == 0 || may_end_head(&w.buf[parsed.saturating_sub(3)..]))
             {
