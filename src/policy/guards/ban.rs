@@ -21,13 +21,22 @@ use crate::policy::{Denial, Exchange, Reason, Services};
 
 /// Failures and bans the state could not record, since the start.
 static UNRECORDED: AtomicU64 = AtomicU64::new(0);
+/// When one was last logged (Unix seconds).
+static UNRECORDED_LOGGED: AtomicU64 = AtomicU64::new(0);
 
 /// Counts one failure or ban the state could not take; returns the running total when it is
 /// worth a log line. A flood against a full or unreachable state fails on every request, and
-/// a line each would cost more than the request: the 1st, 2nd, 4th, 8th… are logged.
+/// a line each would cost more than the request: the 1st, 2nd, 4th, 8th… are logged, and one
+/// every 10 s at most otherwise (so a new outage long after a large flood is still told).
 fn note_unrecorded() -> Option<u64> {
     let total = UNRECORDED.fetch_add(1, Ordering::Relaxed) + 1;
-    total.is_power_of_two().then_some(total)
+    let now = u64::try_from(super::signature::unix_now()).unwrap_or(0);
+    let last = UNRECORDED_LOGGED.load(Ordering::Relaxed);
+    let due = now >= last.saturating_add(10)
+        && UNRECORDED_LOGGED
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok();
+    (due || total.is_power_of_two()).then_some(total)
 }
 
 /// See the module docs.
