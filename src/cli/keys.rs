@@ -258,14 +258,22 @@ fn lifetime(expires: Option<&str>) -> anyhow::Result<Option<Duration>> {
 /// That includes a closed stdout (`>&-`), which the Rust runtime reopens on /dev/null, so the
 /// print-or-revoke check after creating the key cannot tell.
 fn check_stdout_kept() -> anyhow::Result<()> {
-    use std::os::unix::fs::MetadataExt as _;
-    let (Ok(out), Ok(null)) = (
-        std::fs::metadata("/proc/self/fd/1"),
-        std::fs::metadata("/dev/null"),
-    ) else {
+    use std::os::fd::AsFd as _;
+    use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _};
+    // fstat on stdout itself: needs no /proc.
+    let out = std::io::stdout()
+        .as_fd()
+        .try_clone_to_owned()
+        .map(std::fs::File::from)
+        .and_then(|f| f.metadata());
+    let (Ok(out), Ok(null)) = (out, std::fs::metadata("/dev/null")) else {
         return Ok(());
     };
-    if out.dev() == null.dev() && out.ino() == null.ino() {
+    // The same device: by node, or as a character device with /dev/null's numbers (another
+    // node for it, as in a chroot).
+    if (out.dev() == null.dev() && out.ino() == null.ino())
+        || (out.file_type().is_char_device() && out.rdev() == null.rdev())
+    {
         bail!(
             "stdout is /dev/null or closed, so the new key (printed once, on stdout) would be lost; \
              run the command with stdout to a terminal, a file or a pipe, e.g. KEY=$(hookwarden keys create …)"
@@ -282,8 +290,10 @@ const NAME_MAX: usize = 100;
 /// operator sees, e.g. hide a row).
 fn check_name(name: Option<&str>) -> anyhow::Result<()> {
     let Some(name) = name else { return Ok(()) };
-    if name.chars().any(char::is_control) {
-        bail!("--name: control characters are not allowed; use letters, digits and punctuation");
+    if name.chars().any(hookwarden::events::is_unsafe_to_show) {
+        bail!(
+            "--name: control characters and bidirectional overrides are not allowed; use letters, digits and punctuation"
+        );
     }
     if name.trim().is_empty() {
         bail!("--name: the name is empty; leave --name out or give a label such as \"voiceflow\"");
@@ -297,12 +307,12 @@ fn check_name(name: Option<&str>) -> anyhow::Result<()> {
 /// `s` as a table cell: control characters (from a store written by an older version, or by
 /// hand) shown as escapes instead of being sent to the terminal.
 fn printable(s: &str) -> String {
-    if !s.chars().any(char::is_control) {
+    if !s.chars().any(hookwarden::events::is_unsafe_to_show) {
         return s.to_owned();
     }
     s.chars()
         .map(|c| {
-            if c.is_control() {
+            if hookwarden::events::is_unsafe_to_show(c) {
                 c.escape_default().to_string()
             } else {
                 c.to_string()

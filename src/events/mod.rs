@@ -110,13 +110,25 @@ pub fn event_method(m: &http::Method) -> String {
 /// value with one non-ASCII byte must not disappear from the audit log, or a scanner could
 /// erase its fingerprint with it), at most [`USER_AGENT_MAX`] characters.
 pub fn event_user_agent(value: &[u8]) -> String {
-    match std::str::from_utf8(value) {
-        Ok(s) => truncate_user_agent(s),
-        // Four bytes a character at most: what is cut cannot reach the kept characters.
-        Err(_) => truncate_user_agent(&String::from_utf8_lossy(
-            &value[..value.len().min(4 * USER_AGENT_MAX)],
-        )),
+    if value.is_ascii() {
+        // The usual case; header values hold no ASCII control but tab.
+        return truncate_user_agent(std::str::from_utf8(value).unwrap_or_default());
     }
+    // Four bytes a character at most: what is cut cannot reach the kept characters.
+    let text = String::from_utf8_lossy(&value[..value.len().min(4 * USER_AGENT_MAX)]);
+    // Control characters (C1's CSI among them) and bidirectional overrides are replaced too:
+    // `hookwarden events` prints this to terminals, and the dashboard shows it.
+    let cleaned: String = text
+        .chars()
+        .map(|c| if is_unsafe_to_show(c) { '\u{fffd}' } else { c })
+        .collect();
+    truncate_user_agent(&cleaned)
+}
+
+/// Characters that change how a terminal or a bidirectional text shows what follows.
+pub fn is_unsafe_to_show(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}')
 }
 
 /// Truncates a User-Agent to [`USER_AGENT_MAX`] characters.
@@ -477,6 +489,24 @@ fn json_str(out: &mut String, s: &str) {
 #[cfg(test)]
 mod line_tests {
     use super::*;
+
+    /// A User-Agent is kept whatever its bytes, but nothing in it may steer a terminal or
+    /// reorder text when `hookwarden events` or the dashboard shows it.
+    #[test]
+    fn user_agents_are_kept_without_terminal_or_bidi_controls() {
+        assert_eq!(event_user_agent(b"curl/8.5"), "curl/8.5");
+        assert_eq!(event_user_agent(b"sqlmap \xe9"), "sqlmap \u{fffd}");
+        assert_eq!(event_user_agent("caf\u{e9}".as_bytes()), "caf\u{e9}");
+        assert_eq!(
+            event_user_agent("a\u{9b}2Jb\u{202e}c\u{200b}d".as_bytes()),
+            "a\u{fffd}2Jb\u{fffd}c\u{fffd}d"
+        );
+        let long = "\u{e9}".repeat(500);
+        assert_eq!(
+            event_user_agent(long.as_bytes()).chars().count(),
+            USER_AGENT_MAX
+        );
+    }
 
     #[test]
     fn event_methods_are_bounded() {
