@@ -218,8 +218,10 @@ fn whatwg_ipv4(host: &str) -> Option<Option<Ipv4Addr>> {
         parts.pop();
     }
     let last = *parts.last()?;
-    if last.is_empty() || !(last.bytes().all(|b| b.is_ascii_digit()) || ipv4_number(last).is_some())
-    {
+    let hex = last.strip_prefix("0x").or_else(|| last.strip_prefix("0X"));
+    let numeric = last.bytes().all(|b| b.is_ascii_digit())
+        || hex.is_some_and(|h| h.bytes().all(|b| b.is_ascii_hexdigit()));
+    if last.is_empty() || !numeric {
         return None;
     }
     if parts.len() > 4 {
@@ -308,6 +310,8 @@ mod tests {
             assert_eq!(canon(config), sent, "{config}");
         }
         for invalid in [
+            "http://0x100000000",
+            "http://1.0x100000000",
             "http://256.0.0.1",
             "http://1.2.3.4.5",
             "http://example.0x",
