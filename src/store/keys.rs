@@ -590,6 +590,23 @@ mod tests {
         Store::open(std::path::Path::new(":memory:")).unwrap()
     }
 
+    /// The lock of a store reached through a symlink is named after the file it points to,
+    /// also before that file exists (the first start, SQLite creating it through the link).
+    #[test]
+    fn a_store_behind_a_symlink_is_locked_under_its_real_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real.db");
+        let link = dir.path().join("link.db");
+        std::os::unix::fs::symlink("real.db", &link).unwrap();
+        let held = Store::claim(&link).unwrap();
+        assert!(held.is_some());
+        assert!(dir.path().join("real.db.lock").exists());
+        assert!(matches!(
+            Store::claim(&real),
+            Err(crate::store::StoreError::InUse { .. })
+        ));
+    }
+
     /// A store file deleted or replaced under a running gateway: the open handle still
     /// reads the old file, so revocations made in the new one would go unseen. The refresh
     /// fails instead, and after a minute of that, issued keys are refused as stale.

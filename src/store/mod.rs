@@ -133,8 +133,22 @@ struct OpenedFile {
 /// `path` with every symlink resolved: the file's own when it exists, else its directory's
 /// (a store not made yet); `path` as given when neither resolves.
 fn real_path(path: &Path) -> std::path::PathBuf {
+    real_path_within(path, 8)
+}
+
+fn real_path_within(path: &Path, links: u8) -> std::path::PathBuf {
     if let Ok(p) = std::fs::canonicalize(path) {
         return p;
+    }
+    // A symlink to a store not made yet: where SQLite will create it.
+    if links > 0
+        && let Ok(target) = std::fs::read_link(path)
+    {
+        let target = match path.parent() {
+            Some(dir) if target.is_relative() => dir.join(target),
+            _ => target,
+        };
+        return real_path_within(&target, links - 1);
     }
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
