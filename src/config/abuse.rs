@@ -486,7 +486,11 @@ fn has_browser_token(s: &Section<'_, '_>) -> bool {
 
 fn lint(s: &Section<'_, '_>, cfg: &AbuseConfig) {
     // Limits written but refused are errors already: "no limits" would be a second, wrong one.
-    if cfg.limits.is_empty() && s.peek("limit").is_none() {
+    let written = s
+        .peek("limit")
+        .and_then(toml::Value::as_array)
+        .is_some_and(|a| !a.is_empty());
+    if cfg.limits.is_empty() && !written {
         s.warn(
             "limit",
             "route has no [[route.limit]]: a leaked URL can be called without bound",
@@ -830,6 +834,12 @@ within = "0s"
             "route has no [[route.limit]]: a leaked URL can be called without bound"
         );
         assert!(warnings("[[route.limit]]\nkey = \"route\"\nrate = \"1/s\"\n").is_empty());
+        // An empty list is no limit either.
+        let text = "[[route]]\nname = \"chat\"\npath = \"/chat\"\nlimit = []\n[route.upstream]\nurl = \"http://127.0.0.1:5678/hook\"\n";
+        let w = load_str(text, "t", std::path::Path::new("/tmp"), &|_| None)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .warnings;
+        assert!(w.iter().any(|i| i.key == "route[chat].limit"), "{w:?}");
     }
 
     #[test]
