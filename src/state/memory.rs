@@ -7,7 +7,8 @@
 //! entry means the same as a missing one, so idle keys are dropped without losing anything; a
 //! full shard first drops its expired entries and, only if still full, the tenth of its
 //! entries closest to expiring, per-address counters before the budgets of callers past the
-//! credential checks ([`super::PROTECTED_PREFIX`]). Memory is therefore bounded by
+//! credential checks ([`super::PROTECTED_PREFIX`]), which go only where the former do not
+//! make up the tenth. Memory is therefore bounded by
 //! `max_entries` whatever a flood of distinct addresses does, and such a flood cannot reset an
 //! authenticated caller's budget by pushing it out.
 
@@ -182,9 +183,10 @@ impl MemoryState {
 
     /// Makes room for one more entry (`pinned`: a claim or a ban) when the shard is full: dead
     /// entries go first, then a tenth of the evictable ones (rate-limit buckets and failure
-    /// counters) closest to expiring, protected ones only when no other is left. Live claims and bans are never evicted, and they may
-    /// fill at most three quarters of a shard ([`max_pinned`]): a flood of spent tokens can
-    /// then only make further claims fail, while every route's limits keep their room.
+    /// counters) closest to expiring, protected ones only where the exposed ones do not make
+    /// up the tenth. Live claims and bans are never evicted, and they may fill at most three
+    /// quarters of a shard ([`max_pinned`]): a flood of spent tokens can then only make further
+    /// claims fail, while every route's limits keep their room.
     fn make_room(shard: &mut Shard, now: u64, cap: usize, pinned: bool) -> Result<(), TableFull> {
         let pinned_full = || pinned && shard.pinned >= max_pinned(cap);
         if shard.map.len() < cap && !pinned_full() {
