@@ -447,6 +447,12 @@ where
     }
 }
 
+/// A byte an authority (`host[:port]`, RFC 3986 §3.2) may hold: unreserved, sub-delims,
+/// `%` of percent-encoding, `:` and the brackets of an IP literal.
+fn is_authority_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=:[]".contains(&b)
+}
+
 /// Whether `bytes` hold the end of a head: an empty line, after CRLF or a bare LF.
 fn may_end_head(bytes: &[u8]) -> bool {
     bytes.windows(2).enumerate().any(|(i, w)| {
@@ -528,6 +534,10 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, Refusal> {
             chunked = true;
         } else if name == header::HOST {
             hosts += 1;
+            // RFC 9112 §3.2: a Host that is not a valid authority is a 400. (Empty is valid.)
+            if !raw.trim_ascii().iter().all(|&b| is_authority_byte(b)) {
+                return Err(Refusal::BadRequest("invalid Host"));
+            }
         } else if name == header::CONNECTION {
             for token in raw.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
                 if token.eq_ignore_ascii_case(b"close") {
@@ -884,6 +894,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn hosts_that_are_authorities_are_accepted() {
+        for host in [
+            "",
+            "x",
+            "example.com:443",
+            "[::1]:8080",
+            "127.0.0.1",
+            "xn--bcher-kva.example",
+            "a_b",
+        ] {
+            let raw = format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n");
+            assert!(matches!(parse(&raw), Ok(Some(_))), "{host:?} refused");
+        }
+    }
+
+    #[test]
     fn the_end_of_a_head_is_seen_in_any_line_ending() {
         for ends in ["\r\n\r\n", "\n\n", "\n\r\n", "x\r\n\r\nbody"] {
             assert!(may_end_head(ends.as_bytes()), "{ends:?}");
@@ -953,6 +979,10 @@ mod tests {
             // Host missing or twice.
             "GET / HTTP/1.1\r\n\r\n",
             "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+            // A Host that is no authority.
+            "GET / HTTP/1.1\r\nHost: a b\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a/b\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\"b\r\n\r\n",
             // Obsolete line folding, a space before the colon, a bad version.
             "GET / HTTP/1.1\r\nHost: x\r\nX-A: 1\r\n folded\r\n\r\n",
             "GET / HTTP/1.1\r\nHost : x\r\n\r\n",
