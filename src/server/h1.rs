@@ -547,7 +547,11 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, Refusal> {
                 }
             }
         } else if name == header::EXPECT {
-            expect_continue = raw.trim_ascii().eq_ignore_ascii_case(b"100-continue");
+            // Any field asking for it: a later `Expect` must not cancel the 100 the client
+            // waits for (it would stall until its own timeout).
+            expect_continue |= raw
+                .split(|&b| b == b',')
+                .any(|e| e.trim_ascii().eq_ignore_ascii_case(b"100-continue"));
         }
         let value = HeaderValue::from_maybe_shared(head.slice(range))
             .map_err(|_| Refusal::BadRequest("invalid header value"))?;
@@ -958,6 +962,15 @@ mod tests {
         assert!(head("GET / HTTP/1.0\r\n\r\n").close);
         assert!(!head("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").close);
         assert!(head("GET / HTTP/1.1\r\nHost: x\r\nConnection: foo, close\r\n\r\n").close);
+        for expect in [
+            "Expect: 100-continue\r\nExpect: foo",
+            "Expect: foo, 100-continue",
+        ] {
+            let h = head(&format!(
+                "POST / HTTP/1.1\r\nHost: x\r\n{expect}\r\nContent-Length: 1\r\n\r\n"
+            ));
+            assert!(h.expect_continue, "{expect}");
+        }
         let h =
             head("POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-Continue\r\nContent-Length: 1\r\n\r\n");
         assert!(h.expect_continue);
