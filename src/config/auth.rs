@@ -280,7 +280,7 @@ fn lint_issued(route: &Section<'_, '_>, auths: &[AuthConfig], chosen: bool) {
         if k.keys.is_empty() && !k.issued {
             route.error(
                 &format!("auth[#{}]", i + 1),
-                "has no static keys and does not take the route's issued keys (another entry does), so no request could ever pass it",
+                "has no static keys and does not take the route's issued keys, so no request could ever pass it",
                 "set issued = true on this entry and issued = false on the other, or give it keys = [\"${API_KEY}\"]",
             );
         }
