@@ -18,6 +18,8 @@ use std::time::Instant;
 use bytes::Bytes;
 use common::*;
 use http_body_util::Full;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -42,6 +44,45 @@ fn rss_kib() -> u64 {
 fn address(n: usize) -> String {
     let n = n as u32;
     Ipv4Addr::from(0x0b00_0000u32 + (n % 65_536) * 256 + n / 65_536).to_string()
+}
+
+/// POSTs to `url` from `addresses` distinct forwarded addresses ([`address`]) over
+/// `concurrency` connections, with `headers`; returns how many answers had status `counted`.
+async fn flood(
+    client: &Client<HttpConnector, Full<Bytes>>,
+    url: &str,
+    addresses: usize,
+    concurrency: usize,
+    headers: &'static [(&'static str, &'static str)],
+    counted: u16,
+) -> usize {
+    let next = Arc::new(AtomicUsize::new(0));
+    let hits = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (next, hits, client, url) =
+            (next.clone(), hits.clone(), client.clone(), url.to_owned());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                if n >= addresses {
+                    return;
+                }
+                let mut b = req("POST", &url).header("x-forwarded-for", address(n));
+                for (k, v) in headers {
+                    b = b.header(*k, *v);
+                }
+                let got = send_with(&client, b.body(Full::new(Bytes::new())).unwrap()).await;
+                if got.status == counted {
+                    hits.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    hits.load(Ordering::Relaxed)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -99,33 +140,8 @@ rate = "1/day"
     let rss_before = rss_kib();
     let entries_before = state.local_entries();
 
-    let next = Arc::new(AtomicUsize::new(0));
-    let refused = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..concurrency {
-        let (next, refused, client, url) =
-            (next.clone(), refused.clone(), client.clone(), url.clone());
-        tasks.push(tokio::spawn(async move {
-            loop {
-                let n = next.fetch_add(1, Ordering::Relaxed);
-                if n >= addresses {
-                    return;
-                }
-                let r = req("POST", &url)
-                    .header("x-forwarded-for", address(n))
-                    .body(Full::new(Bytes::new()))
-                    .unwrap();
-                let got = send_with(&client, r).await;
-                if got.status == 429 {
-                    refused.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
-    }
+    let refused = flood(&client, &url, addresses, concurrency, &[], 429).await;
     let elapsed = started.elapsed();
     let rss_after = rss_kib();
     let entries_after = state.local_entries();
@@ -148,11 +164,7 @@ rate = "1/day"
     );
 
     assert!(entries_after <= capacity, "{entries_after} > {capacity}");
-    assert_eq!(
-        refused.load(Ordering::Relaxed),
-        addresses,
-        "all refused by the route budget"
-    );
+    assert_eq!(refused, addresses, "all refused by the route budget");
     assert_eq!(
         up.count(),
         1,
@@ -217,28 +229,12 @@ rate = "2/hour"
         200
     );
 
-    let next = Arc::new(AtomicUsize::new(0));
-    let mut tasks = Vec::new();
-    for _ in 0..16 {
-        let (next, client, url) = (next.clone(), client.clone(), url.clone());
-        tasks.push(tokio::spawn(async move {
-            loop {
-                let n = next.fetch_add(1, Ordering::Relaxed);
-                if n >= addresses {
-                    return;
-                }
-                let r = req("POST", &url)
-                    .header("x-forwarded-for", address(n))
-                    .header("x-api-key", "a-wrong-key-0123456789abcdef")
-                    .body(Full::new(Bytes::new()))
-                    .unwrap();
-                assert_eq!(send_with(&client, r).await.status, 401);
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
-    }
+    const WRONG_KEY: &[(&str, &str)] = &[("x-api-key", "a-wrong-key-0123456789abcdef")];
+    let refused = flood(&client, &url, addresses, 16, WRONG_KEY, 401).await;
+    assert_eq!(
+        refused, addresses,
+        "not every wrong key was refused with 401"
+    );
     // The key has one call left this hour, whatever the flood did to the table.
     assert_eq!(
         send_with(&client, call("10.1.0.2".into(), good))

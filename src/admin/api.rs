@@ -56,25 +56,25 @@ async fn read<T: Send + 'static>(
     }
 }
 
+/// A handler's query arguments, or why they cannot be read (`limit=abc`, `before=1e5`) with
+/// `hint` after the framework's reason: for the API's own JSON `bad_request`, like every other
+/// bad filter, not the framework's plain text.
+pub fn query_args<T>(
+    args: Result<Query<T>, axum::extract::rejection::QueryRejection>,
+    hint: &str,
+) -> Result<T, String> {
+    args.map(|Query(a)| a)
+        .map_err(|e| format!("{}{hint}", e.body_text()))
+}
+
 /// `GET /api/events`: `route`, `outcome`, `reason`, `since`, `ip`, `limit`, `before`, `after`.
 pub async fn events(
     State(state): State<AdminState>,
     args: Result<Query<FilterArgs>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    // A value that is not a number (`limit=abc`, `before=1e5`) is refused in the API's own
-    // JSON error shape, like every other bad filter, not as the framework's plain text.
-    let Query(args) = match args {
+    let args = match query_args(args, "; limit, before and after are whole numbers") {
         Ok(a) => a,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                format!(
-                    "{}; limit, before and after are whole numbers",
-                    e.body_text()
-                ),
-            );
-        }
+        Err(msg) => return error(StatusCode::BAD_REQUEST, "bad_request", msg),
     };
     let filter = match args.resolve(jiff::Timestamp::now(), MAX_EVENTS_PER_PAGE) {
         Ok(f) => f,
@@ -98,9 +98,9 @@ pub async fn stats(
     State(state): State<AdminState>,
     args: Result<Query<StatsArgs>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    let Query(args) = match args {
+    let args = match query_args(args, "") {
         Ok(a) => a,
-        Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", e.body_text()),
+        Err(msg) => return error(StatusCode::BAD_REQUEST, "bad_request", msg),
     };
     let window = match args.window.as_deref() {
         None | Some("") => Duration::from_secs(3600),

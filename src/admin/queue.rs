@@ -76,17 +76,9 @@ pub async fn list(
     State(state): State<AdminState>,
     args: Result<Query<ListArgs>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    // A number that is not one (`limit=abc`) is refused in the API's JSON error shape, as
-    // `/api/events` does, not as the framework's plain text.
-    let Query(args) = match args {
+    let args = match super::api::query_args(args, "; limit and before are whole numbers") {
         Ok(a) => a,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                format!("{}; limit and before are whole numbers", e.body_text()),
-            );
-        }
+        Err(msg) => return error(StatusCode::BAD_REQUEST, "bad_request", msg),
     };
     let Some(q) = state.gateway.queue() else {
         return no_queue();

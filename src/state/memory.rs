@@ -600,24 +600,13 @@ mod tests {
     /// sweeping it each time, like one below its cap.
     #[test]
     fn a_shard_at_its_cap_with_a_full_pinned_share_pauses_its_sweeps() {
-        let s = MemoryState::new(SHARDS * 16);
-        s.set_manual_clock(Duration::from_secs(1));
-        let short = Duration::from_millis(10);
-        let mut i = 0u32;
-        while s.claim_once(&format!("tok:{i}"), short).is_ok() {
-            i += 1;
-            assert!(i < 10_000, "the claims never filled their share");
-        }
+        let (s, full_key) = pinned_share_filled_with_short_claims();
         // Fill the rest of every shard with live counters.
         let daily = Rate::new(1, Duration::from_secs(86_400), 1);
         for n in 0..(SHARDS * 16) {
             s.rate(&format!("rl:ip:{n}"), daily).unwrap();
         }
-        let full_key = format!("tok:{i}");
-        s.set_manual_clock(Duration::from_millis(1_050));
-        assert!(s.claim_once(&full_key, short).is_err());
-        s.set_manual_clock(Duration::from_millis(1_200));
-        assert_eq!(s.claim_once(&full_key, short), Ok(true));
+        assert_swept_only_after_the_pause(&s, &full_key);
     }
 
     /// Budgets of callers past the credential checks outlive a flood of per-address counters
@@ -682,21 +671,33 @@ mod tests {
     /// every 100 ms, and then make room.
     #[test]
     fn a_full_pinned_share_is_swept_now_and_then_not_per_claim() {
+        let (s, full_key) = pinned_share_filled_with_short_claims();
+        assert_swept_only_after_the_pause(&s, &full_key);
+    }
+
+    /// Lifetime of the claims that fill a pinned share in the sweep tests.
+    const SHORT: Duration = Duration::from_millis(10);
+
+    /// A state at 1 s whose claims of [`SHORT`] life fill a pinned share, and the key of the
+    /// first claim it refused (swept just then, at 1 s).
+    fn pinned_share_filled_with_short_claims() -> (MemoryState, String) {
         let s = MemoryState::new(SHARDS * 16);
         s.set_manual_clock(Duration::from_secs(1));
-        let short = Duration::from_millis(10);
         let mut i = 0u32;
-        while s.claim_once(&format!("tok:{i}"), short).is_ok() {
+        while s.claim_once(&format!("tok:{i}"), SHORT).is_ok() {
             i += 1;
             assert!(i < 10_000, "the claims never filled their share");
         }
-        let full_key = format!("tok:{i}");
+        (s, format!("tok:{i}"))
+    }
+
+    fn assert_swept_only_after_the_pause(s: &MemoryState, full_key: &str) {
         // Every claim has expired, but the shard was swept 50 ms ago: still refused.
         s.set_manual_clock(Duration::from_millis(1_050));
-        assert!(s.claim_once(&full_key, short).is_err());
+        assert!(s.claim_once(full_key, SHORT).is_err());
         // Past the pause the sweep runs and finds the room.
         s.set_manual_clock(Duration::from_millis(1_200));
-        assert_eq!(s.claim_once(&full_key, short), Ok(true));
+        assert_eq!(s.claim_once(full_key, SHORT), Ok(true));
     }
 
     /// Claims that cannot be evicted (spent tokens, a flood of them) fill at most their share:
