@@ -919,3 +919,23 @@ id_header = "x-id"
     );
     assert!(msg.contains("{id}.{timestamp}.{body}"), "{msg}");
 }
+
+/// The secret in `HOOKWARDEN_SIGN_SECRET` is where the help tells users to put it, so the help
+/// must not show it (clap prints an env-backed option's current value unless told not to).
+#[test]
+fn sign_help_does_not_show_the_secret_from_the_environment() {
+    for flag in ["--help", "-h"] {
+        let out = Command::new(bin())
+            .args(["sign", flag])
+            .env("HOOKWARDEN_SIGN_SECRET", "whsec-help-must-hide-this")
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(text.contains("HOOKWARDEN_SIGN_SECRET"), "{text}");
+        assert!(!text.contains("help-must-hide"), "{flag}: {text}");
+    }
+}

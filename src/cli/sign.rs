@@ -28,7 +28,12 @@ pub struct SignArgs {
     /// The signing secret; repeat it to add one signature per secret where the scheme allows
     /// several (standard, svix, stripe, hmac). Prefer the environment variable: arguments are
     /// visible to other users of the machine.
-    #[arg(long = "secret", env = "HOOKWARDEN_SIGN_SECRET", required = true)]
+    #[arg(
+        long = "secret",
+        env = "HOOKWARDEN_SIGN_SECRET",
+        hide_env_values = true,
+        required = true
+    )]
     secrets: Vec<String>,
     /// Unix seconds to sign with; default: now.
     #[arg(long)]
