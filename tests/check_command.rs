@@ -169,3 +169,54 @@ fn a_shared_redis_state_needs_an_explicit_server_secret() {
         "the URL's password was echoed: {out}"
     );
 }
+
+/// A secret put in a key whose errors quote the value (here the decryption key given as the
+/// cipher, an easy slip) is shown as its `${NAME}`, in `check` and in `serve`'s refusal.
+#[test]
+fn values_from_the_environment_are_named_not_quoted_in_messages() {
+    let cfg = r#"
+[server]
+listen = "127.0.0.1:8080"
+[[route]]
+name = "vcc"
+path = "/vcc"
+[route.upstream]
+url = "https://n8n.example.com/webhook/abc"
+[route.decrypt]
+cipher = "${VCC_BODY_KEY}"
+key = "${VCC_BODY_KEY}"
+[[route.limit]]
+key = "ip"
+rate = "${RATE} per minute"
+"#;
+    let secret = "SEKRIT-decrypt-key-32-bytes-long!";
+    let env = [("VCC_BODY_KEY", secret), ("RATE", "\"quoted\" rate")];
+    let (code, out) = check(cfg, &env);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("route[vcc].decrypt.cipher"), "{out}");
+    assert!(out.contains("${VCC_BODY_KEY}"), "{out}");
+    assert!(!out.contains("SEKRIT"), "{out}");
+    // Quoted with escapes by `{:?}` in the message: still replaced.
+    assert!(
+        out.contains("route[vcc].limit[1].rate") || out.contains(".rate"),
+        "{out}"
+    );
+    assert!(!out.contains("quoted"), "{out}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hookwarden.toml");
+    std::fs::write(&path, cfg).unwrap();
+    let out = Command::new(common::bin())
+        .arg("serve")
+        .arg("--config")
+        .arg(&path)
+        .env_clear()
+        .envs(env)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("${VCC_BODY_KEY}"), "{text}");
+    assert!(!text.contains("SEKRIT"), "{text}");
+}

@@ -56,7 +56,14 @@ impl fmt::Display for Issue {
 pub struct Reader<'e> {
     issues: RefCell<Vec<Issue>>,
     env: &'e dyn Fn(&str) -> Option<String>,
+    /// Every variable `${…}` expanded, with its value: messages show the reference instead of
+    /// the value (see [`Reader::into_issues`]).
+    expanded: RefCell<Vec<(String, String)>>,
 }
+
+/// Values shorter than this are left in messages: they cannot be meaningful secrets, and
+/// replacing every `80` or `on` in a message's text would garble it.
+const REDACT_MIN_CHARS: usize = 4;
 
 impl<'e> Reader<'e> {
     /// A reader that expands `${VAR}` through `env`.
@@ -64,7 +71,20 @@ impl<'e> Reader<'e> {
         Reader {
             issues: RefCell::new(Vec::new()),
             env,
+            expanded: RefCell::new(Vec::new()),
         }
+    }
+
+    /// Looks `name` up in the environment and remembers its value for redaction.
+    fn lookup(&self, name: &str) -> Option<String> {
+        let value = (self.env)(name)?;
+        if value.chars().count() >= REDACT_MIN_CHARS {
+            let mut seen = self.expanded.borrow_mut();
+            if !seen.iter().any(|(n, _)| n == name) {
+                seen.push((name.to_owned(), value.clone()));
+            }
+        }
+        Some(value)
     }
 
     /// Opens the document's root table.
@@ -91,8 +111,32 @@ impl<'e> Reader<'e> {
     }
 
     /// All issues recorded so far, errors first, in the order they were found.
+    ///
+    /// A value that came from the environment is shown as its `${NAME}`: messages quote the
+    /// values they refuse, and a secret put in the wrong key (a decryption key as the cipher's
+    /// name) must not reach a terminal, a CI log or a reload's answer. Secret keys never quote
+    /// their values; this covers every other key, whichever check wrote the message.
     pub fn into_issues(self) -> Vec<Issue> {
+        let mut expanded = self.expanded.into_inner();
+        // Longest first, so a value that contains another is replaced whole.
+        expanded.sort_by_key(|(_, v)| std::cmp::Reverse(v.len()));
         let mut issues = self.issues.into_inner();
+        for issue in &mut issues {
+            for (name, value) in &expanded {
+                let reference = format!("${{{name}}}");
+                // Also as `{:?}` writes it (escaped quotes, backslashes, control characters).
+                let debug = format!("{value:?}");
+                let escaped = &debug[1..debug.len() - 1];
+                for text in [&mut issue.problem, &mut issue.fix] {
+                    if text.contains(value.as_str()) {
+                        *text = text.replace(value.as_str(), &reference);
+                    }
+                    if escaped != value && text.contains(escaped) {
+                        *text = text.replace(escaped, &reference);
+                    }
+                }
+            }
+        }
         issues.sort_by_key(|i| i.severity);
         issues
     }
@@ -172,7 +216,7 @@ impl<'a, 'e> Section<'a, 'e> {
     }
 
     fn expand_str(&self, key: &str, raw: &str) -> Option<String> {
-        match expand(raw, self.reader.env) {
+        match expand(raw, &|name| self.reader.lookup(name)) {
             Ok(s) => Some(s),
             Err(ExpandError::Missing(var)) => {
                 self.error(
