@@ -407,3 +407,137 @@ async fn futures_statuses(s: &Served, n: usize) -> Vec<u16> {
     }
     out
 }
+
+/// A TCP relay to Redis that can go silent on the connections it already carries: their
+/// commands are swallowed (read, never passed on) while the connections stay open, and new
+/// connections are relayed as usual. What a stuck proxy, NAT or managed endpoint does.
+struct SilentRelay {
+    addr: std::net::SocketAddr,
+    /// Connections accepted so far (each is numbered by this count when accepted).
+    opened: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Connections numbered at or below this are swallowed.
+    silent_upto: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl SilentRelay {
+    async fn start(target: std::net::SocketAddr) -> SilentRelay {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicU64, Ordering};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let opened = Arc::new(AtomicU64::new(0));
+        let silent_upto = Arc::new(AtomicU64::new(0));
+        let (count, gate) = (opened.clone(), silent_upto.clone());
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let mine = count.fetch_add(1, Ordering::SeqCst) + 1;
+                let gate = gate.clone();
+                tokio::spawn(async move {
+                    let Ok(server) = tokio::net::TcpStream::connect(target).await else {
+                        return;
+                    };
+                    let (mut cr, mut cw) = client.into_split();
+                    let (mut sr, mut sw) = server.into_split();
+                    let down = tokio::spawn(async move {
+                        let _ = tokio::io::copy(&mut sr, &mut cw).await;
+                    });
+                    let mut buf = vec![0u8; 16 * 1024];
+                    loop {
+                        let n = match cr.read(&mut buf).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        if mine <= gate.load(Ordering::SeqCst) {
+                            continue;
+                        }
+                        if sw.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                    down.abort();
+                });
+            }
+        });
+        SilentRelay {
+            addr,
+            opened,
+            silent_upto,
+            task,
+        }
+    }
+
+    /// From now on, every connection open so far is swallowed.
+    fn silence_open_connections(&self) {
+        use std::sync::atomic::Ordering;
+        let n = self.opened.load(Ordering::SeqCst);
+        self.silent_upto.store(n, Ordering::SeqCst);
+    }
+}
+
+impl Drop for SilentRelay {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A connection that stops answering while Redis itself is fine (new connections work) is
+/// replaced: without that, the instance refused (or, with `local`, served alone) until it was
+/// restarted.
+#[tokio::test]
+async fn a_connection_that_stops_answering_is_replaced() {
+    let redis = OwnRedis::start().await;
+    let relay = SilentRelay::start(([127, 0, 0, 1], redis.port).into()).await;
+    let up = Upstream::start().await;
+    let url = format!("redis://{}/0", relay.addr);
+    let text = config(&url, &unique_prefix("silent"), "deny");
+    let gw = Gateway::start(&text, &up).await;
+    assert_eq!(send(post(&gw, "/fast")).await.status, 200);
+
+    relay.silence_open_connections();
+    let got = send(post(&gw, "/fast")).await;
+    gw.assert_refused(&got, 503, "service_unavailable", Reason::StateUnavailable)
+        .await;
+    eventually(
+        Duration::from_secs(10),
+        "served on a new connection",
+        || async { send(post(&gw, "/fast")).await.status == 200 },
+    )
+    .await;
+    assert_eq!(
+        up.count(),
+        2,
+        "the refused request never reached the upstream"
+    );
+    gw.stop().await;
+}
+
+/// A Redis that evicts keys when full is named at start: a flood would push out spent
+/// tokens, seen message ids and bans. One that never evicts (`noeviction`, or no
+/// `maxmemory`) is not.
+#[tokio::test]
+async fn a_redis_that_evicts_keys_is_warned_about_at_start() {
+    let redis = OwnRedis::start().await;
+    let up = Upstream::start().await;
+    let quiet = served_local(&redis.url(), &up).await;
+    assert_eq!(status(&quiet, "/open").await, 200);
+    let redis_cli = |args: &[&str]| {
+        let out = std::process::Command::new("redis-cli")
+            .args(["-p", &redis.port.to_string()])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+    };
+    redis_cli(&["CONFIG", "SET", "maxmemory", "100mb"]);
+    redis_cli(&["CONFIG", "SET", "maxmemory-policy", "volatile-ttl"]);
+    let warned = served_local(&redis.url(), &up).await;
+    assert_eq!(status(&warned, "/open").await, 200);
+    eventually(Duration::from_secs(5), "the eviction warning", || async {
+        warned.log().contains("maxmemory-policy noeviction")
+    })
+    .await;
+    assert!(warned.log().contains("volatile-ttl"), "{}", warned.log());
+    assert!(!quiet.log().contains("evicts keys"), "{}", quiet.log());
+}

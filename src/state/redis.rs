@@ -126,16 +126,58 @@ impl RedisState {
     ) -> Result<RedisState, StateError> {
         let state = Self::new(cfg, secret, max_entries)?;
         match state.ping(cfg.connect_timeout + cfg.timeout).await {
-            Ok(()) => tracing::info!(
-                target: "hookwarden::state",
-                redis = %state.endpoint,
-                prefix = %state.prefix,
-                on_error = state.on_error.as_str(),
-                "shared state in Redis"
-            ),
+            Ok(()) => {
+                tracing::info!(
+                    target: "hookwarden::state",
+                    redis = %state.endpoint,
+                    prefix = %state.prefix,
+                    on_error = state.on_error.as_str(),
+                    "shared state in Redis"
+                );
+                state
+                    .warn_if_evicting(cfg.connect_timeout + cfg.timeout)
+                    .await;
+            }
             Err(e) => state.mark_down(&e),
         }
         Ok(state)
+    }
+
+    /// Warns when Redis may evict keys to make room (a `maxmemory` with any policy but
+    /// `noeviction`): an evicted claim lets a spent token or a delivered message through again,
+    /// an evicted ban lifts it, and a flood of new addresses is what fills the memory. A server
+    /// that refuses `CONFIG` (managed services often do) is left alone.
+    async fn warn_if_evicting(&self, budget: Duration) {
+        let mut c = self.connection();
+        let ask = async move {
+            let policy: Vec<String> = redis::cmd("CONFIG")
+                .arg("GET")
+                .arg("maxmemory-policy")
+                .query_async(&mut c)
+                .await?;
+            let limit: Vec<String> = redis::cmd("CONFIG")
+                .arg("GET")
+                .arg("maxmemory")
+                .query_async(&mut c)
+                .await?;
+            Ok::<_, RedisError>((policy, limit))
+        };
+        let Ok(Ok((policy, limit))) = tokio::time::timeout(budget, ask).await else {
+            return;
+        };
+        let policy = policy.get(1).map(String::as_str).unwrap_or("noeviction");
+        let limited = limit.get(1).is_some_and(|l| l.trim() != "0");
+        if limited && policy != "noeviction" {
+            tracing::warn!(
+                target: "hookwarden::state",
+                redis = %self.endpoint,
+                policy,
+                "Redis evicts keys when its maxmemory is reached: a flood could push out spent \
+                 token ids, seen message ids and bans, letting them be used again; set \
+                 `maxmemory-policy noeviction` (a full Redis then refuses writes, which \
+                 on_error handles)"
+            );
+        }
     }
 
     /// Like [`RedisState::connect`] without the first check (nothing is sent until the first
@@ -477,6 +519,10 @@ impl RedisState {
         // error); the second waits for it.
         let budget = self.connect_timeout + self.timeout;
         if self.ping(budget).await.is_err() && self.ping(budget).await.is_err() {
+            // The next recheck tries a new connection: the client library reconnects only
+            // when a connection fails, and one that stays open but never answers (a stuck
+            // proxy or NAT) would keep this instance off Redis until a restart.
+            self.renew_connection();
             return;
         }
         // A replica answers pings but refuses writes: wait for a primary.
