@@ -406,7 +406,7 @@ async fn large_bodies_arrive_whole() {
 }
 
 #[tokio::test]
-async fn head_and_no_content_answers_have_no_body_and_keep_the_connection() {
+async fn head_and_no_content_answers_have_no_body() {
     let raw = RawUpstream::start(|n| match n {
         1 => (
             // A HEAD answer announces the length of the body it does not send.
@@ -426,12 +426,57 @@ async fn head_and_no_content_answers_have_no_body_and_keep_the_connection() {
     .await;
     assert_eq!(head.status, 200);
     assert!(head.body.is_empty());
+    assert_eq!(head.header("content-length"), Some("1234"));
     let none = post(&gw, "{}").await;
     assert_eq!(none.status, 204);
     assert!(none.body.is_empty());
     assert_eq!(post(&gw, "{}").await.text(), "third");
-    assert_eq!(raw.connections(), 1);
+    // The HEAD answer's connection is not reused (it declared a body, which the upstream may
+    // send anyway); the 204's, which declared nothing, is.
+    assert_eq!(raw.connections(), 2);
     assert!(raw.seen()[0].head.starts_with("HEAD /in HTTP/1.1\r\n"));
+}
+
+/// A HEAD answer or a 304 that declares a body, and the body sent anyway a moment later (a
+/// HEAD served by the GET handler): the bytes never reach the next request, which may be
+/// another client's, because the connection is not reused.
+#[tokio::test]
+async fn a_head_or_not_modified_answer_sent_with_its_body_does_not_leak_into_the_next_request() {
+    const LEFTOVER: &[u8] =
+        b"HTTP/1.1 200 OK\r\ncontent-length: 26\r\n\r\nmeant for the first client";
+    for (method, status) in [("HEAD", "200 OK"), ("POST", "304 Not Modified")] {
+        let first = format!("HTTP/1.1 {status}\r\ncontent-length: 47\r\n\r\n").into_bytes();
+        let raw = RawUpstream::start(move |n| match n {
+            1 => (
+                first.clone(),
+                Then::SendLater(LEFTOVER, Duration::from_millis(300)),
+            ),
+            _ => (ok("second"), Then::KeepOpen),
+        })
+        .await;
+        let (gw, _u) = gateway(&raw, r#"["HEAD", "POST"]"#).await;
+        let got = send(
+            req(method, &gw.url("/hook"))
+                .header("content-type", "application/json")
+                .body(Full::new(Bytes::from_static(if method == "HEAD" {
+                    b""
+                } else {
+                    b"{}"
+                })))
+                .unwrap(),
+        )
+        .await;
+        assert!(got.body.is_empty(), "{method}: {:?}", got.body);
+        // At once, while the upstream is still about to send the first answer's body.
+        let second = post(&gw, "{}").await;
+        assert_eq!(second.status, 200, "{method}");
+        assert_eq!(second.text(), "second", "{method}");
+        assert_eq!(
+            raw.connections(),
+            2,
+            "{method}: the first connection was dropped"
+        );
+    }
 }
 
 /// A 204 that declares a body (a length, or a coding) is answered without the length, and its

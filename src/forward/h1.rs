@@ -704,15 +704,17 @@ fn parse_head(buf: &[u8], head_request: bool) -> Result<Option<(usize, Option<He
     let no_body =
         head_request || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
     let framing = if no_body {
-        // A 204 may carry neither a length nor a coding (RFC 9110 §8.6, RFC 9112 §6.1): one
-        // that declares a body comes from an upstream that may well send it, and the next
-        // request on the connection would read those bytes as its answer. Such a connection
-        // is not used again, and the length is not passed on. (A HEAD answer or a 304 states
-        // the length the full answer would have: that is allowed, and they are kept.)
+        // None of these has a body, whatever it declares. But an answer that declares one
+        // may come from an upstream that sends it anyway (a HEAD served by the GET handler is
+        // common in hand-written servers), and the next request on the connection, which may
+        // be another client's, would read those bytes as its answer. Such a connection is not
+        // used again. A 204 may carry neither a length nor a coding (RFC 9110 §8.6, RFC 9112
+        // §6.1), so its length is not passed on; a HEAD answer or a 304 states the length the
+        // full answer would have, which is allowed and kept.
+        if coded || length.is_some_and(|n| n > 0) {
+            close = true;
+        }
         if status == StatusCode::NO_CONTENT {
-            if coded || length.is_some_and(|n| n > 0) {
-                close = true;
-            }
             length = None;
         }
         Framing::Length(0)
