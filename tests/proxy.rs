@@ -604,3 +604,59 @@ async fn more_than_a_hundred_fields_are_refused_over_http2_too() {
     got.assert_error(431, "request_header_fields_too_large");
     assert_eq!(up.count(), 1);
 }
+
+/// An HTTP/2 client that resets its stream with NO_ERROR halfway through the body has not
+/// sent a request: nothing reaches the upstream, with or without a declared length, and on a
+/// connection whose pooled upstream connection is warm (where the forward could go out in
+/// the same poll as the body's end).
+#[tokio::test]
+async fn an_http2_body_cut_by_a_no_error_reset_is_not_forwarded() {
+    let (up, gw) = setup().await;
+    let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let (mut h2, conn) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let post = |length: Option<&str>| {
+        let mut b = http::Request::builder()
+            .method("POST")
+            .uri(gw.url("/hook"))
+            .header("content-type", "application/json");
+        if let Some(n) = length {
+            b = b.header("content-length", n);
+        }
+        b.body(()).unwrap()
+    };
+    // Warm: one whole request, so the upstream connection is pooled.
+    h2 = h2.ready().await.unwrap();
+    let (answer, mut stream) = h2.send_request(post(None), false).unwrap();
+    stream
+        .send_data(Bytes::from_static(b"{\"whole\":true}"), true)
+        .unwrap();
+    assert_eq!(answer.await.unwrap().status(), 200);
+    assert_eq!(up.count(), 1);
+
+    for length in [Some("40"), None] {
+        h2 = h2.ready().await.unwrap();
+        let (answer, mut stream) = h2.send_request(post(length), false).unwrap();
+        stream
+            .send_data(Bytes::from_static(b"{\"transfer\": 100"), false)
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        stream.send_reset(h2::Reason::NO_ERROR);
+        let _ = answer.await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(
+            up.count(),
+            1,
+            "content-length {length:?}: {:?}",
+            up.requests()
+        );
+    }
+    // The connection still serves whole requests.
+    h2 = h2.ready().await.unwrap();
+    let (answer, mut stream) = h2.send_request(post(Some("2")), false).unwrap();
+    stream.send_data(Bytes::from_static(b"{}"), true).unwrap();
+    assert_eq!(answer.await.unwrap().status(), 200);
+    assert_eq!(up.count(), 2);
+}

@@ -416,9 +416,26 @@ impl Gateway {
         let Some(incoming) = body.0.take() else {
             return self.refuse(ex, Denial::new(Reason::InternalError));
         };
+        let http2 = matches!(incoming, RequestBody::Right(_));
         match read_body(incoming, route.max_body, settings.body_timeout).await {
             Ok(bytes) => ex.body = bytes,
             Err(d) => return self.refuse(ex, d),
+        }
+        // A body shorter than its declared length is not the request the client sent. (The
+        // HTTP/1.1 reader cannot end early; an HTTP/2 stream reset with NO_ERROR ends the body
+        // in hyper as if it were complete.)
+        if declared_length(ex).is_some_and(|n| n != ex.body.len() as u64) {
+            return self.refuse(
+                ex,
+                Denial::new(Reason::BadRequest).with_detail("body shorter than its Content-Length"),
+            );
+        }
+        if http2 {
+            // Without a declared length, that reset is told apart from the end of the body
+            // only by hyper's stream task, which checks for a reset when this future is
+            // pending and then drops it: give it that chance before anything is forwarded or
+            // queued (the reset has arrived already if it is what ended the body).
+            tokio::task::yield_now().await;
         }
         if let Err(d) = route.check_body(ex, &self.services).await {
             route.record_denial(ex, &d, &self.services).await;
