@@ -1065,3 +1065,38 @@ fn the_readme_example_is_a_valid_config_with_the_documented_defaults() {
     );
     assert_eq!(loaded.config.alerts[0].name, "lost-deliveries");
 }
+
+/// An upstream that refuses a message with a page naming its own URL (what n8n answers for a
+/// workflow that is not active): the message's last error, in the admin API and the log,
+/// keeps the status and the text but not the webhook's secret path. (The log lines about the
+/// delivery carry the same text.)
+#[tokio::test]
+async fn a_dead_letter_error_never_repeats_the_upstream_secret_path() {
+    let up = Upstream::start().await;
+    let cfg = format!(
+        r#"
+{ALERT_AND_ADMIN}
+[[route]]
+name = "hooks"
+path = "/hooks"
+mode = "async"
+[route.upstream]
+url = "{{upstream}}/webhook/3f1c9a7e-secret-webhook-id/missing"
+[route.delivery]
+backoff = "10ms"
+"#
+    );
+    let (gw, admin) = start_with_admin(&cfg, &up, &|_| None).await;
+    let id = queue_one(&gw.url("/hooks"), r#"{"n":1}"#).await;
+    let events = wait_events(admin, "reason=delivery_failed", |e| !e.is_empty()).await;
+    assert_eq!(events[0]["request_id"], id.as_str());
+    let got = admin_get(admin, "/api/queue?state=dead", Some(ADMIN_TOKEN)).await;
+    let text = got.text();
+    let m = &got.json()["messages"][0];
+    let error = m["last_error"].as_str().unwrap_or_default().to_owned();
+    assert!(error.starts_with("HTTP 404 Not Found: "), "{error}");
+    assert!(error.contains("is not registered"), "{error}");
+    assert!(error.contains("[redacted]"), "{error}");
+    assert!(!text.contains("secret-webhook-id"), "{text}");
+    gw.stop().await;
+}

@@ -255,6 +255,11 @@ impl From<Response<UpstreamBody>> for UpstreamResponse {
     }
 }
 
+/// Parts of an upstream's URL shorter than this are not treated as secret in texts shown to
+/// operators: `webhook`, `api` and `v1` are not what makes a URL secret, and replacing them
+/// would garble the text.
+pub const MIN_SECRET_CHARS: usize = 8;
+
 /// A route's upstream: where to send, what to inject, how long to wait.
 #[derive(Debug, Clone)]
 pub struct Upstream {
@@ -317,6 +322,47 @@ impl Upstream {
             client,
             signer: cfg.sign.as_ref().map(OutboundSigner::new),
         }
+    }
+
+    /// What an upstream's error text must not repeat: its URL's path and every long part of
+    /// it (segments, query values; as written and decoded) and the values of the headers
+    /// injected into it. Longest first, so a value that contains another is replaced whole.
+    pub fn secret_parts(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        let mut add = |s: &str| {
+            if s.len() >= MIN_SECRET_CHARS && !out.iter().any(|o| o == s) {
+                out.push(s.to_owned());
+            }
+            if let Some(decoded) = crate::urlenc::percent_decode(s, true)
+                && let Ok(decoded) = std::str::from_utf8(&decoded)
+                && decoded != s
+                && decoded.len() >= MIN_SECRET_CHARS
+                && !out.iter().any(|o| o == decoded)
+            {
+                out.push(decoded.to_owned());
+            }
+        };
+        add(&self.path);
+        add(self.path.trim_start_matches('/'));
+        for segment in self.path.split('/') {
+            add(segment);
+        }
+        if let Some(query) = &self.base_query {
+            add(query);
+            for pair in query.split('&') {
+                add(pair);
+                if let Some((_, value)) = pair.split_once('=') {
+                    add(value);
+                }
+            }
+        }
+        for (_, value) in self.inject.iter() {
+            if let Ok(v) = value.to_str() {
+                add(v);
+            }
+        }
+        out.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        out
     }
 
     /// The path and query for a request whose forwarded query is `query`. The client's

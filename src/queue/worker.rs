@@ -432,8 +432,11 @@ async fn attempt(route: Arc<RoutePolicy>, reader: crate::store::Store, due: Due)
                 )
                 .await;
             } else {
-                let snippet = read_some(body, ERROR_SNIPPET, Duration::from_secs(2)).await;
-                o.error = Some(describe_status(status, &snippet));
+                // Read past the part kept, so a secret that straddles its end is still
+                // recognised whole.
+                let snippet = read_some(body, 2 * ERROR_SNIPPET, Duration::from_secs(2)).await;
+                let secrets = route.upstream.secret_parts();
+                o.error = Some(describe_status(status, &snippet, &secrets));
             }
         }
         // Connection errors, broken exchanges and timeouts are all worth another attempt.
@@ -465,8 +468,11 @@ async fn read_some(mut body: UpstreamBody, max: usize, within: Duration) -> Byte
     Bytes::from(out)
 }
 
-/// `HTTP 503 Service Unavailable: <the start of the answer>`, printable characters only.
-fn describe_status(status: http::StatusCode, body: &[u8]) -> String {
+/// `HTTP 503 Service Unavailable: <the start of the answer>`, printable characters only, with
+/// every one of `secrets` (and a start of one at the end) replaced by `[redacted]`: automation
+/// platforms name the webhook's URL in their error pages ("The requested webhook … is not
+/// registered"), and this text is logged, stored and shown by `queue list` and the admin API.
+fn describe_status(status: http::StatusCode, body: &[u8], secrets: &[String]) -> String {
     let mut s = format!("HTTP {}", status.as_u16());
     if let Some(reason) = status.canonical_reason() {
         s.push(' ');
@@ -475,15 +481,33 @@ fn describe_status(status: http::StatusCode, body: &[u8]) -> String {
     let text: String = String::from_utf8_lossy(body)
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
-        .take(ERROR_SNIPPET)
         .collect();
-    let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let mut text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    for secret in secrets {
+        if text.contains(secret.as_str()) {
+            text = text.replace(secret.as_str(), REDACTED);
+        }
+    }
+    // The body was cut where reading stopped: a secret's first characters may end it.
+    for secret in secrets {
+        let partial = (crate::forward::MIN_SECRET_CHARS..secret.len())
+            .rev()
+            .filter(|&k| secret.is_char_boundary(k))
+            .find(|&k| text.ends_with(&secret[..k]));
+        if let Some(k) = partial {
+            text.truncate(text.len() - k);
+            text.push_str(REDACTED);
+        }
+    }
+    let text: String = text.chars().take(ERROR_SNIPPET).collect();
     if !text.is_empty() {
         s.push_str(": ");
         s.push_str(&text);
     }
     s
 }
+
+const REDACTED: &str = "[redacted]";
 
 #[cfg(test)]
 mod tests {
@@ -492,18 +516,57 @@ mod tests {
     #[test]
     fn status_descriptions_are_short_and_printable() {
         assert_eq!(
-            describe_status(http::StatusCode::BAD_REQUEST, b"{\"error\":\n\"bad\"}\r\n"),
+            describe_status(
+                http::StatusCode::BAD_REQUEST,
+                b"{\"error\":\n\"bad\"}\r\n",
+                &[]
+            ),
             "HTTP 400 Bad Request: {\"error\": \"bad\"}"
         );
         assert_eq!(
-            describe_status(http::StatusCode::SERVICE_UNAVAILABLE, b""),
+            describe_status(http::StatusCode::SERVICE_UNAVAILABLE, b"", &[]),
             "HTTP 503 Service Unavailable"
         );
         let long = vec![b'a'; 1000];
         assert_eq!(
-            describe_status(http::StatusCode::BAD_REQUEST, &long).len(),
+            describe_status(http::StatusCode::BAD_REQUEST, &long, &[]).len(),
             "HTTP 400 Bad Request: ".len() + ERROR_SNIPPET
         );
+    }
+
+    /// n8n's answer for a workflow that is not active names the webhook's path: the path,
+    /// its id segment, query values and injected header values never reach the stored text,
+    /// not even the start of one where the body was cut.
+    #[test]
+    fn upstream_secrets_are_redacted_from_error_texts() {
+        let text = "[[route]]\nname = \"a\"\npath = \"/a\"\n[route.upstream]\nurl = \"https://n8n.example.com/webhook/3f1c-SEKRIT-webhook-id?tok=SEKRIT%2Dquery&x=1\"\nheaders = { \"X-Auth\" = \"SEKRIT-header-value\" }\n";
+        let loaded = crate::config::load_str(text, "t", std::path::Path::new("."), &|_| None)
+            .expect("config loads");
+        let client = crate::forward::UpstreamClient::new(None, Duration::from_secs(1)).unwrap();
+        let upstream = crate::forward::Upstream::new(&loaded.config.routes[0].upstream, client);
+        let secrets = upstream.secret_parts();
+        let n8n = br#"{"code":404,"message":"The requested webhook \"POST 3f1c-SEKRIT-webhook-id\" is not registered.","hint":"echo tok=SEKRIT-query SEKRIT-header-value"}"#;
+        let got = describe_status(http::StatusCode::NOT_FOUND, n8n, &secrets);
+        assert!(!got.contains("SEKRIT"), "{got}");
+        assert!(
+            got.contains("webhook \\\"POST [redacted]\\\" is not registered"),
+            "{got}"
+        );
+        // Cut after the secret's first characters.
+        let cut = b"The requested webhook \"POST 3f1c-SEKR";
+        let got = describe_status(http::StatusCode::NOT_FOUND, cut, &secrets);
+        assert_eq!(
+            got,
+            "HTTP 404 Not Found: The requested webhook \"POST [redacted]"
+        );
+        // Short parts stay: they are not what makes the URL secret.
+        assert!(
+            secrets
+                .iter()
+                .all(|s| s.len() >= crate::forward::MIN_SECRET_CHARS),
+            "{secrets:?}"
+        );
+        assert!(!secrets.iter().any(|s| s == "webhook"), "{secrets:?}");
     }
 
     #[test]
