@@ -155,11 +155,15 @@ impl App {
             )
             .with_queue(queue.clone()),
         );
-        let tls = match &config.server.tls {
-            Some(files) => Some(Arc::new(crate::server::tls::server_config(
+        let certificate = match &config.server.tls {
+            Some(files) => Some(crate::server::tls::Certificate::load(
                 &files.cert,
                 &files.key,
-            )?)),
+            )?),
+            None => None,
+        };
+        let tls = match &certificate {
+            Some(c) => Some(Arc::new(crate::server::tls::server_config(c.clone())?)),
             None => None,
         };
         let limits = ConnLimits {
@@ -193,7 +197,8 @@ impl App {
                 retention,
                 metrics.clone(),
             )
-            .with_queue(queue.clone()),
+            .with_queue(queue.clone())
+            .with_certificate(certificate),
         );
         let (admin, admin_addr) = match &config.admin {
             None => (None, None),

@@ -4,6 +4,7 @@
 mod common;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use common::*;
@@ -264,4 +265,95 @@ async fn every_answer_over_tls_carries_hsts() {
         "{out}"
     );
     assert_eq!(up.count(), 0);
+}
+
+/// A reload serves renewed certificate files to new connections (a certbot deploy hook does
+/// exactly this) without a restart, and a reload whose files do not make a certificate is
+/// refused naming the key while the current one keeps serving.
+#[tokio::test]
+async fn a_reload_serves_renewed_certificate_files() {
+    const TOKEN: &str = "tls-reload-admin-token-0123456789";
+    let (first, second) = (pki(), pki());
+    let up = Upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, &first.cert_pem).unwrap();
+    std::fs::write(&key, &first.key_pem).unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let admin: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let config = dir.path().join("hookwarden.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[server]
+listen = "{listen}"
+tls_cert = "{}"
+tls_key = "{}"
+[storage]
+path = "{}"
+[admin]
+listen = "{admin}"
+token = "{TOKEN}"
+[[route]]
+name = "hook"
+path = "/hook"
+[route.upstream]
+url = "{}/target"
+"#,
+            cert.display(),
+            key.display(),
+            dir.path().join("hw.db").display(),
+            up.base()
+        ),
+    )
+    .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _serve = Kill(
+        std::process::Command::new(bin())
+            .arg("serve")
+            .arg("--config")
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let health = format!("https://{listen}/_hookwarden/healthz");
+    // A new client (so a new connection and handshake) for every request.
+    let get = |ca: &CertificateDer<'static>| {
+        https_client(ca, false).request(req("GET", &health).body(Full::new(Bytes::new())).unwrap())
+    };
+    let (trusts_first, trusts_second) = (&first.ca_der, &second.ca_der);
+    eventually(
+        Duration::from_secs(10),
+        "serving the first certificate",
+        || async { get(trusts_first).await.is_ok_and(|r| r.status() == 200) },
+    )
+    .await;
+    assert!(get(trusts_second).await.is_err(), "second CA trusted early");
+
+    std::fs::write(&cert, &second.cert_pem).unwrap();
+    std::fs::write(&key, &second.key_pem).unwrap();
+    let got = admin_post(admin, "/api/reload", Some(TOKEN)).await;
+    assert_eq!(got.status, 200, "{}", got.text());
+    assert_eq!(got.json()["restart_needed"], serde_json::json!([]));
+    assert_eq!(get(trusts_second).await.unwrap().status(), 200);
+    assert!(
+        get(trusts_first).await.is_err(),
+        "the old certificate is still served"
+    );
+
+    // A key that does not belong to the certificate: refused, the second one stays.
+    std::fs::write(&key, &first.key_pem).unwrap();
+    let got = admin_post(admin, "/api/reload", Some(TOKEN)).await;
+    assert_eq!(got.status, 422, "{}", got.text());
+    assert!(got.text().contains("server.tls_"), "{}", got.text());
+    assert_eq!(get(trusts_second).await.unwrap().status(), 200);
 }

@@ -67,6 +67,8 @@ pub struct Reloader {
     metrics: Arc<Metrics>,
     serial: std::sync::Mutex<()>,
     queue: Option<Queue>,
+    /// The TLS listener's certificate, read again at every reload.
+    certificate: Option<Arc<crate::server::tls::Certificate>>,
 }
 
 impl std::fmt::Debug for Reloader {
@@ -100,12 +102,22 @@ impl Reloader {
             metrics,
             serial: std::sync::Mutex::new(()),
             queue: None,
+            certificate: None,
         }
     }
 
     /// Keeps the delivery queue's workers in line with the routes on every reload.
     pub fn with_queue(mut self, queue: Queue) -> Self {
         self.queue = Some(queue);
+        self
+    }
+
+    /// The TLS listener's certificate, so a reload serves renewed files.
+    pub fn with_certificate(
+        mut self,
+        certificate: Option<Arc<crate::server::tls::Certificate>>,
+    ) -> Self {
+        self.certificate = certificate;
         self
     }
 
@@ -150,6 +162,13 @@ impl Reloader {
         let new = loaded.config;
         let routes = RouteTable::compile(&new).map_err(|e| ReloadError::Compile(e.to_string()))?;
         let restart_needed = restart_needed(&self.started, &new);
+        // The files were read by the config check already; read again here, just before the
+        // swap, so what is served is what the check accepted (or the reload is refused).
+        if let (Some(certificate), Some(files)) = (&self.certificate, &new.server.tls) {
+            certificate
+                .reload(&files.cert, &files.key)
+                .map_err(|e| ReloadError::Unreadable(format!("server.tls_cert/tls_key: {e}")))?;
+        }
 
         self.gateway.swap(routes, gateway_settings(&new.server));
         if let Some(q) = &self.queue {
@@ -184,13 +203,8 @@ impl Reloader {
 /// differs.
 fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
     let mut out = Vec::new();
-    let tls = |c: &Config| {
-        c.server
-            .tls
-            .as_ref()
-            .map(|t| (t.cert.clone(), t.key.clone()))
-    };
-    let checks: [(&'static str, bool); 15] = [
+    let tls = |c: &Config| c.server.tls.is_some();
+    let checks: [(&'static str, bool); 16] = [
         ("server.listen", old.server.listen != new.server.listen),
         (
             "server.max_connections_per_ip",
@@ -214,6 +228,7 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
             "server.trusted_proxies (for max_connections_per_ip)",
             old.server.trusted_proxies != new.server.trusted_proxies,
         ),
+        // Turning TLS on or off changes the listener; new files are read by the reload.
         ("server.tls_cert/tls_key", tls(old) != tls(new)),
         (
             "server.max_connections",
@@ -229,6 +244,10 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
         ),
         ("server.workers", old.server.workers != new.server.workers),
         ("storage.path", old.storage.path != new.storage.path),
+        (
+            "storage.queue_commit_batch",
+            old.storage.queue_commit_batch != new.storage.queue_commit_batch,
+        ),
         (
             "admin.listen",
             old.admin.as_ref().map(|a| a.listen) != new.admin.as_ref().map(|a| a.listen),

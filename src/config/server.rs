@@ -141,7 +141,7 @@ pub(super) fn read_server(section: Option<Section<'_, '_>>, base: &Path) -> Serv
                 key: resolve_path(base, &key),
             };
             // Loaded here as `serve` loads them, so `check` finds what `serve` would stop at.
-            if let Err(e) = crate::server::tls::server_config(&files.cert, &files.key) {
+            if let Err(e) = crate::server::tls::Certificate::load(&files.cert, &files.key) {
                 use crate::server::tls::TlsError;
                 let (key, problem, fix) = match &e {
                     TlsError::Read { path, .. } if *path == files.key.display().to_string() => (

@@ -1,8 +1,12 @@
-//! TLS for the public listener: certificate loading and ALPN (h2, then http/1.1).
+//! TLS for the public listener: certificate loading (and reloading) and ALPN (h2, then
+//! http/1.1).
 
 use std::path::Path;
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
@@ -35,8 +39,47 @@ fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
     })
 }
 
-/// Builds the server TLS config from PEM files.
-pub fn server_config(cert: &Path, key: &Path) -> Result<rustls::ServerConfig, TlsError> {
+/// The listener's certificate and key, replaced in place by a reload: renewed certificates
+/// (certbot and friends write new files and signal the gateway, as they do nginx) are served
+/// to new connections without a restart. Connections already open keep theirs.
+#[derive(Debug)]
+pub struct Certificate {
+    current: ArcSwap<CertifiedKey>,
+}
+
+impl Certificate {
+    /// Reads the PEM files; fails when they cannot be read, hold no certificate or key, or the
+    /// key does not belong to the certificate.
+    pub fn load(cert: &Path, key: &Path) -> Result<Arc<Certificate>, TlsError> {
+        Ok(Arc::new(Certificate {
+            current: ArcSwap::from_pointee(certified_key(cert, key)?),
+        }))
+    }
+
+    /// Reads the files again and serves what they hold from now on; on failure the current
+    /// certificate stays.
+    pub fn reload(&self, cert: &Path, key: &Path) -> Result<(), TlsError> {
+        self.current.store(Arc::new(certified_key(cert, key)?));
+        Ok(())
+    }
+
+    /// The certificate chain served now (for tests and diagnostics).
+    pub fn chain(&self) -> Vec<CertificateDer<'static>> {
+        self.current.load().cert.clone()
+    }
+}
+
+impl ResolvesServerCert for Certificate {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current.load_full())
+    }
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsError> {
     let cert_pem = read(cert)?;
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
         .filter_map(Result::ok)
@@ -47,12 +90,15 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<rustls::ServerConfig, Tl
     let key_pem = read(key)?;
     let key = PrivateKeyDer::from_pem_slice(&key_pem)
         .map_err(|_| TlsError::NoKey(key.display().to_string()))?;
-    let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()?
-    .with_no_client_auth()
-    .with_single_cert(certs, key)?;
+    Ok(CertifiedKey::from_der(certs, key, &provider())?)
+}
+
+/// The server TLS config serving `certificate` (ALPN: h2, then http/1.1).
+pub fn server_config(certificate: Arc<Certificate>) -> Result<rustls::ServerConfig, TlsError> {
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_cert_resolver(certificate);
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(cfg)
 }
