@@ -100,6 +100,18 @@ pub enum KeyError {
     /// The key has expired: nothing to rotate.
     #[error("key {0} has expired; issue a new one with `hookwarden keys create`")]
     Expired(String),
+    /// The key was rotated already: a second successor would orphan the first and cut the
+    /// old key's grace period down further.
+    #[error(
+        "key {id} was rotated already, to {successor}; rotate {successor} instead, or revoke \
+         it and rotate again"
+    )]
+    Rotated {
+        /// The key asked for.
+        id: String,
+        /// Its successor.
+        successor: String,
+    },
     /// The system's random source failed.
     #[error("cannot get random bytes for a new key: {0}")]
     Random(String),
@@ -295,9 +307,33 @@ impl Store {
             KeyStatus::Expired => return Err(KeyError::Expired(id.to_owned())),
             KeyStatus::Active => {}
         }
-        let lifetime = lifetime
-            .map(secs)
-            .or_else(|| old.expires.map(|e| e.saturating_sub(old.created)));
+        // The lifetime the key was issued with. A rotation cut its expiry down to the grace
+        // period's end, and its successor was issued for that lifetime.
+        let mut issued_for = old.expires.map(|e| e.saturating_sub(old.created));
+        // A revoked successor (rotated by mistake, or compromised) frees the key to be rotated
+        // again; a live one is the key to rotate.
+        if let Some(successor) = &old.successor {
+            let next: Option<(Option<i64>, i64, Option<i64>)> = tx
+                .query_row(
+                    "SELECT revoked, created, expires FROM api_keys WHERE id = ?1",
+                    [successor],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .optional()?;
+            match next {
+                Some((None, _, _)) => {
+                    return Err(KeyError::Rotated {
+                        id: id.to_owned(),
+                        successor: successor.clone(),
+                    });
+                }
+                Some((Some(_), created, expires)) => {
+                    issued_for = expires.map(|e| e.saturating_sub(created));
+                }
+                None => {}
+            }
+        }
+        let lifetime = lifetime.map(secs).or(issued_for);
         let new = insert_new(
             &tx,
             &old.route,
@@ -817,6 +853,28 @@ mod tests {
             s.rotate_key("key_missing", DAY, None, 1),
             Err(KeyError::NotFound(_))
         ));
+    }
+
+    /// Rotating a key twice would orphan its first successor and give the second one the
+    /// grace period as its lifetime: refused while the successor is live. With the successor
+    /// revoked, the key can be rotated again, for the lifetime it was issued with.
+    #[test]
+    fn a_rotated_key_is_not_rotated_again_while_its_successor_lives() {
+        let s = store();
+        let old = s.create_key("chat", None, Some(90 * DAY), 1000).unwrap();
+        let (first, _) = s.rotate_key(&old.record.id, DAY, None, 2000).unwrap();
+        match s.rotate_key(&old.record.id, DAY, None, 3000) {
+            Err(e @ KeyError::Rotated { .. }) => {
+                assert!(e.to_string().contains(&first.record.id), "{e}");
+            }
+            other => panic!("rotated twice: {other:?}"),
+        }
+        s.revoke_key(&first.record.id, 4000).unwrap();
+        let (second, after) = s.rotate_key(&old.record.id, DAY, None, 5000).unwrap();
+        assert_eq!(second.record.expires, Some(5000 + 90 * 86_400));
+        assert_eq!(after.successor.as_deref(), Some(second.record.id.as_str()));
+        // The old key's grace is the first rotation's, not extended.
+        assert_eq!(after.expires, Some(2000 + 86_400));
     }
 
     #[test]
