@@ -220,3 +220,87 @@ rate = "${RATE} per minute"
     assert!(text.contains("${VCC_BODY_KEY}"), "{text}");
     assert!(!text.contains("SEKRIT"), "{text}");
 }
+
+/// A key or token read from a secret file keeps the file's trailing newline, and HTTP drops a
+/// field's surrounding whitespace, so such a key could never match: an error, not a gateway
+/// that answers 401 forever. The message never quotes the value.
+#[test]
+fn keys_and_tokens_with_surrounding_whitespace_are_refused() {
+    let cfg = r#"
+[admin]
+token = "${ADMIN_TOKEN}"
+[[route]]
+name = "agent"
+path = "/agent"
+[route.upstream]
+url = "https://n8n.example.com/webhook/abc"
+[[route.auth]]
+type = "api_key"
+header = "x-api-key"
+keys = ["${GOOD_KEY}", "${FILE_KEY}"]
+[[route.limit]]
+key = "ip"
+rate = "60/minute"
+"#;
+    let env = [
+        ("ADMIN_TOKEN", "admin-token-from-a-file-0123456789\n"),
+        ("GOOD_KEY", "good-key-0123456789abcdef"),
+        ("FILE_KEY", "key-from-a-file-0123456789 "),
+    ];
+    let (code, out) = check(cfg, &env);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("error: route[agent].auth[#1].keys: item 2 begins or ends with whitespace"),
+        "{out}"
+    );
+    assert!(
+        out.contains("error: admin.token: the value begins or ends with whitespace"),
+        "{out}"
+    );
+    assert!(!out.contains("from-a-file"), "{out}");
+    assert!(!out.contains("item 1 "), "{out}");
+}
+
+/// `check` finds the store paths `serve` cannot open: empty, a directory, a directory that
+/// does not exist, and a file that is not a database (the config file itself).
+#[test]
+fn store_paths_serve_cannot_open_are_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let not_a_db = dir.path().join("notes.txt");
+    std::fs::write(&not_a_db, "not a database").unwrap();
+    let cases = [
+        ("".to_owned(), "storage.path: is empty"),
+        (
+            dir.path().display().to_string(),
+            "storage.path: {dir} is a directory",
+        ),
+        (
+            dir.path().join("missing/hw.db").display().to_string(),
+            "storage.path: the directory {dir}/missing does not exist",
+        ),
+        (
+            not_a_db.display().to_string(),
+            "storage.path: {dir}/notes.txt exists and is not a SQLite database",
+        ),
+    ];
+    for (path, want) in cases {
+        let cfg = GOOD.replace(
+            "[[route]]",
+            &format!("[storage]\npath = \"{path}\"\n[[route]]"),
+        );
+        let (code, out) = check(&cfg, &[("N8N_SECRET", "s3cr3t-value")]);
+        let want = want.replace("{dir}", &dir.path().display().to_string());
+        assert_eq!(code, 1, "{path}: {out}");
+        assert!(out.contains(&want), "{path}: want {want:?} in {out}");
+    }
+    // A new file in an existing directory is fine.
+    let cfg = GOOD.replace(
+        "[[route]]",
+        &format!(
+            "[storage]\npath = \"{}\"\n[[route]]",
+            dir.path().join("new.db").display()
+        ),
+    );
+    let (code, out) = check(&cfg, &[("N8N_SECRET", "s3cr3t-value")]);
+    assert_eq!(code, 0, "{out}");
+}

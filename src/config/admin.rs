@@ -35,6 +35,7 @@ pub(super) fn read_admin(s: Section<'_, '_>, server: &ServerConfig) -> Option<Ad
         }
     }
     let token = match s.secret("token") {
+        Some(t) if s.refuse_padded("token", None, &t) => None,
         Some(t) if t.expose().chars().count() < MIN_TOKEN_LEN => {
             s.error(
                 "token",

@@ -380,6 +380,9 @@ fn read_api_key(s: Section<'_, '_>) -> Option<AuthConfig> {
     }
     let keys = s.secret_list("keys").unwrap_or_default();
     for (i, k) in keys.iter().enumerate() {
+        if s.refuse_padded("keys", Some(i + 1), k) {
+            continue;
+        }
         if k.is_empty() {
             s.error(
                 "keys",
@@ -438,6 +441,9 @@ fn read_signature(s: Section<'_, '_>) -> Option<AuthConfig> {
         format!("set provider = one of {PROVIDERS}").as_str(),
     );
     let secrets = s.secret_list("secrets");
+    for (i, secret) in secrets.iter().flatten().enumerate() {
+        s.refuse_padded("secrets", Some(i + 1), secret);
+    }
     let tolerance = s.duration("tolerance").unwrap_or(DEFAULT_TOLERANCE);
     if tolerance.is_zero() {
         s.error(
@@ -793,6 +799,7 @@ pub(super) fn read_outbound_sign(s: Section<'_, '_>) -> Option<OutboundSignConfi
 /// cannot reach it, so no key could ever be valid).
 pub(super) fn lint(reader: &Reader<'_>, routes: &[RouteConfig], storage: &StorageConfig) {
     lint_shared_signing_secrets(reader, routes);
+    lint_shared_key_sources(reader, routes);
     if !storage.is_memory() {
         return;
     }
@@ -807,6 +814,40 @@ pub(super) fn lint(reader: &Reader<'_>, routes: &[RouteConfig], storage: &Storag
                     problem: "no static keys, and storage.path is \":memory:\", where `hookwarden keys create` cannot issue any: every request will be refused".into(),
                     fix: "add keys = [\"${API_KEY}\"], or set [storage] path to a file".into(),
                 });
+            }
+        }
+    }
+}
+
+/// Refuses two `api_key` entries of a route that read the same credential: each entry removes
+/// what it read before forwarding, so the later one finds nothing and every request fails.
+fn lint_shared_key_sources(reader: &Reader<'_>, routes: &[RouteConfig]) {
+    fn place(source: &KeySource) -> (&'static str, String) {
+        match source {
+            KeySource::Header(h) => ("header", h.as_str().to_owned()),
+            KeySource::Bearer => ("header", "authorization".to_owned()),
+            KeySource::Query(q) => ("query parameter", q.clone()),
+        }
+    }
+    for r in routes {
+        let mut seen: Vec<(usize, (&'static str, String))> = Vec::new();
+        for (i, a) in r.auth.iter().enumerate() {
+            let AuthConfig::ApiKey(k) = a else {
+                continue;
+            };
+            let here = place(&k.source);
+            if let Some((first, (kind, name))) = seen.iter().find(|(_, p)| *p == here) {
+                reader.push(Issue {
+                    severity: Severity::Error,
+                    key: format!("route[{}].auth[#{}]", r.name, i + 1),
+                    problem: format!(
+                        "reads the same {kind} ({name}) as auth[#{}]; that entry removes it before this one looks, so no request could pass",
+                        first + 1
+                    ),
+                    fix: "give each entry its own header or query parameter, or list all the keys in one entry".into(),
+                });
+            } else {
+                seen.push((i, here));
             }
         }
     }
@@ -941,6 +982,39 @@ keys = ["${KEY}"]
         assert_eq!(first.keys[0].expose(), "env-supplied-secret-key-value");
     }
 
+    /// Two api_key entries of a route reading one credential (header names in any case, or
+    /// `bearer` and an Authorization header): no request could pass, so it is an error.
+    #[test]
+    fn two_api_key_entries_reading_one_credential_are_refused() {
+        let two = |a: &str, b: &str| {
+            issues(&format!(
+                "[[route.auth]]\ntype = \"api_key\"\n{a}\nkeys = [\"${{KEY}}\"]\n[[route.auth]]\ntype = \"api_key\"\n{b}\nkeys = [\"another-long-static-key\"]\n"
+            ))
+        };
+        let i = two("header = \"x-a\"", "header = \"X-A\"");
+        assert!(
+            i.iter().any(|(k, p, _)| k == "route[hook].auth[#2]"
+                && p.contains("same header (x-a) as auth[#1]")),
+            "{i:?}"
+        );
+        let i = two("bearer = true", "header = \"Authorization\"");
+        assert!(
+            i.iter().any(|(k, _, _)| k == "route[hook].auth[#2]"),
+            "{i:?}"
+        );
+        let i = two("query = \"k\"", "query = \"k\"");
+        assert!(
+            i.iter()
+                .any(|(_, p, _)| p.contains("same query parameter (k)")),
+            "{i:?}"
+        );
+        let i = two("header = \"x-a\"", "header = \"x-b\"");
+        assert!(
+            !i.iter().any(|(_, p, _)| p.contains("reads the same")),
+            "{i:?}"
+        );
+    }
+
     /// Two routes that accept the same signing secret: one route's message can be replayed
     /// to the other, so `check` warns, naming the second route and never the secret.
     #[test]
@@ -1017,8 +1091,14 @@ keys = ["${KEY}"]
                 })
                 .collect()
         };
+        // Each entry reads its own header (two reading one are an error of their own).
+        let n = std::cell::Cell::new(0);
         let entry = |extra: &str| {
-            format!("[[route.auth]]\ntype = \"api_key\"\nheader = \"x-api-key\"\n{extra}\n")
+            n.set(n.get() + 1);
+            format!(
+                "[[route.auth]]\ntype = \"api_key\"\nheader = \"x-api-key-{}\"\n{extra}\n",
+                n.get()
+            )
         };
         let stat = "keys = [\"a-static-key-0123456789\"]";
         let stat_refusing = format!("{stat}\nissued = false");

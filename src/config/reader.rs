@@ -372,6 +372,27 @@ impl<'a, 'e> Section<'a, 'e> {
         }
     }
 
+    /// Records an error when `value` (item `item` of `key`, counted from 1, or the key's only
+    /// value with `None`) begins or ends with whitespace: a credential compared with what a
+    /// client sends in a header can never match then (HTTP drops a field's surrounding
+    /// whitespace), and a signing key would sign something else than the sender's. Usually a
+    /// secret file's trailing newline. True when it does.
+    pub fn refuse_padded(&self, key: &str, item: Option<usize>, value: &Secret) -> bool {
+        let v = value.expose();
+        if v.is_empty() || v.trim() == v {
+            return false;
+        }
+        let which = item.map_or_else(|| "the value".to_owned(), |i| format!("item {i}"));
+        self.error(
+            key,
+            format!(
+                "{which} begins or ends with whitespace or a line break (a secret file's trailing newline?), so it could never match"
+            ),
+            "remove it from the value or the variable that sets it, e.g. KEY=\"$(tr -d '\\n' < key.txt)\"",
+        );
+        true
+    }
+
     /// An optional list of secrets.
     pub fn secret_list(&self, key: &'static str) -> Option<Vec<Secret>> {
         self.string_list(key)

@@ -351,6 +351,13 @@ fn read_upstream(s: Section<'_, '_>, base: &Path) -> Option<UpstreamConfig> {
             );
             continue;
         }
+        if !value.expose().trim().is_empty() && value.expose().trim() != value.expose() {
+            s.warn(
+                &key,
+                "the value begins or ends with whitespace, which HTTP drops, so the upstream gets it without (a secret file's trailing newline?)",
+                "remove it from the value or the variable that sets it",
+            );
+        }
         if value.expose().trim().is_empty() {
             // Usually a variable that is set but empty: the upstream would get no secret.
             s.warn(

@@ -304,6 +304,50 @@ pub(crate) fn parse_networks(s: &Section<'_, '_>, key: &str, list: &[String]) ->
     out
 }
 
+/// What `serve` would stop at when it opens the store at `path`: a directory, a directory that
+/// does not exist, or a file that is not a SQLite database (the config file itself, say).
+fn check_store_path(s: &Section<'_, '_>, path: &Path) {
+    let shown = path.display();
+    if path.is_dir() {
+        s.error(
+            "path",
+            format!("{shown} is a directory"),
+            "name a file in it, e.g. \"<directory>/hookwarden.db\"",
+        );
+        return;
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+        && !dir.is_dir()
+    {
+        s.error(
+            "path",
+            format!("the directory {} does not exist", dir.display()),
+            "create it (writable by the gateway), or point path to a file in an existing directory",
+        );
+        return;
+    }
+    // An empty or new file is fine (SQLite starts a database in it); anything else must
+    // start with SQLite's header.
+    let mut head = [0u8; 16];
+    let read = std::fs::File::open(path).and_then(|mut f| {
+        use std::io::Read;
+        f.read(&mut head)
+    });
+    if let Ok(n) = read
+        && n > 0
+        && head[..n] != SQLITE_HEADER[..n]
+    {
+        s.error(
+            "path",
+            format!("{shown} exists and is not a SQLite database"),
+            "point path to the gateway's store file, or to a file name that does not exist yet",
+        );
+    }
+}
+
+/// The first bytes of every SQLite database file.
+const SQLITE_HEADER: &[u8; 16] = b"SQLite format 3\0";
+
 pub(super) fn read_storage(section: Option<Section<'_, '_>>, base: &Path) -> StorageConfig {
     let mut cfg = StorageConfig {
         path: resolve_path(base, "hookwarden.db"),
@@ -316,11 +360,18 @@ pub(super) fn read_storage(section: Option<Section<'_, '_>>, base: &Path) -> Sto
         return cfg;
     };
     if let Some(p) = s.string("path") {
-        cfg.path = if p == ":memory:" {
-            PathBuf::from(p)
+        if p == ":memory:" {
+            cfg.path = PathBuf::from(p);
+        } else if p.trim().is_empty() {
+            s.error(
+                "path",
+                "is empty",
+                "write a file name such as \"hookwarden.db\" (relative to the config file), or \":memory:\" for a store that lives only as long as the process",
+            );
         } else {
-            resolve_path(base, &p)
-        };
+            cfg.path = resolve_path(base, &p);
+            check_store_path(&s, &cfg.path);
+        }
     }
     if let Some(d) = s.duration("keep") {
         if d < Duration::from_secs(60) {
