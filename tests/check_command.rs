@@ -304,3 +304,50 @@ fn store_paths_serve_cannot_open_are_errors() {
     let (code, out) = check(&cfg, &[("N8N_SECRET", "s3cr3t-value")]);
     assert_eq!(code, 0, "{out}");
 }
+
+/// Mistakes `check` used to pass or explain wrongly, each with the message a user can act on.
+#[test]
+fn config_mistakes_are_named_with_a_fix_that_works() {
+    let cfg = r#"
+[state]
+backend = "redis"
+url = "redis://127.0.0.1:6379/16"
+[server]
+secret = "0123456789abcdef0123456789abcdef"
+[[alert]]
+name = "a"
+reasons = ["rate_limited"]
+threshold = 1
+url = "https://user:pw@hooks.example.com/alert"
+[[route]]
+name = "chat"
+path = "/café"
+[route.upstream]
+url = "https://user:pw@n8n.example.com/webhook/abc"
+[[route]]
+name = "chat"
+path = "/b"
+[route.upstream]
+url = "https://n8n.example.com/webhook/b"
+headers = { "X-Auth" = "one-value-0123456789", "x-auth" = "other-value-0123456789", "X-Forwarded-For" = "10.0.0.1" }
+[route.limit]
+key = "ip"
+rate = "60/minute"
+"#;
+    let (code, out) = check(cfg, &[]);
+    assert_eq!(code, 1, "{out}");
+    for want in [
+        "route[chat].path: \"/café\" holds 'é', which clients send percent-encoded",
+        "route[chat].upstream.url: carries user:password credentials",
+        "route[chat].name: is used by two routes: the 1st [[route]] section and the 2nd",
+        "names the header x-auth a second time",
+        "replaces the x-forwarded-for the gateway sets",
+        "write `[[route.limit]]` (double brackets) instead of `[route.limit]`",
+        "state.url: names database 16",
+        "alert[a].url: carries user:password credentials",
+    ] {
+        assert!(out.contains(want), "want {want:?} in:\n{out}");
+    }
+    assert!(!out.contains("port that is not a number"), "{out}");
+    assert!(!out.contains("other-value"), "{out}");
+}

@@ -221,6 +221,26 @@ async fn mistakes_are_explained() {
     // A route that does not ask for keys: the key is issued, with a warning.
     let (_, stderr) = ok(&hw(&config, &["create", "--route", "open"]));
     assert!(stderr.contains("does not ask for this key"), "{stderr}");
+    assert!(
+        stderr.contains("no gateway accepts it until the route has a [[route.auth]]"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("accept it within"), "{stderr}");
+
+    // A route whose key entry says issued keys do not count: refused, no key made.
+    let statics = gw.dir.path().join("statics.toml");
+    std::fs::write(
+        &statics,
+        format!(
+            "[storage]\npath = \"{}\"\n[[route]]\nname = \"s\"\npath = \"/s\"\n[route.upstream]\nurl = \"http://127.0.0.1:9/\"\n[[route.auth]]\ntype = \"api_key\"\nheader = \"x-api-key\"\nkeys = [\"a-static-key-0123456789\"]\nissued = false\n",
+            gw.store_path().display()
+        ),
+    )
+    .unwrap();
+    let before = ok(&hw(&statics, &["list"])).0;
+    let err = failed(&hw(&statics, &["create", "--route", "s"]));
+    assert!(err.contains("issued = false"), "{err}");
+    assert_eq!(ok(&hw(&statics, &["list"])).0, before, "a key was made");
 
     // An in-memory store cannot be reached from another process.
     let mem = gw.dir.path().join("memory.toml");

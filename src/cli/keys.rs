@@ -172,11 +172,19 @@ pub fn run(args: KeysArgs) -> anyhow::Result<ExitCode> {
                 .store
                 .create_key(&route, name.as_deref(), lifetime, now)?;
             show_or_revoke(&opened.store, &new, place.as_ref(), now)?;
+            let when = match (&place, opened.config.is_some()) {
+                (None, true) => "no gateway accepts it until the route has a [[route.auth]] \
+                                 type = \"api_key\""
+                    .to_owned(),
+                _ => format!(
+                    "running gateways accept it within {} s",
+                    REFRESH_EVERY.as_secs() * 2
+                ),
+            };
             eprintln!(
-                "created {} for route \"{route}\"{}; running gateways accept it within {} s",
+                "created {} for route \"{route}\"{}; {when}",
                 new.record.id,
                 describe_expiry(new.record.expires),
-                REFRESH_EVERY.as_secs() * 2
             );
             Ok(ExitCode::SUCCESS)
         }
@@ -365,8 +373,9 @@ fn check_route(
     });
     if place.is_none() {
         if r.auth.iter().any(|a| matches!(a, AuthConfig::ApiKey(_))) {
-            eprintln!(
-                "warning: every [[route.auth]] type = \"api_key\" of route \"{route}\" has issued = false, so it does not ask for this key"
+            // The config says in so many words that issued keys do not count here.
+            bail!(
+                "every [[route.auth]] type = \"api_key\" of route \"{route}\" has issued = false, so no gateway would accept an issued key; set issued = true on the entry that should take them"
             );
         } else {
             eprintln!(

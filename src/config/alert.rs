@@ -241,6 +241,24 @@ fn check_url(s: &Section<'_, '_>, raw: String) -> Option<Secret> {
         s.error("url", "is not an http:// or https:// URL with a host", fix);
         return None;
     }
+    // As for upstream URLs: the notifier sends no credentials from the URL (they would be
+    // dropped silently), and a fragment is never sent.
+    if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+        s.error(
+            "url",
+            "carries user:password credentials, which are not sent",
+            "use a URL whose path or query carries the secret (as Slack's and most chat webhooks do)",
+        );
+        return None;
+    }
+    if raw.contains('#') {
+        s.error(
+            "url",
+            "has a # fragment, which is never sent (it and anything after it would be dropped)",
+            "remove the # part; percent-encode a # that belongs in the path or query as %23",
+        );
+        return None;
+    }
     Some(Secret::new(raw))
 }
 

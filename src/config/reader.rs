@@ -92,6 +92,7 @@ impl<'e> Reader<'e> {
         Section {
             reader: self,
             path: String::new(),
+            toml_path: String::new(),
             table,
             known: RefCell::new(Vec::new()),
         }
@@ -146,6 +147,9 @@ impl<'e> Reader<'e> {
 pub struct Section<'a, 'e> {
     reader: &'a Reader<'e>,
     path: String,
+    /// The section's header as written in TOML (`route.limit`): `path` names one entry
+    /// (`route[chat].limit[#2]`), which is not something a user can write.
+    toml_path: String,
     table: &'a Table,
     known: RefCell<Vec<&'static str>>,
 }
@@ -157,6 +161,15 @@ impl<'a, 'e> Section<'a, 'e> {
             key.to_owned()
         } else {
             format!("{}.{key}", self.path)
+        }
+    }
+
+    /// `key` of this section as a TOML header names it (`route.limit`).
+    fn toml_key(&self, key: &str) -> String {
+        if self.toml_path.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{}.{key}", self.toml_path)
         }
     }
 
@@ -435,6 +448,7 @@ impl<'a, 'e> Section<'a, 'e> {
             Value::Table(t) => Some(Section {
                 reader: self.reader,
                 path: self.key_path(key),
+                toml_path: self.toml_key(key),
                 table: t,
                 known: RefCell::new(Vec::new()),
             }),
@@ -442,7 +456,7 @@ impl<'a, 'e> Section<'a, 'e> {
                 self.error(
                     key,
                     format!("expected a table, found {}", v.type_str()),
-                    format!("write it as a `[{}]` section", self.key_path(key)),
+                    format!("write it as a `[{}]` section", self.toml_key(key)),
                 );
                 None
             }
@@ -463,13 +477,14 @@ impl<'a, 'e> Section<'a, 'e> {
                         Value::Table(t) => out.push(Section {
                             reader: self.reader,
                             path: format!("{}[#{}]", self.key_path(key), i + 1),
+                            toml_path: self.toml_key(key),
                             table: t,
                             known: RefCell::new(Vec::new()),
                         }),
                         v => self.error(
                             key,
                             format!("item {} is {}, not a table", i + 1, v.type_str()),
-                            format!("write each one as a `[[{}]]` section", self.key_path(key)),
+                            format!("write each one as a `[[{}]]` section", self.toml_key(key)),
                         ),
                     }
                 }
@@ -481,7 +496,7 @@ impl<'a, 'e> Section<'a, 'e> {
                     "is a single table, but a list of tables is expected",
                     format!(
                         "write `[[{0}]]` (double brackets) instead of `[{0}]`",
-                        self.key_path(key)
+                        self.toml_key(key)
                     ),
                 );
                 Vec::new()

@@ -99,11 +99,34 @@ const RESERVED_HEADERS: &[&str] = &[
     "proxy-connection",
 ];
 
+/// Headers the gateway sets on every forwarded request, which an injected one replaces, and
+/// what is lost then.
+const GATEWAY_SET_HEADERS: &[(&str, &str)] = &[
+    (
+        "x-forwarded-for",
+        "the upstream no longer learns the client's address",
+    ),
+    (
+        "x-forwarded-proto",
+        "the upstream no longer learns the client's scheme",
+    ),
+    (
+        "x-request-id",
+        "the upstream's logs no longer match the gateway's audit log",
+    ),
+    (
+        "content-type",
+        "the upstream may read the body differently from how content_types checked it",
+    ),
+];
+
 /// Names and paths of the routes read so far, to catch duplicates even in routes that have
 /// other errors.
 #[derive(Default)]
 pub(super) struct Seen {
     pub(super) names: Vec<String>,
+    /// Each named route's position (`[#3]`), beside `names`.
+    numbers: Vec<String>,
     paths: Vec<(String, String)>,
 }
 
@@ -116,15 +139,23 @@ pub(super) fn read_route(
     let name = s.required_string("name", "give the route a unique name, e.g. name = \"chat\"");
     if let Some(n) = &name {
         if is_valid_name(n) {
+            // Which `[[route]]` this is (`route[#3]`), so two routes with one name, which
+            // messages cannot tell apart by name, can be found.
+            let number = s.path().trim_start_matches("route").to_owned();
             s.set_path(format!("route[{n}]"));
-            if seen.names.contains(n) {
+            if let Some(i) = seen.names.iter().position(|m| m == n) {
                 s.error(
                     "name",
-                    "is used by two routes",
+                    format!(
+                        "is used by two routes: the {} [[route]] section and the {}",
+                        ordinal(&seen.numbers[i]),
+                        ordinal(&number)
+                    ),
                     "give every route its own name",
                 );
             }
             seen.names.push(n.clone());
+            seen.numbers.push(number);
         } else {
             s.error(
                 "name",
@@ -214,6 +245,23 @@ fn is_valid_name(n: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
+/// `[#3]` as "3rd".
+fn ordinal(number: &str) -> String {
+    let n: u64 = number
+        .trim_start_matches("[#")
+        .trim_end_matches(']')
+        .parse()
+        .unwrap_or(0);
+    let suffix = match (n % 10, n % 100) {
+        (_, 11..=13) => "th",
+        (1, _) => "st",
+        (2, _) => "nd",
+        (3, _) => "rd",
+        _ => "th",
+    };
+    format!("{n}{suffix}")
+}
+
 fn check_route_path(s: &Section<'_, '_>, p: &str) {
     let fix = "write an absolute path such as \"/chat\" or \"/hooks/stripe\"";
     if !p.starts_with('/') {
@@ -233,7 +281,21 @@ fn check_route_path(s: &Section<'_, '_>, p: &str) {
             format!("\"{p}\" is not a plain path"),
             "use only unreserved characters and single slashes, without query, '%', '.' or '..' segments",
         );
+    } else if let Some(c) = p.chars().find(|&c| !is_path_char(c)) {
+        // Clients send anything else percent-encoded (`/café` as `/caf%C3%A9`), and encoded
+        // paths are refused, so such a route could never be reached.
+        s.error(
+            "path",
+            format!("{p:?} holds {c:?}, which clients send percent-encoded, so no request could reach the route"),
+            "use only letters, digits, '/', and - . _ ~ ! $ & ' ( ) * + , ; = : @",
+        );
     }
+}
+
+/// A character a path may hold as it is (RFC 3986 `pchar` without percent-encoding, and
+/// `/`).
+fn is_path_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "/-._~!$&'()*+,;=:@".contains(c)
 }
 
 fn read_methods(s: &Section<'_, '_>, list: &[String]) -> Vec<Method> {
@@ -342,6 +404,25 @@ fn read_upstream(s: Section<'_, '_>, base: &Path) -> Option<UpstreamConfig> {
             );
             continue;
         }
+        if headers.iter().any(|(h, _): &(HeaderName, Secret)| *h == hn) {
+            // Header names are case-insensitive: the upstream would get both values.
+            s.error(
+                &key,
+                format!("names the header {hn} a second time (names are case-insensitive)"),
+                "keep one of them",
+            );
+            continue;
+        }
+        if let Some(why) = GATEWAY_SET_HEADERS
+            .iter()
+            .find_map(|(n, why)| (*n == hn.as_str()).then_some(*why))
+        {
+            s.warn(
+                &key,
+                format!("replaces the {hn} the gateway sets: {why}"),
+                "remove it unless the upstream needs this exact value",
+            );
+        }
         if HeaderValue::from_str(value.expose()).is_err() {
             // The value is a secret: describe the problem, never echo it.
             s.error(
@@ -421,6 +502,15 @@ fn check_upstream_url(s: &Section<'_, '_>, raw: &str) -> Option<Uri> {
         s.error("url", "has no host", fix);
         return None;
     };
+    // Before the port: `user:pass@host` would read as a port `pass@host`.
+    if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+        s.error(
+            "url",
+            "carries user:password credentials, which would be sent in clear to every hop",
+            "move the credential into [route.upstream] headers, e.g. headers = { Authorization = \"Basic …\" }",
+        );
+        return None;
+    }
     // `http::Uri` accepts a port it cannot use (`:85301`) and then reports none, so the client
     // would quietly connect to the scheme's default port instead.
     let port = uri
@@ -446,14 +536,6 @@ fn check_upstream_url(s: &Section<'_, '_>, raw: &str) -> Option<Uri> {
             "url",
             "has a # fragment, which is never sent (it and anything after it would be dropped)",
             "remove the # part; percent-encode a # that belongs in the path or query as %23",
-        );
-        return None;
-    }
-    if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
-        s.error(
-            "url",
-            "carries user:password credentials, which would be sent in clear to every hop",
-            "move the credential into [route.upstream] headers, e.g. headers = { Authorization = \"Basic …\" }",
         );
         return None;
     }

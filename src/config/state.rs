@@ -235,6 +235,17 @@ fn read_redis(s: &Section<'_, '_>, base: &Path) -> Option<RedisConfig> {
             return None;
         }
     };
+    if let Some(db) = endpoint
+        .rsplit_once('/')
+        .and_then(|(_, d)| d.parse::<u32>().ok())
+        .filter(|&d| d > 15 && !endpoint.starts_with("unix:"))
+    {
+        s.warn(
+            "url",
+            format!("names database {db}; a Redis has 16 (0 to 15) unless its `databases` setting says more, and refuses any other (every request needing the state would then be refused)"),
+            "use /0 to /15, or raise `databases` in the Redis config",
+        );
+    }
     if ca_file.is_some() && !endpoint.starts_with("rediss://") {
         s.error(
             "ca_file",
