@@ -541,3 +541,32 @@ async fn a_redis_that_evicts_keys_is_warned_about_at_start() {
     assert!(warned.log().contains("volatile-ttl"), "{}", warned.log());
     assert!(!quiet.log().contains("evicts keys"), "{}", quiet.log());
 }
+
+/// With `on_error = "local"`, a Redis that answers but refuses (here: full, with
+/// `noeviction`) is fallen back from like one that is down, and the metrics say so: Redis up,
+/// but this instance answering from memory.
+#[tokio::test]
+async fn local_fallback_on_a_redis_that_refuses_shows_in_the_metrics() {
+    let redis = OwnRedis::start().await;
+    let up = Upstream::start().await;
+    let s = served_local(&redis.url(), &up).await;
+    assert_eq!(status(&s, "/limited").await, 200);
+    assert_eq!(metric(&s, "hookwarden_state_local_fallback").await, 0.0);
+    let out = std::process::Command::new("redis-cli")
+        .args([
+            "-p",
+            &redis.port.to_string(),
+            "CONFIG",
+            "SET",
+            "maxmemory",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(status(&s, "/limited").await, 200);
+    assert_eq!(metric(&s, "hookwarden_state_redis_up").await, 1.0);
+    assert_eq!(metric(&s, "hookwarden_state_local_fallback").await, 1.0);
+    assert!(metric(&s, "hookwarden_state_fallback_operations_total").await >= 1.0);
+    s.wait_log("shared state answered with an error").await;
+}

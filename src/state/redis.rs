@@ -44,6 +44,9 @@ use crate::secret::Secret;
 
 /// How often a Redis marked down is pinged.
 pub const RECHECK_EVERY: Duration = Duration::from_millis(500);
+/// How long after its last operation answered from memory an instance still reports
+/// `local_fallback` while Redis is up (it answered with errors).
+const FALLBACK_RECENT: Duration = Duration::from_secs(10);
 
 /// A connection with data unacknowledged this long is dead (Linux `TCP_USER_TIMEOUT`), so a
 /// Redis that vanished without closing its connections is noticed and reconnected to.
@@ -82,6 +85,10 @@ pub struct RedisState {
     down_since: Mutex<Option<Instant>>,
     errors: AtomicU64,
     fallback_ops: AtomicU64,
+    /// When an operation was last answered from memory (milliseconds since `start`, 0:
+    /// never): Redis can be up and still refuse (full, or a wrong password), and the gauge
+    /// must show that this instance is on its own then too.
+    last_fallback_ms: AtomicU64,
     start: Instant,
     /// Milliseconds after `start` when a server error was last logged (0 = never).
     server_error_logged_ms: AtomicU64,
@@ -244,6 +251,7 @@ impl RedisState {
             down_since: Mutex::new(None),
             errors: AtomicU64::new(0),
             fallback_ops: AtomicU64::new(0),
+            last_fallback_ms: AtomicU64::new(0),
             start: Instant::now(),
             server_error_logged_ms: AtomicU64::new(0),
             gcra: Script::new(include_str!("gcra.lua")),
@@ -284,10 +292,18 @@ impl RedisState {
         let up = self.is_up();
         RedisStats {
             up,
-            local_fallback: !up && self.local.is_some(),
+            local_fallback: self.local.is_some() && (!up || self.fell_back_recently()),
             errors: self.errors.load(Ordering::Relaxed),
             fallback_operations: self.fallback_ops.load(Ordering::Relaxed),
         }
+    }
+
+    /// True when an operation was answered from memory within [`FALLBACK_RECENT`].
+    fn fell_back_recently(&self) -> bool {
+        let last = self.last_fallback_ms.load(Ordering::Relaxed);
+        last != 0
+            && self.start.elapsed().as_millis() as u64
+                <= last.saturating_add(FALLBACK_RECENT.as_millis() as u64)
     }
 
     /// The fallback table (`on_error = "local"` only).
@@ -637,6 +653,8 @@ impl RedisState {
         match &self.local {
             Some(m) => {
                 self.fallback_ops.fetch_add(1, Ordering::Relaxed);
+                let now = (self.start.elapsed().as_millis() as u64).max(1);
+                self.last_fallback_ms.store(now, Ordering::Relaxed);
                 local(m).map_err(StateError::from)
             }
             None => Err(StateError::Unavailable(failure.message().to_owned())),
@@ -672,6 +690,8 @@ impl RedisState {
         if self.up.swap(true, Ordering::AcqRel) {
             return;
         }
+        // The outage's fallbacks are over; refusals from now on set it again.
+        self.last_fallback_ms.store(0, Ordering::Relaxed);
         let down_for = self
             .down_since
             .lock()
