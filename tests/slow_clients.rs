@@ -288,3 +288,75 @@ async fn an_http2_request_head_that_never_ends_is_closed_at_the_header_timeout()
     assert!(took >= Duration::from_millis(900), "closed after {took:?}");
     assert_eq!(up.count(), 0);
 }
+
+/// HTTP/2 carries many requests on one connection: an address gets as many requests in flight
+/// over HTTP/2, across its connections, as `max_connections_per_ip` lets it have over
+/// HTTP/1.1 (one each), and the rest are refused at once (503 `overloaded`) without
+/// reaching the upstream. Once they finish, its requests are served again.
+#[tokio::test]
+async fn http2_streams_from_one_address_are_capped_like_its_connections() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start(
+        &cfg("max_connections_per_ip = 3\nheader_timeout = \"10s\"").replace(
+            "url = \"{upstream}/target\"",
+            "url = \"{upstream}/slow-headers\"\ntimeout = \"10s\"",
+        ),
+        &up,
+    )
+    .await;
+    let mut answers = Vec::new();
+    let mut conns = Vec::new();
+    for _ in 0..2 {
+        let tcp = TcpStream::connect(gw.addr).await.unwrap();
+        let (h2, conn) = h2::client::handshake(tcp).await.unwrap();
+        conns.push(tokio::spawn(async move {
+            let _ = conn.await;
+        }));
+        let mut h2 = h2.ready().await.unwrap();
+        for _ in 0..3 {
+            let req = http::Request::builder()
+                .method("POST")
+                .uri(gw.url("/hook"))
+                .header("content-type", "application/json")
+                .body(())
+                .unwrap();
+            let (answer, _) = h2.send_request(req, true).unwrap();
+            answers.push(answer);
+            h2 = h2.ready().await.unwrap();
+        }
+    }
+    let started = Instant::now();
+    let answers: Vec<_> = answers
+        .into_iter()
+        .map(|a| tokio::spawn(async move { (a.await.unwrap(), started.elapsed()) }))
+        .collect();
+    let mut statuses = Vec::new();
+    let mut quick = 0;
+    let mut refused_id = None;
+    for a in answers {
+        let (resp, took) = a.await.unwrap();
+        if resp.status() == 503 && took < Duration::from_secs(1) {
+            quick += 1;
+        }
+        if resp.status() == 503 {
+            assert_eq!(resp.headers()["retry-after"], "1");
+            refused_id = resp.headers()["x-request-id"]
+                .to_str()
+                .ok()
+                .map(str::to_owned);
+        }
+        statuses.push(resp.status().as_u16());
+    }
+    statuses.sort();
+    assert_eq!(statuses, [200, 200, 200, 503, 503, 503], "{statuses:?}");
+    assert_eq!(up.count(), 3, "a refused stream reached the upstream");
+    assert_eq!(quick, 3, "the refusals waited for the slow ones");
+    let ev = gw.event(&refused_id.expect("a refusal's id")).await;
+    assert_eq!(ev.reason, Some(Reason::Overloaded), "{ev:?}");
+    // Their slots are free again.
+    let got = send_with(&h2c_client(), post_json(&gw.url("/hook"), "{}")).await;
+    assert_eq!(got.status, 200);
+    for c in conns {
+        c.abort();
+    }
+}

@@ -164,12 +164,14 @@ impl Gateway {
     }
 
     /// The answer to a request head the listener will not serve (malformed, too large, too
-    /// many fields): a JSON error, recorded like any refusal, with the connection's address
-    /// (the head that would name a forwarded one is the part that was refused). Such heads are
-    /// what smuggling attempts and scanners send.
+    /// many fields: `bad_request`; too many HTTP/2 requests from one address: `overloaded`):
+    /// a JSON error, recorded like any refusal, with the connection's address (the head that
+    /// would name a forwarded one is the part that was refused). Such heads are what
+    /// smuggling attempts and scanners send.
     pub fn refuse_head(
         &self,
         status: StatusCode,
+        reason: Reason,
         detail: &'static str,
         info: ConnInfo,
     ) -> Response<ResponseBody> {
@@ -189,7 +191,7 @@ impl Gateway {
             method: "-".to_owned(),
             status: status.as_u16(),
             outcome: Outcome::Denied,
-            reason: Some(Reason::BadRequest),
+            reason: Some(reason),
             detail: Some(detail),
             flags: Vec::new(),
             key_id: None,

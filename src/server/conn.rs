@@ -39,6 +39,7 @@ use super::h1::{self, Timeouts};
 use super::io::SendTimeout;
 use crate::forward::body::{BoxError, ResponseBody};
 use crate::gateway::{ConnInfo, Gateway};
+use crate::policy::Reason;
 
 /// The HTTP/2 connection preface; a plain connection that starts with it speaks h2c.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -58,6 +59,8 @@ pub(super) struct Connection {
     pub stop: watch::Receiver<bool>,
     /// Dropped when the connection ends; the worker waits for all of them on shutdown.
     pub done: mpsc::Sender<()>,
+    /// HTTP/2 requests in flight per client address, across its connections.
+    pub streams_per_ip: Arc<PerIp>,
 }
 
 impl Connection {
@@ -137,9 +140,12 @@ impl Connection {
         let activity = Arc::new(Activity::new());
         let gateway = self.gateway;
         let tracked = activity.clone();
+        let streams = self.streams_per_ip;
         let svc = service_fn(move |req| {
             let gateway = gateway.clone();
             let activity = tracked.clone();
+            // Held until the response body is finished, like `in_flight`.
+            let stream_slot = streams.admit(info.peer.ip());
             // Taken before the request is handled and released when its response body is
             // finished (or dropped), so a long stream keeps the connection busy.
             let in_flight = tracked.begin();
@@ -161,9 +167,22 @@ impl Connection {
                 let resp = if too_many {
                     gateway.refuse_head(
                         http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                        Reason::BadRequest,
                         "too many header fields",
                         info,
                     )
+                } else if stream_slot.is_none() {
+                    let mut resp = gateway.refuse_head(
+                        http::StatusCode::SERVICE_UNAVAILABLE,
+                        Reason::Overloaded,
+                        "too many HTTP/2 requests in flight from this address",
+                        info,
+                    );
+                    resp.headers_mut().insert(
+                        http::header::RETRY_AFTER,
+                        http::HeaderValue::from_static("1"),
+                    );
+                    resp
                 } else {
                     gateway
                         .handle(req.map(RequestBody::Right), info, None)
@@ -173,7 +192,7 @@ impl Connection {
                     body,
                     handed: activity.handed_now(),
                     activity,
-                    _in_flight: in_flight,
+                    _in_flight: (in_flight, stream_slot),
                 }))
             }
         });
@@ -313,7 +332,8 @@ struct Tracked {
     body: ResponseBody,
     handed: Arc<AtomicU64>,
     activity: Arc<Activity>,
-    _in_flight: InFlight,
+    /// The connection's request count and the address's HTTP/2 stream slot.
+    _in_flight: (InFlight, Option<PerIpSlot>),
 }
 
 impl Body for Tracked {

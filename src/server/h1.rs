@@ -38,6 +38,7 @@ use crate::digits::decimal_bytes;
 use crate::forward::body::ResponseBody;
 use crate::gateway::{ConnInfo, Gateway};
 use crate::http1::{Chunk, Step, parse_length, step_chunked};
+use crate::policy::Reason;
 
 use super::body::RequestBody;
 
@@ -610,7 +611,7 @@ async fn refuse<I>(
             "request head too large",
         ),
     };
-    let response = gateway.refuse_head(status, detail, info);
+    let response = gateway.refuse_head(status, Reason::BadRequest, detail, info);
     let _ = write_response(wire, out, response, false, false, true).await;
     // The rest of what the client sent is unknowable; read a little so the answer is not
     // destroyed by a reset.

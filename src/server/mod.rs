@@ -129,6 +129,11 @@ impl Server {
         let builder = Arc::new(connection_builder());
         let permits = Arc::new(Semaphore::new(limits.max_connections));
         let per_ip = PerIp::new(limits.max_connections_per_ip, limits.per_ip_exempt.clone());
+        // HTTP/2 carries many requests on one connection: an address gets as many in flight
+        // over HTTP/2, in all, as it could have over HTTP/1.1 (one per connection), not 64
+        // times that.
+        let streams_per_ip =
+            PerIp::new(limits.max_connections_per_ip, limits.per_ip_exempt.clone());
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut done = Vec::with_capacity(sockets.len());
         for (i, socket) in sockets.into_iter().enumerate() {
@@ -141,6 +146,7 @@ impl Server {
                 limits: limits.clone(),
                 permits: permits.clone(),
                 per_ip: per_ip.clone(),
+                streams_per_ip: streams_per_ip.clone(),
                 active: active.clone(),
                 stop: stop_rx.clone(),
             };
@@ -192,6 +198,7 @@ struct Worker {
     limits: ConnLimits,
     permits: Arc<Semaphore>,
     per_ip: Arc<PerIp>,
+    streams_per_ip: Arc<PerIp>,
     active: Arc<AtomicUsize>,
     stop: watch::Receiver<bool>,
 }
@@ -249,6 +256,7 @@ impl Worker {
                 peer,
                 stop: self.stop.clone(),
                 done: done_tx.clone(),
+                streams_per_ip: self.streams_per_ip.clone(),
             };
             let tls = self.tls.clone();
             let active = self.active.clone();
