@@ -493,9 +493,16 @@ async fn redirects_that_point_at_the_upstream_are_not_passed_on() {
     let up = Upstream::start().await;
     let gw = Gateway::start(LEAKS, &up).await;
     let upstream_url = format!("{}/webhook/secret-id", up.base());
+    // The route's upstream URL is `…/redirect`: the same upstream by another name or address
+    // form, or its public name, still shows that path.
+    let other_name = format!("http://localhost:{}/redirect?a=1", up.addr.port());
+    let other_form = format!("http://2130706433:{}/redirect", up.addr.port());
     for (to, kept) in [
         (upstream_url.as_str(), false),
         ("/webhook/secret-id/next", false),
+        (other_name.as_str(), false),
+        (other_form.as_str(), false),
+        ("https://public-name.example.com/redirect", false),
         ("https://elsewhere.example.com/docs", true),
     ] {
         let url = gw.url(&format!(
@@ -512,6 +519,15 @@ async fn redirects_that_point_at_the_upstream_are_not_passed_on() {
         );
         // The Content-Location names the upstream's path: never passed on.
         assert!(got.header("content-location").is_none());
+        // Nor a Link or a cookie's Path naming it; the other cookie stays.
+        assert!(got.header("link").is_none(), "{:?}", got.headers);
+        let cookies: Vec<&str> = got
+            .headers
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        assert_eq!(cookies, ["session=abc; Path=/"], "{to}");
     }
 }
 

@@ -280,6 +280,8 @@ pub struct Upstream {
     port: u16,
     /// The `Host` field for the direct path (`host[:port]`), or nothing when a route injects one.
     host_field: Vec<u8>,
+    /// [`Upstream::secret_parts`], found once.
+    secret_parts: Arc<[String]>,
 }
 
 impl Upstream {
@@ -308,7 +310,7 @@ impl Upstream {
         if !cfg.headers.iter().any(|(n, _)| n == http::header::HOST) {
             h1::push_host_field(&mut host_field, &host, port);
         }
-        Upstream {
+        let mut upstream = Upstream {
             scheme,
             authority,
             path,
@@ -321,13 +323,20 @@ impl Upstream {
             idle_timeout: cfg.idle_timeout,
             client,
             signer: cfg.sign.as_ref().map(OutboundSigner::new),
-        }
+            secret_parts: Arc::from([]),
+        };
+        upstream.secret_parts = upstream.find_secret_parts().into();
+        upstream
     }
 
     /// What an upstream's error text must not repeat: its URL's path and every long part of
     /// it (segments, query values; as written and decoded) and the values of the headers
     /// injected into it. Longest first, so a value that contains another is replaced whole.
-    pub fn secret_parts(&self) -> Vec<String> {
+    pub fn secret_parts(&self) -> &[String] {
+        &self.secret_parts
+    }
+
+    fn find_secret_parts(&self) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
         let mut add = |s: &str| {
             if s.len() >= MIN_SECRET_CHARS && !out.iter().any(|o| o == s) {
@@ -570,6 +579,9 @@ impl Upstream {
     /// relative (and so to a path on the upstream's host). Passing it on would show the client
     /// the real webhook's URL or paths; only absolute URLs to other hosts are kept.
     pub fn is_own_url(&self, value: &str) -> bool {
+        if self.names_secret(value) {
+            return true;
+        }
         match value.trim().parse::<Uri>() {
             Ok(uri) => match uri.authority() {
                 Some(a) => a.host().eq_ignore_ascii_case(self.authority.host()),
@@ -578,6 +590,14 @@ impl Upstream {
             // Unparsable: keep nothing that could be ours.
             Err(_) => true,
         }
+    }
+
+    /// True when `value` holds the upstream's path, a long part of it, or an injected value
+    /// ([`Upstream::secret_parts`]), whatever host it names: an upstream that redirects to
+    /// its public name (or `localhost`, or its address in another form) still shows the path
+    /// that makes its URL secret.
+    pub fn names_secret(&self, value: &str) -> bool {
+        self.secret_parts.iter().any(|p| value.contains(p.as_str()))
     }
 }
 

@@ -563,7 +563,8 @@ impl Gateway {
     }
 
     /// The rules for the fields of an upstream's response: hop-by-hop fields go, and so do
-    /// `Location`, `Content-Location` and `Refresh` when they would show the upstream's URL;
+    /// `Location`, `Content-Location` and `Refresh` when they would show the upstream's URL,
+    /// and `Link` and `Set-Cookie` when they hold its secret path;
     /// the headers the guards asked for replace the upstream's of the same name.
     fn apply_response_rules(&self, route: &RoutePolicy, ex: &Exchange, headers: &mut HeaderMap) {
         strip_hop_by_hop(headers);
@@ -574,6 +575,25 @@ impl Gateway {
                 .any(|v| v.to_str().map_or(true, |v| route.upstream.is_own_url(v)));
             if leaks {
                 headers.remove(&name);
+            }
+        }
+        // Fields that may carry a URL or path among other things (`Link: <…>; rel=…`, a
+        // cookie's `Path=`): gone when they name the upstream's secret path.
+        for name in [header::LINK, header::SET_COOKIE] {
+            let leaks =
+                |v: &HeaderValue| v.to_str().map_or(true, |v| route.upstream.names_secret(v));
+            if headers.get_all(&name).iter().any(leaks) {
+                // Only the fields that leak: a session cookie beside them is the upstream's.
+                let kept: Vec<HeaderValue> = headers
+                    .get_all(&name)
+                    .iter()
+                    .filter(|v| !leaks(v))
+                    .cloned()
+                    .collect();
+                headers.remove(&name);
+                for v in kept {
+                    headers.append(name.clone(), v);
+                }
             }
         }
         overlay(headers, &ex.response_headers);

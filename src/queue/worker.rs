@@ -436,7 +436,7 @@ async fn attempt(route: Arc<RoutePolicy>, reader: crate::store::Store, due: Due)
                 // recognised whole.
                 let snippet = read_some(body, 2 * ERROR_SNIPPET, Duration::from_secs(2)).await;
                 let secrets = route.upstream.secret_parts();
-                o.error = Some(describe_status(status, &snippet, &secrets));
+                o.error = Some(describe_status(status, &snippet, secrets));
             }
         }
         // Connection errors, broken exchanges and timeouts are all worth another attempt.

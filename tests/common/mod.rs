@@ -176,6 +176,20 @@ async fn answer(req: Request<Incoming>, recs: Arc<Mutex<Vec<Recorded>>>) -> Resp
         r.headers_mut().insert("location", to.parse().unwrap());
         r.headers_mut()
             .insert("content-location", "/webhook/secret-id".parse().unwrap());
+        // Fields that can carry the path among other things (this upstream's path is
+        // `/redirect`), and a cookie that does not.
+        r.headers_mut().insert(
+            "link",
+            "<http://localhost:9/redirect/next>; rel=\"next\""
+                .parse()
+                .unwrap(),
+        );
+        r.headers_mut().append(
+            "set-cookie",
+            "flow=1; Path=/redirect; HttpOnly".parse().unwrap(),
+        );
+        r.headers_mut()
+            .append("set-cookie", "session=abc; Path=/".parse().unwrap());
         return r;
     }
     if path.starts_with("/webhook/") && path.ends_with("/missing") {
