@@ -546,7 +546,7 @@ mod tests {
         let upstream = crate::forward::Upstream::new(&loaded.config.routes[0].upstream, client);
         let secrets = upstream.secret_parts();
         let n8n = br#"{"code":404,"message":"The requested webhook \"POST 3f1c-SEKRIT-webhook-id\" is not registered.","hint":"echo tok=SEKRIT-query SEKRIT-header-value"}"#;
-        let got = describe_status(http::StatusCode::NOT_FOUND, n8n, &secrets);
+        let got = describe_status(http::StatusCode::NOT_FOUND, n8n, secrets);
         assert!(!got.contains("SEKRIT"), "{got}");
         assert!(
             got.contains("webhook \\\"POST [redacted]\\\" is not registered"),
@@ -554,7 +554,7 @@ mod tests {
         );
         // Cut after the secret's first characters.
         let cut = b"The requested webhook \"POST 3f1c-SEKR";
-        let got = describe_status(http::StatusCode::NOT_FOUND, cut, &secrets);
+        let got = describe_status(http::StatusCode::NOT_FOUND, cut, secrets);
         assert_eq!(
             got,
             "HTTP 404 Not Found: The requested webhook \"POST [redacted]"
