@@ -314,6 +314,7 @@ backend = "redis"
 url = "redis://127.0.0.1:6379/16"
 [server]
 secret = "0123456789abcdef0123456789abcdef"
+trusted_proxies = ["10.0.0.1/8"]
 [[alert]]
 name = "a"
 reasons = ["rate_limited"]
@@ -327,6 +328,7 @@ url = "https://user:pw@n8n.example.com/webhook/abc"
 [[route]]
 name = "chat"
 path = "/b"
+max_body = -1
 [route.upstream]
 url = "https://n8n.example.com/webhook/b"
 headers = { "X-Auth" = "one-value-0123456789", "x-auth" = "other-value-0123456789", "X-Forwarded-For" = "10.0.0.1" }
@@ -345,6 +347,8 @@ rate = "60/minute"
         "write `[[route.limit]]` (double brackets) instead of `[route.limit]`",
         "state.url: names database 16",
         "alert[a].url: carries user:password credentials",
+        "server.trusted_proxies: \"10.0.0.1/8\" has host bits set, so it means all of 10.0.0.0/8",
+        "route[chat].max_body: -1 is negative",
     ] {
         assert!(out.contains(want), "want {want:?} in:\n{out}");
     }

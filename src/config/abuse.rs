@@ -407,15 +407,8 @@ fn is_valid_policy_name(n: &str) -> bool {
 }
 
 fn read_ban(s: Section<'_, '_>) -> Option<BanConfig> {
-    let after_failures = match s.integer("after_failures", 0, 1_000_000) {
-        Some(0) => {
-            s.error(
-                "after_failures",
-                "is 0, which would ban before any failure",
-                "use 1 or more (default 10)",
-            );
-            None
-        }
+    // At least 1: 0 would ban before any failure.
+    let after_failures = match s.integer("after_failures", 1, 1_000_000) {
         Some(n) => Some(n as u32),
         None => Some(10),
     };
@@ -794,10 +787,7 @@ within = "0s"
                     "route[chat].limit[#2].name",
                     "\"a\" is used by two limits of this route"
                 ),
-                (
-                    "route[chat].ban.after_failures",
-                    "is 0, which would ban before any failure"
-                ),
+                ("route[chat].ban.after_failures", "0 is out of range"),
                 ("route[chat].ban.within", "is zero"),
             ]
         );

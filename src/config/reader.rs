@@ -311,6 +311,14 @@ impl<'a, 'e> Section<'a, 'e> {
     pub fn size(&self, key: &'static str) -> Option<u64> {
         match self.get(key)? {
             Value::Integer(n) if *n >= 0 => Some(*n as u64),
+            Value::Integer(n) => {
+                self.error(
+                    key,
+                    format!("{n} is negative"),
+                    "write a whole number of bytes, or a number and a unit, e.g. \"64KiB\"",
+                );
+                None
+            }
             Value::String(s) => {
                 let s = self.expand_str(key, s)?;
                 match parse_size(&s) {

@@ -292,6 +292,21 @@ pub(crate) fn parse_networks(s: &Section<'_, '_>, key: &str, list: &[String]) ->
                         "list only your load balancers' addresses, e.g. \"10.0.0.0/8\" or \"192.0.2.10\"",
                     );
                 }
+                if n.trunc() != n {
+                    // nginx warns the same way: `10.0.0.1/8` is often meant as one address.
+                    s.warn(
+                        key,
+                        format!(
+                            "\"{item}\" has host bits set, so it means all of {}",
+                            n.trunc()
+                        ),
+                        format!(
+                            "write \"{}\" for the network, or \"{}\" for the one address",
+                            n.trunc(),
+                            n.addr()
+                        ),
+                    );
+                }
                 out.push(n.trunc());
             }
             Err(_) => s.error(

@@ -41,6 +41,8 @@ pub fn parse_duration(input: &str) -> Result<Duration, String> {
     }
     let mut total = Duration::ZERO;
     let mut rest = s;
+    // Units largest first, each once (`1h30m`): `1h1h` or `30m1h` is a typo, not a sum.
+    let mut last_rank = usize::MAX;
     while !rest.is_empty() {
         let digits_end = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
         if digits_end == 0 {
@@ -67,6 +69,16 @@ pub fn parse_duration(input: &str) -> Result<Duration, String> {
                 .ok_or_else(bad)?,
             _ => return Err(bad()),
         };
+        let rank = ["ms", "s", "m", "h", "d"]
+            .iter()
+            .position(|u| *u == unit)
+            .unwrap_or(0);
+        if rank >= last_rank {
+            return Err(format!(
+                "\"{input}\" repeats a unit or puts a smaller one first"
+            ));
+        }
+        last_rank = rank;
         total = total.checked_add(part).ok_or_else(bad)?;
     }
     // Far beyond any timeout, window or retention anyone means, and far enough from the
@@ -142,6 +154,17 @@ mod tests {
             let e = parse_duration(bad).unwrap_err();
             assert!(e.contains("not a duration"), "{bad}: {e}");
         }
+        for typo in ["1h1h", "30m1h", "1s500ms1s"] {
+            let e = parse_duration(typo).unwrap_err();
+            assert!(
+                e.contains("repeats a unit or puts a smaller one first"),
+                "{typo}: {e}"
+            );
+        }
+        assert_eq!(
+            parse_duration("1d2h3m4s5ms").map(|d| d.as_millis()),
+            Ok(93_784_005)
+        );
     }
 
     /// Durations that would overflow a deadline (`now + timeout`) or a retry time are refused
