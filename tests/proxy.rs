@@ -464,7 +464,13 @@ const LEAKS: &str = r#"
 name = "redirect"
 path = "/go"
 [route.upstream]
-url = "{upstream}/redirect"
+url = "{upstream}/redirect?flow=3f1c9a7e2b"
+
+[[route]]
+name = "cookies"
+path = "/cookies"
+[route.upstream]
+url = "{upstream}/cookies?flow=3f1c9a7e2b"
 
 [[route]]
 name = "n8n"
@@ -493,16 +499,19 @@ async fn redirects_that_point_at_the_upstream_are_not_passed_on() {
     let up = Upstream::start().await;
     let gw = Gateway::start(LEAKS, &up).await;
     let upstream_url = format!("{}/webhook/secret-id", up.base());
-    // The route's upstream URL is `…/redirect`: the same upstream by another name or address
-    // form, or its public name, still shows that path.
-    let other_name = format!("http://localhost:{}/redirect?a=1", up.addr.port());
-    let other_form = format!("http://2130706433:{}/redirect", up.addr.port());
+    // The route's upstream URL names the flow id `3f1c9a7e2b`: the same upstream by another
+    // name or address form, or its public name, still shows it.
+    let other_name = format!(
+        "http://localhost:{}/redirect?flow=3f1c9a7e2b",
+        up.addr.port()
+    );
+    let other_form = format!("http://2130706433:{}/flows/3f1c9a7e2b", up.addr.port());
     for (to, kept) in [
         (upstream_url.as_str(), false),
         ("/webhook/secret-id/next", false),
         (other_name.as_str(), false),
         (other_form.as_str(), false),
-        ("https://public-name.example.com/redirect", false),
+        ("https://public-name.example.com/flows/3f1c9a7e2b", false),
         ("https://elsewhere.example.com/docs", true),
     ] {
         let url = gw.url(&format!(
@@ -528,6 +537,26 @@ async fn redirects_that_point_at_the_upstream_are_not_passed_on() {
             .filter_map(|v| v.to_str().ok())
             .collect();
         assert_eq!(cookies, ["session=abc; Path=/"], "{to}");
+    }
+}
+
+/// The same fields on an answer the gateway passes on as it came (no Location, plain-http
+/// upstream), over HTTP/1.1 and HTTP/2: the ones naming the flow id go, the rest stay.
+#[tokio::test]
+async fn link_and_cookie_fields_naming_the_upstream_go_without_a_location_too() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start(LEAKS, &up).await;
+    for client in [client(), h2c_client()] {
+        let got = send_with(&client, post_json(&gw.url("/cookies"), "{}")).await;
+        assert_eq!(got.status, 200);
+        assert!(got.header("link").is_none(), "{:?}", got.headers);
+        let cookies: Vec<&str> = got
+            .headers
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        assert_eq!(cookies, ["session=abc; Path=/"], "{:?}", got.version);
     }
 }
 

@@ -61,6 +61,96 @@ pub struct Reader<'e> {
     expanded: RefCell<Vec<(String, String)>>,
 }
 
+/// `text` with the values of `vars` (name, value) replaced by their `${NAME}`: a quoted part
+/// of the text that is (a piece of) a value, where a check quoted what it refused (a value,
+/// trimmed, or a unit or period cut from it), and the value itself, trimmed, or as `{:?}`
+/// writes it, where it stands as a whole word (so `sync` from `${MODE}` leaves "async" alone).
+fn redact(text: &str, vars: &[(String, String)]) -> String {
+    let mut forms: Vec<(String, String)> = Vec::new();
+    for (name, value) in vars {
+        let debug = format!("{value:?}");
+        for form in [value.as_str(), value.trim(), &debug[1..debug.len() - 1]] {
+            if form.chars().count() >= REDACT_MIN_CHARS && !forms.iter().any(|(f, _)| f == form) {
+                forms.push((form.to_owned(), format!("${{{name}}}")));
+            }
+        }
+    }
+    // Longest first, so a value that contains another is replaced whole.
+    forms.sort_by_key(|(f, _)| std::cmp::Reverse(f.len()));
+    let owner = |piece: &str| {
+        let piece = piece.trim();
+        (piece.chars().count() >= REDACT_MIN_CHARS)
+            .then(|| vars.iter().find(|(_, v)| v.contains(piece)))
+            .flatten()
+            .map(|(name, v)| {
+                if v.trim() == piece {
+                    format!("${{{name}}}")
+                } else {
+                    format!("part of ${{{name}}}")
+                }
+            })
+    };
+    // Quoted parts (between the 1st and 2nd `"`, the 3rd and 4th, …) are what a check quoted
+    // of the config: one that is a value or a piece of one becomes its reference, and values
+    // inside a longer one are replaced wherever they stand. Outside quotes only whole words
+    // are replaced: that text is the gateway's own.
+    // A value with quotes or backslashes, as `{:?}` escapes it, would be split below.
+    let mut text = text.to_owned();
+    for (form, reference) in forms.iter().filter(|(f, _)| f.contains(['"', '\\'])) {
+        text = text.replace(form.as_str(), reference);
+    }
+    let mut out = String::with_capacity(text.len());
+    for (i, part) in text.split('"').enumerate() {
+        if i > 0 {
+            out.push('"');
+        }
+        if i % 2 == 1 {
+            match owner(part) {
+                Some(reference) => out.push_str(&reference),
+                None => {
+                    // Inside a longer quoted value, a long one wherever it stands (a secret
+                    // written next to other text); a short one only as a whole word.
+                    let mut part = part.to_owned();
+                    for (form, reference) in &forms {
+                        part = if form.chars().count() >= 8 {
+                            part.replace(form.as_str(), reference)
+                        } else {
+                            replace_words(&part, form, reference)
+                        };
+                    }
+                    out.push_str(&part);
+                }
+            }
+        } else {
+            let mut part = part.to_owned();
+            for (form, reference) in &forms {
+                part = replace_words(&part, form, reference);
+            }
+            out.push_str(&part);
+        }
+    }
+    out
+}
+
+/// `text` with each occurrence of `word` that is not part of a longer word replaced.
+fn replace_words(text: &str, word: &str, with: &str) -> String {
+    let is_word = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_');
+    let starts_word = is_word(word.chars().next());
+    let ends_word = is_word(word.chars().next_back());
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(word) {
+        let before = rest[..at].chars().next_back().or(out.chars().next_back());
+        let after = rest[at + word.len()..].chars().next();
+        let joined = (starts_word && is_word(before)) || (ends_word && is_word(after));
+        out.push_str(&rest[..at]);
+        out.push_str(if joined { word } else { with });
+        rest = &rest[at + word.len()..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// Values shorter than this are left in messages: they cannot be meaningful secrets, and
 /// replacing every `80` or `on` in a message's text would garble it.
 const REDACT_MIN_CHARS: usize = 4;
@@ -118,24 +208,12 @@ impl<'e> Reader<'e> {
     /// name) must not reach a terminal, a CI log or a reload's answer. Secret keys never quote
     /// their values; this covers every other key, whichever check wrote the message.
     pub fn into_issues(self) -> Vec<Issue> {
-        let mut expanded = self.expanded.into_inner();
-        // Longest first, so a value that contains another is replaced whole.
-        expanded.sort_by_key(|(_, v)| std::cmp::Reverse(v.len()));
+        let expanded = self.expanded.into_inner();
         let mut issues = self.issues.into_inner();
-        for issue in &mut issues {
-            for (name, value) in &expanded {
-                let reference = format!("${{{name}}}");
-                // Also as `{:?}` writes it (escaped quotes, backslashes, control characters).
-                let debug = format!("{value:?}");
-                let escaped = &debug[1..debug.len() - 1];
-                for text in [&mut issue.problem, &mut issue.fix] {
-                    if text.contains(value.as_str()) {
-                        *text = text.replace(value.as_str(), &reference);
-                    }
-                    if escaped != value && text.contains(escaped) {
-                        *text = text.replace(escaped, &reference);
-                    }
-                }
+        if !expanded.is_empty() {
+            for issue in &mut issues {
+                issue.problem = redact(&issue.problem, &expanded);
+                issue.fix = redact(&issue.fix, &expanded);
             }
         }
         issues.sort_by_key(|i| i.severity);
@@ -578,6 +656,43 @@ mod tests {
 
     fn no_env(_: &str) -> Option<String> {
         None
+    }
+
+    /// What checks quote of a value from the environment becomes its reference: the value,
+    /// trimmed, a piece cut from it, its `{:?}` form, a value inside a longer quoted one; and
+    /// the gateway's own words that merely contain a value stay as they are.
+    #[test]
+    fn values_from_the_environment_are_redacted_without_garbling_messages() {
+        let vars = [
+            ("TOKEN".to_owned(), "s3cr3t-token-value\n".to_owned()),
+            ("T2".to_owned(), "123SEKRITunit".to_owned()),
+            ("MODE".to_owned(), "sync".to_owned()),
+            ("P".to_owned(), "/a\"bc".to_owned()),
+        ];
+        let cases = [
+            (
+                "\"s3cr3t-token-value\" is not an IP address",
+                "\"${TOKEN}\" is not an IP address",
+            ),
+            (
+                "\"123SEKRITunit\" has an unknown size unit \"SEKRITunit\"",
+                "\"${T2}\" has an unknown size unit \"part of ${T2}\"",
+            ),
+            (
+                "only applies to async routes, and this route is sync",
+                "only applies to async routes, and this route is ${MODE}",
+            ),
+            ("set mode = \"async\"", "set mode = \"async\""),
+            ("\"/a\\\"bc\" holds '\"'", "\"${P}\" holds '\"'"),
+            (
+                "\"https://x.example/123SEKRITunit/y\" is odd",
+                "\"https://x.example/${T2}/y\" is odd",
+            ),
+            ("\"x123SEKRITunitx\" is odd", "\"x${T2}x\" is odd"),
+        ];
+        for (text, want) in cases {
+            assert_eq!(redact(text, &vars), want, "{text}");
+        }
     }
 
     #[test]

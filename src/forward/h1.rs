@@ -696,7 +696,7 @@ fn parse_head(buf: &[u8], head_request: bool) -> Result<Option<(usize, Option<He
             }
             // Never passed on (the framing was read from them above).
             FieldKind::HopByHop => {}
-            FieldKind::Ruled | FieldKind::Date | FieldKind::Other => {
+            FieldKind::Ruled | FieldKind::Date | FieldKind::Scanned | FieldKind::Other => {
                 fields.push(kind, name, f.value);
             }
         }

@@ -260,6 +260,30 @@ impl From<Response<UpstreamBody>> for UpstreamResponse {
 /// would garble the text.
 pub const MIN_SECRET_CHARS: usize = 8;
 
+/// True for a part of an upstream URL or an injected value that may be what makes it secret:
+/// at least [`MIN_SECRET_CHARS`] long and mixing character classes (lower case, upper case,
+/// digits: webhook ids, tokens) or long. Words such as `services`, `webhooks`, `callback` or
+/// `application/json` are not: treating them as secret would strip unrelated redirects and
+/// garble error texts.
+fn looks_secret(s: &str) -> bool {
+    let classes = [
+        s.bytes().any(|b| b.is_ascii_lowercase()),
+        s.bytes().any(|b| b.is_ascii_uppercase()),
+        s.bytes().any(|b| b.is_ascii_digit()),
+    ]
+    .iter()
+    .filter(|&&c| c)
+    .count();
+    s.len() >= MIN_SECRET_CHARS && (classes >= 2 || s.len() >= 24)
+}
+
+/// `s` percent-decoded, when that changes it and gives UTF-8.
+fn decoded(s: &str) -> Option<String> {
+    let d = crate::urlenc::percent_decode(s, true)?;
+    let d = std::str::from_utf8(&d).ok()?;
+    (d != s).then(|| d.to_owned())
+}
+
 /// A route's upstream: where to send, what to inject, how long to wait.
 #[derive(Debug, Clone)]
 pub struct Upstream {
@@ -329,9 +353,10 @@ impl Upstream {
         upstream
     }
 
-    /// What an upstream's error text must not repeat: its URL's path and every long part of
-    /// it (segments, query values; as written and decoded) and the values of the headers
-    /// injected into it. Longest first, so a value that contains another is replaced whole.
+    /// What an upstream's error text or response fields must not repeat: the segments of its
+    /// URL's path and its query values (as written and decoded) and the values of the headers
+    /// injected into it, where they look secret ([`looks_secret`]). Longest first, so a value
+    /// that contains another is replaced whole.
     pub fn secret_parts(&self) -> &[String] {
         &self.secret_parts
     }
@@ -339,30 +364,18 @@ impl Upstream {
     fn find_secret_parts(&self) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
         let mut add = |s: &str| {
-            if s.len() >= MIN_SECRET_CHARS && !out.iter().any(|o| o == s) {
-                out.push(s.to_owned());
-            }
-            if let Some(decoded) = crate::urlenc::percent_decode(s, true)
-                && let Ok(decoded) = std::str::from_utf8(&decoded)
-                && decoded != s
-                && decoded.len() >= MIN_SECRET_CHARS
-                && !out.iter().any(|o| o == decoded)
-            {
-                out.push(decoded.to_owned());
+            for s in [Some(s.to_owned()), decoded(s)].into_iter().flatten() {
+                if looks_secret(&s) && !out.contains(&s) {
+                    out.push(s);
+                }
             }
         };
-        add(&self.path);
-        add(self.path.trim_start_matches('/'));
         for segment in self.path.split('/') {
             add(segment);
         }
         if let Some(query) = &self.base_query {
-            add(query);
             for pair in query.split('&') {
-                add(pair);
-                if let Some((_, value)) = pair.split_once('=') {
-                    add(value);
-                }
+                add(pair.split_once('=').map_or(pair, |(_, value)| value));
             }
         }
         for (_, value) in self.inject.iter() {
@@ -579,7 +592,7 @@ impl Upstream {
     /// relative (and so to a path on the upstream's host). Passing it on would show the client
     /// the real webhook's URL or paths; only absolute URLs to other hosts are kept.
     pub fn is_own_url(&self, value: &str) -> bool {
-        if self.names_secret(value) {
+        if self.names_secret(value.as_bytes()) {
             return true;
         }
         match value.trim().parse::<Uri>() {
@@ -596,8 +609,10 @@ impl Upstream {
     /// ([`Upstream::secret_parts`]), whatever host it names: an upstream that redirects to
     /// its public name (or `localhost`, or its address in another form) still shows the path
     /// that makes its URL secret.
-    pub fn names_secret(&self, value: &str) -> bool {
-        self.secret_parts.iter().any(|p| value.contains(p.as_str()))
+    pub fn names_secret(&self, value: &[u8]) -> bool {
+        self.secret_parts
+            .iter()
+            .any(|p| passed::contains_bytes(value, p.as_bytes()))
     }
 }
 

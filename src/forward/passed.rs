@@ -28,6 +28,9 @@ pub(crate) enum FieldKind {
     /// `Refresh` (they may name the upstream), `X-Request-Id` and `Strict-Transport-Security`
     /// (the gateway's own), and the CORS fields a browser route sets.
     Ruled,
+    /// `Link` and `Set-Cookie`: passed on unless a value holds the upstream's secret path
+    /// ([`PassedHead::names_secret`]); most responses with them pass as they came.
+    Scanned,
     /// `Date`: passed on, and the listener then adds none of its own.
     Date,
     /// Any other end-to-end field: passed on as it came.
@@ -53,6 +56,8 @@ pub(crate) fn field_kind(name: &[u8]) -> FieldKind {
     match name.len() {
         2 if is("te") => FieldKind::HopByHop,
         4 if is("date") => FieldKind::Date,
+        4 if is("link") => FieldKind::Scanned,
+        10 if is("set-cookie") => FieldKind::Scanned,
         7 if is("trailer") || is("upgrade") => FieldKind::HopByHop,
         7 if is("refresh") => FieldKind::Ruled,
         8 if is("location") => FieldKind::Ruled,
@@ -81,6 +86,8 @@ pub struct PassedHead {
     content_length: Option<u64>,
     ruled: bool,
     dated: bool,
+    /// A `Scanned` field is among the lines.
+    scanned: bool,
     /// Bit `n` set when a field name has `n` bytes (63 for longer ones): most names the guards
     /// set have a length none of the upstream's names has, so most lookups read no line.
     name_lengths: u64,
@@ -107,6 +114,7 @@ impl PassedHead {
         match kind {
             FieldKind::Ruled | FieldKind::Connection => self.ruled = true,
             FieldKind::Date => self.dated = true,
+            FieldKind::Scanned => self.scanned = true,
             _ => {}
         }
         self.name_lengths |= length_bit(name.len());
@@ -143,6 +151,18 @@ impl PassedHead {
     /// must go through the header map ([`Self::into_map`]) rather than be passed on as it is.
     pub fn is_ruled(&self) -> bool {
         self.ruled
+    }
+
+    /// True when a `Link` or `Set-Cookie` value holds one of `secret_parts` (so the head must
+    /// go through the rules, which drop those fields).
+    pub fn names_secret(&self, secret_parts: &[String]) -> bool {
+        self.scanned
+            && self.fields().any(|(name, value)| {
+                field_kind(name) == FieldKind::Scanned
+                    && secret_parts
+                        .iter()
+                        .any(|p| contains_bytes(value, p.as_bytes()))
+            })
     }
 
     /// True when the upstream sent a `Date`.
@@ -195,6 +215,11 @@ impl PassedHead {
         }
         Ok(map)
     }
+}
+
+/// True when `needle` occurs in `haystack`.
+pub(crate) fn contains_bytes(haystack: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 /// A passed field that a header map does not take (the parser should have refused it).
@@ -303,6 +328,7 @@ mod tests {
             (&ruled[..], FieldKind::Ruled),
             (&hop[..], FieldKind::HopByHop),
             (&["date"][..], FieldKind::Date),
+            (&["link", "set-cookie"][..], FieldKind::Scanned),
             (&["connection"][..], FieldKind::Connection),
             (&["content-length"][..], FieldKind::ContentLength),
             (&["transfer-encoding"][..], FieldKind::TransferEncoding),
@@ -329,14 +355,15 @@ mod tests {
             assert!(
                 !matches!(
                     field_kind(name.as_bytes()),
-                    FieldKind::Other | FieldKind::Date | FieldKind::Ruled
+                    FieldKind::Other | FieldKind::Date | FieldKind::Ruled | FieldKind::Scanned
                 ),
                 "{name}"
             );
         }
         for name in [
             "content-type",
-            "set-cookie",
+            "set-cookies",
+            "links",
             "x-locations",
             "locations",
             "dates",

@@ -528,7 +528,9 @@ impl Gateway {
                     // came (`forward::passed`), after the guards' own headers (RateLimit
                     // fields, a rotated token), none of which the upstream sent.
                     UpstreamHeaders::Passed(head)
-                        if !head.is_ruled() && !head.shares_a_name_with(&ex.response_headers) =>
+                        if !head.is_ruled()
+                            && !head.shares_a_name_with(&ex.response_headers)
+                            && !head.names_secret(route.upstream.secret_parts()) =>
                     {
                         let mut response = Response::new(ResponseBody::passed(body, head));
                         *response.headers_mut() = std::mem::take(&mut ex.response_headers);
@@ -580,8 +582,7 @@ impl Gateway {
         // Fields that may carry a URL or path among other things (`Link: <…>; rel=…`, a
         // cookie's `Path=`): gone when they name the upstream's secret path.
         for name in [header::LINK, header::SET_COOKIE] {
-            let leaks =
-                |v: &HeaderValue| v.to_str().map_or(true, |v| route.upstream.names_secret(v));
+            let leaks = |v: &HeaderValue| route.upstream.names_secret(v.as_bytes());
             if headers.get_all(&name).iter().any(leaks) {
                 // Only the fields that leak: a session cookie beside them is the upstream's.
                 let kept: Vec<HeaderValue> = headers

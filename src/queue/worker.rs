@@ -488,8 +488,10 @@ fn describe_status(status: http::StatusCode, body: &[u8], secrets: &[String]) ->
             text = text.replace(secret.as_str(), REDACTED);
         }
     }
-    // The body was cut where reading stopped: a secret's first characters may end it.
-    for secret in secrets {
+    // A body cut where reading stopped may end with a secret's first characters. (One read
+    // whole ends where the upstream ended it.)
+    let cut = body.len() >= 2 * ERROR_SNIPPET;
+    for secret in secrets.iter().filter(|_| cut) {
         let partial = (crate::forward::MIN_SECRET_CHARS..secret.len())
             .rev()
             .filter(|&k| secret.is_char_boundary(k))
@@ -552,13 +554,16 @@ mod tests {
             got.contains("webhook \\\"POST [redacted]\\\" is not registered"),
             "{got}"
         );
-        // Cut after the secret's first characters.
-        let cut = b"The requested webhook \"POST 3f1c-SEKR";
-        let got = describe_status(http::StatusCode::NOT_FOUND, cut, secrets);
-        assert_eq!(
-            got,
-            "HTTP 404 Not Found: The requested webhook \"POST [redacted]"
-        );
+        // Cut, where reading stopped, after the secret's first characters (the spaces
+        // between shrink to one).
+        let mut cut = b"webhook".to_vec();
+        cut.resize(2 * ERROR_SNIPPET - 9, b' ');
+        cut.extend_from_slice(b"3f1c-SEKR");
+        let got = describe_status(http::StatusCode::NOT_FOUND, &cut, secrets);
+        assert_eq!(got, "HTTP 404 Not Found: webhook [redacted]");
+        // The same end on a body read whole is the upstream's own text, and stays.
+        let whole = describe_status(http::StatusCode::NOT_FOUND, b"id 3f1c-SEKR", secrets);
+        assert_eq!(whole, "HTTP 404 Not Found: id 3f1c-SEKR");
         // Short parts stay: they are not what makes the URL secret.
         assert!(
             secrets

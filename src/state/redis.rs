@@ -550,6 +550,8 @@ impl RedisState {
         // Redis that is up but too slow is not let in and out at every recheck.
         if self.ping(self.timeout).await.is_ok() {
             self.mark_up();
+            // Not asked at start if Redis was down then; a restarted Redis may be set up anew.
+            self.warn_if_evicting(budget).await;
         }
     }
 

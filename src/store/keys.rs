@@ -310,25 +310,27 @@ impl Store {
         // The lifetime the key was issued with. A rotation cut its expiry down to the grace
         // period's end, and its successor was issued for that lifetime.
         let mut issued_for = old.expires.map(|e| e.saturating_sub(old.created));
-        // A revoked successor (rotated by mistake, or compromised) frees the key to be rotated
-        // again; a live one is the key to rotate.
+        // A revoked or expired successor (rotated by mistake, compromised, or issued for less
+        // time than the old key's grace) frees the key to be rotated again; a live one is the
+        // key to rotate.
         if let Some(successor) = &old.successor {
-            let next: Option<(Option<i64>, i64, Option<i64>)> = tx
+            let next = tx
                 .query_row(
-                    "SELECT revoked, created, expires FROM api_keys WHERE id = ?1",
+                    &format!("SELECT {COLUMNS} FROM api_keys WHERE id = ?1"),
                     [successor],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                    from_row,
                 )
                 .optional()?;
             match next {
-                Some((None, _, _)) => {
+                Some(next) if next.status(now) == KeyStatus::Active => {
                     return Err(KeyError::Rotated {
                         id: id.to_owned(),
                         successor: successor.clone(),
                     });
                 }
-                Some((Some(_), created, expires)) => {
-                    issued_for = expires.map(|e| e.saturating_sub(created));
+                // Revoked or expired: the key may be rotated again.
+                Some(next) => {
+                    issued_for = next.expires.map(|e| e.saturating_sub(next.created));
                 }
                 None => {}
             }
@@ -875,6 +877,25 @@ mod tests {
         assert_eq!(after.successor.as_deref(), Some(second.record.id.as_str()));
         // The old key's grace is the first rotation's, not extended.
         assert_eq!(after.expires, Some(2000 + 86_400));
+
+        // A successor that expired (issued for less than the grace) frees it too.
+        let long = s.create_key("chat", None, Some(90 * DAY), 1000).unwrap();
+        let (short, _) = s
+            .rotate_key(
+                &long.record.id,
+                7 * DAY,
+                Some(Duration::from_secs(3600)),
+                2000,
+            )
+            .unwrap();
+        assert!(matches!(
+            s.rotate_key(&long.record.id, DAY, None, 2000 + 3599),
+            Err(KeyError::Rotated { .. })
+        ));
+        let (again, _) = s
+            .rotate_key(&long.record.id, DAY, None, 2000 + 3600)
+            .unwrap();
+        assert_ne!(again.record.id, short.record.id);
     }
 
     #[test]

@@ -168,28 +168,20 @@ async fn answer(req: Request<Incoming>, recs: Arc<Mutex<Vec<Recorded>>>) -> Resp
         let to = parts
             .uri
             .query()
-            .and_then(|q| q.strip_prefix("to="))
-            .map(|t| hookwarden::urlenc::query_param(&format!("to={t}"), "to").unwrap_or_default())
+            .and_then(|q| hookwarden::urlenc::query_param(q, "to"))
             .unwrap_or_default();
         let mut r = Response::new(UpBody::Left(Full::new(Bytes::new())));
         *r.status_mut() = StatusCode::FOUND;
         r.headers_mut().insert("location", to.parse().unwrap());
         r.headers_mut()
             .insert("content-location", "/webhook/secret-id".parse().unwrap());
-        // Fields that can carry the path among other things (this upstream's path is
-        // `/redirect`), and a cookie that does not.
-        r.headers_mut().insert(
-            "link",
-            "<http://localhost:9/redirect/next>; rel=\"next\""
-                .parse()
-                .unwrap(),
-        );
-        r.headers_mut().append(
-            "set-cookie",
-            "flow=1; Path=/redirect; HttpOnly".parse().unwrap(),
-        );
-        r.headers_mut()
-            .append("set-cookie", "session=abc; Path=/".parse().unwrap());
+        flow_fields(r.headers_mut());
+        return r;
+    }
+    if path == "/cookies" {
+        // The same fields on an answer without a Location.
+        let mut r = Response::new(UpBody::Left(Full::new(Bytes::from_static(b"{}"))));
+        flow_fields(r.headers_mut());
         return r;
     }
     if path.starts_with("/webhook/") && path.ends_with("/missing") {
@@ -1249,4 +1241,20 @@ pub async fn admin_call(admin: SocketAddr, method: &str, path: &str, token: Opti
         b = b.header("authorization", format!("Bearer {t}"));
     }
     send(b.body(Full::new(Bytes::new())).unwrap()).await
+}
+
+/// Fields that can carry an upstream's URL among other things, naming the flow id
+/// `3f1c9a7e2b` that test routes put in their upstream URLs, and a cookie that does not.
+fn flow_fields(h: &mut http::HeaderMap) {
+    h.insert(
+        "link",
+        "<https://public.example.com/flows/3f1c9a7e2b/next>; rel=\"next\""
+            .parse()
+            .unwrap(),
+    );
+    h.append(
+        "set-cookie",
+        "flow=1; Path=/flows/3f1c9a7e2b; HttpOnly".parse().unwrap(),
+    );
+    h.append("set-cookie", "session=abc; Path=/".parse().unwrap());
 }
