@@ -243,7 +243,7 @@ fn check_url(s: &Section<'_, '_>, raw: String) -> Option<Secret> {
     }
     // As for upstream URLs: the notifier sends no credentials from the URL (they would be
     // dropped silently), and a fragment is never sent.
-    if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+    if super::route::has_userinfo(&uri) {
         s.error(
             "url",
             "carries user:password credentials, which are not sent",
@@ -251,12 +251,7 @@ fn check_url(s: &Section<'_, '_>, raw: String) -> Option<Secret> {
         );
         return None;
     }
-    if raw.contains('#') {
-        s.error(
-            "url",
-            "has a # fragment, which is never sent (it and anything after it would be dropped)",
-            "remove the # part; percent-encode a # that belongs in the path or query as %23",
-        );
+    if super::route::refuse_fragment(s, &raw) {
         return None;
     }
     Some(Secret::new(raw))

@@ -503,7 +503,7 @@ fn check_upstream_url(s: &Section<'_, '_>, raw: &str) -> Option<Uri> {
         return None;
     };
     // Before the port: `user:pass@host` would read as a port `pass@host`.
-    if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+    if has_userinfo(&uri) {
         s.error(
             "url",
             "carries user:password credentials, which would be sent in clear to every hop",
@@ -529,14 +529,7 @@ fn check_upstream_url(s: &Section<'_, '_>, raw: &str) -> Option<Uri> {
         );
         return None;
     }
-    // A fragment is never sent, and `http::Uri` drops it with whatever follows it: what looks
-    // like part of the query would be lost.
-    if raw.contains('#') {
-        s.error(
-            "url",
-            "has a # fragment, which is never sent (it and anything after it would be dropped)",
-            "remove the # part; percent-encode a # that belongs in the path or query as %23",
-        );
+    if refuse_fragment(s, raw) {
         return None;
     }
     if scheme == "http" && !is_local_host(host) {
@@ -547,6 +540,25 @@ fn check_upstream_url(s: &Section<'_, '_>, raw: &str) -> Option<Uri> {
         );
     }
     Some(uri)
+}
+
+/// True when a URL's authority carries `user[:password]@`.
+pub(super) fn has_userinfo(uri: &Uri) -> bool {
+    uri.authority().is_some_and(|a| a.as_str().contains('@'))
+}
+
+/// Records an error on `url` when `raw` has a `#` fragment: it is never sent, and `http::Uri`
+/// drops it with whatever follows it (what looks like part of the query would be lost).
+pub(super) fn refuse_fragment(s: &Section<'_, '_>, raw: &str) -> bool {
+    if !raw.contains('#') {
+        return false;
+    }
+    s.error(
+        "url",
+        "has a # fragment, which is never sent (it and anything after it would be dropped)",
+        "remove the # part; percent-encode a # that belongs in the path or query as %23",
+    );
+    true
 }
 
 fn is_local_host(host: &str) -> bool {

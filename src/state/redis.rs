@@ -301,9 +301,13 @@ impl RedisState {
     /// True when an operation was answered from memory within [`FALLBACK_RECENT`].
     fn fell_back_recently(&self) -> bool {
         let last = self.last_fallback_ms.load(Ordering::Relaxed);
-        last != 0
-            && self.start.elapsed().as_millis() as u64
-                <= last.saturating_add(FALLBACK_RECENT.as_millis() as u64)
+        last != 0 && self.elapsed_ms() <= last.saturating_add(FALLBACK_RECENT.as_millis() as u64)
+    }
+
+    /// Milliseconds since this state was made, at least 1 (0 marks "never" in the fields
+    /// that hold such times).
+    fn elapsed_ms(&self) -> u64 {
+        (self.start.elapsed().as_millis() as u64).max(1)
     }
 
     /// The fallback table (`on_error = "local"` only).
@@ -655,8 +659,8 @@ impl RedisState {
         match &self.local {
             Some(m) => {
                 self.fallback_ops.fetch_add(1, Ordering::Relaxed);
-                let now = (self.start.elapsed().as_millis() as u64).max(1);
-                self.last_fallback_ms.store(now, Ordering::Relaxed);
+                self.last_fallback_ms
+                    .store(self.elapsed_ms(), Ordering::Relaxed);
                 local(m).map_err(StateError::from)
             }
             None => Err(StateError::Unavailable(failure.message().to_owned())),
@@ -711,7 +715,7 @@ impl RedisState {
 
     fn log_refusal(&self, msg: &str) {
         self.errors.fetch_add(1, Ordering::Relaxed);
-        let now = (self.start.elapsed().as_millis() as u64).max(1);
+        let now = self.elapsed_ms();
         let last = self.server_error_logged_ms.load(Ordering::Relaxed);
         let every = SERVER_ERROR_LOG_EVERY.as_millis() as u64;
         if (last == 0 || now.saturating_sub(last) >= every)
