@@ -396,10 +396,13 @@ impl Gateway {
         }
         // Reserve the body's bytes (its declared length, or the route's limit when it has
         // none) until the request has been forwarded.
-        let reserve = if ex.has_body {
+        let declared = if ex.has_body {
             declared_length(ex)
-                .unwrap_or(route.max_body)
-                .min(route.max_body)
+        } else {
+            None
+        };
+        let reserve = if ex.has_body {
+            declared.unwrap_or(route.max_body).min(route.max_body)
         } else {
             0
         };
@@ -423,16 +426,17 @@ impl Gateway {
             Ok(bytes) => ex.body = bytes,
             Err(d) => return self.refuse(ex, d),
         }
-        // A body shorter than its declared length is not the request the client sent. (The
-        // HTTP/1.1 reader cannot end early; an HTTP/2 stream reset with NO_ERROR ends the body
-        // in hyper as if it were complete.)
-        if declared_length(ex).is_some_and(|n| n != ex.body.len() as u64) {
-            return self.refuse(
-                ex,
-                Denial::new(Reason::BadRequest).with_detail("body shorter than its Content-Length"),
-            );
-        }
         if http2 {
+            // A body shorter than its declared length is not the request the client sent: an
+            // HTTP/2 stream reset with NO_ERROR ends the body in hyper as if it were complete.
+            // (The HTTP/1.1 reader cannot end a body early.)
+            if declared.is_some_and(|n| n != ex.body.len() as u64) {
+                return self.refuse(
+                    ex,
+                    Denial::new(Reason::BadRequest)
+                        .with_detail("body shorter than its Content-Length"),
+                );
+            }
             // Without a declared length, that reset is told apart from the end of the body
             // only by hyper's stream task, which checks for a reset when this future is
             // pending and then drops it: give it that chance before anything is forwarded or
