@@ -939,3 +939,25 @@ fn sign_help_does_not_show_the_secret_from_the_environment() {
         assert!(!text.contains("help-must-hide"), "{flag}: {text}");
     }
 }
+
+/// `sign --url` without a scheme would sign a URL no request carries: refused.
+#[test]
+fn sign_refuses_a_url_without_its_scheme() {
+    let out = Command::new(bin())
+        .args([
+            "sign",
+            "--provider",
+            "twilio",
+            "--secret",
+            "12345",
+            "--url",
+            "hooks.example.com/twilio",
+        ])
+        .env_remove("HOOKWARDEN_SIGN_SECRET")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--url must be the full URL"), "{err}");
+}

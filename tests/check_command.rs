@@ -352,3 +352,44 @@ rate = "60/minute"
     assert!(!out.contains("port that is not a number"), "{out}");
     assert!(!out.contains("other-value"), "{out}");
 }
+
+/// Decryption settings that could never work, and a backend name in the wrong case.
+#[test]
+fn decrypt_parameters_and_backend_case_are_checked() {
+    let cfg = r#"
+[server]
+secret = "0123456789abcdef0123456789abcdef"
+[state]
+backend = "Redis"
+url = "redis://127.0.0.1:6379/0"
+[[route]]
+name = "gcm"
+path = "/gcm"
+[route.upstream]
+url = "https://n8n.example.com/webhook/abc"
+[route.decrypt]
+cipher = "aes-256-gcm"
+key = "0123456789abcdef0123456789abcdef"
+iv_param = "p"
+tag_param = "p"
+[[route]]
+name = "cbc"
+path = "/cbc"
+[route.upstream]
+url = "https://n8n.example.com/webhook/def"
+[route.decrypt]
+cipher = "aes-256-cbc"
+key = "0123456789abcdef0123456789abcdef"
+tag_param = "t"
+"#;
+    let (code, out) = check(cfg, &[]);
+    assert_eq!(code, 1, "{out}");
+    for want in [
+        "route[gcm].decrypt.tag_param: is the same parameter as iv_param",
+        "warning: route[cbc].decrypt.tag_param: has no effect",
+        "state.backend: \"Redis\" is not a state backend (names are lower case)",
+        "write backend = \"redis\"",
+    ] {
+        assert!(out.contains(want), "want {want:?} in:\n{out}");
+    }
+}

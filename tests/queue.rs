@@ -844,6 +844,13 @@ backoff = "10ms"
         cli(&["list", "--state", "pending", "--json"]).1.is_empty()
     })
     .await;
+    // A mistyped route acts on nothing: an error naming the routes the queue holds.
+    let (ok, _, err) = cli(&["retry", "--all", "--route", "hoks"]);
+    assert!(!ok);
+    assert!(
+        err.contains("no message of route \"hoks\"; routes in the queue: hooks"),
+        "{err}"
+    );
     let (ok, out, _) = cli(&["retry", "--all", "--route", "hooks"]);
     assert!(ok);
     assert!(out.starts_with("2 dead message(s)"), "{out}");

@@ -199,6 +199,7 @@ pub fn run(a: QueueArgs) -> anyhow::Result<ExitCode> {
             let store = target.open()?;
             if all {
                 let route = route.unwrap_or_default();
+                known_route(&store.lock(), &route, now)?;
                 let n = store::retry_dead(&store.lock(), &route, now)?;
                 println!("{n} dead message(s) of route {route} queued for delivery again");
                 return Ok(ExitCode::SUCCESS);
@@ -226,6 +227,7 @@ pub fn run(a: QueueArgs) -> anyhow::Result<ExitCode> {
                 let Some(state) = state_arg(state.as_deref())? else {
                     bail!("--all needs --state pending, dead or delivered");
                 };
+                known_route(&store.lock(), &route, now)?;
                 let n = store::drop_all(&store.lock(), &route, state)?;
                 println!("{n} {state} message(s) of route {route} dropped");
                 return Ok(ExitCode::SUCCESS);
@@ -238,6 +240,24 @@ pub fn run(a: QueueArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Fails when the queue holds no message at all of `route` (a mistyped name would otherwise
+/// act on nothing and succeed), naming the routes it holds.
+fn known_route(conn: &rusqlite::Connection, route: &str, now: i64) -> anyhow::Result<()> {
+    let summary = store::summary(conn, now, &[])?;
+    if summary.iter().any(|s| s.route == route) {
+        return Ok(());
+    }
+    let names: Vec<&str> = summary.iter().map(|s| s.route.as_str()).collect();
+    bail!(
+        "the queue holds no message of route \"{route}\"; routes in the queue: {}",
+        if names.is_empty() {
+            "none".to_owned()
+        } else {
+            names.join(", ")
+        }
+    )
 }
 
 fn print_messages(out: &mut impl Write, messages: &[Listed]) -> anyhow::Result<()> {

@@ -155,6 +155,15 @@ pub fn run(args: SignArgs) -> anyhow::Result<ExitCode> {
         .iter()
         .map(|s| Secret::new(s.as_str()))
         .collect();
+    // Twilio signs the URL as it calls it, scheme included: one without would sign
+    // something no request carries.
+    if let Some(url) = args.url.as_deref()
+        && !(url.starts_with("https://") || url.starts_with("http://"))
+    {
+        bail!(
+            "--url must be the full URL the provider calls, with https:// (e.g. https://hooks.example.com/twilio?x=1)"
+        );
+    }
     let input = SignInput {
         body: &body,
         timestamp: args

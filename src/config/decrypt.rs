@@ -118,8 +118,24 @@ pub(super) fn read_decrypt(s: Section<'_, '_>) -> Option<DecryptConfig> {
             }
         }
     }
+    let tag_set = s.has("tag_param");
     let iv_param = s.string("iv_param").unwrap_or_else(|| "iv".into());
     let tag_param = s.string("tag_param").unwrap_or_else(|| "tag".into());
+    let gcm = cipher.map(|c| c.mode() == crate::decrypt::Mode::Gcm);
+    if gcm == Some(true) && iv_param == tag_param {
+        s.error(
+            "tag_param",
+            format!("is the same parameter as iv_param (\"{iv_param}\"), so the IV and the tag could not both be read"),
+            "give the tag its own query parameter, e.g. tag_param = \"tag\"",
+        );
+    }
+    if gcm == Some(false) && tag_set {
+        s.warn(
+            "tag_param",
+            "has no effect: only GCM ciphers carry a tag",
+            "remove it, or use an aes-…-gcm cipher if the sender sends a tag",
+        );
+    }
     for (key, v) in [("iv_param", &iv_param), ("tag_param", &tag_param)] {
         if v.is_empty() || v.contains(['&', '=', '#', ' ']) {
             s.error(

@@ -128,6 +128,16 @@ pub(super) fn read_state(section: Option<Section<'_, '_>>, base: &Path) -> (Stat
     let (shared, redis_keys) = match s.string("backend").as_deref() {
         None | Some("memory") => (false, false),
         Some("redis") => (true, true),
+        Some(other)
+            if other.eq_ignore_ascii_case("redis") || other.eq_ignore_ascii_case("memory") =>
+        {
+            s.error(
+                "backend",
+                format!("\"{other}\" is not a state backend (names are lower case)"),
+                format!("write backend = \"{}\"", other.to_ascii_lowercase()),
+            );
+            (false, other.eq_ignore_ascii_case("redis"))
+        }
         Some(other) => {
             s.error(
                 "backend",
