@@ -589,8 +589,9 @@ impl Upstream {
     }
 
     /// True when a `Location`-style header value points into this upstream: at its host, or
-    /// relative (and so to a path on the upstream's host). Passing it on would show the client
-    /// the real webhook's URL or paths; only absolute URLs to other hosts are kept.
+    /// relative (and so to a path on the upstream's host), or holding a secret part of its URL
+    /// ([`Upstream::names_secret`]). Passing it on would show the client the real webhook's
+    /// URL or paths; only absolute URLs to other hosts, without those parts, are kept.
     pub fn is_own_url(&self, value: &str) -> bool {
         if self.names_secret(value.as_bytes()) {
             return true;
@@ -605,10 +606,10 @@ impl Upstream {
         }
     }
 
-    /// True when `value` holds the upstream's path, a long part of it, or an injected value
-    /// ([`Upstream::secret_parts`]), whatever host it names: an upstream that redirects to
-    /// its public name (or `localhost`, or its address in another form) still shows the path
-    /// that makes its URL secret.
+    /// True when `value` holds a secret-looking part of the upstream's URL or an injected
+    /// value ([`Upstream::secret_parts`]), whatever host it names: an upstream that redirects
+    /// to its public name (or `localhost`, or its address in another form) still shows the
+    /// path that makes its URL secret.
     pub fn names_secret(&self, value: &[u8]) -> bool {
         self.secret_parts
             .iter()
