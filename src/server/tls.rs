@@ -62,11 +62,6 @@ impl Certificate {
         self.current.store(Arc::new(certified_key(cert, key)?));
         Ok(())
     }
-
-    /// The certificate chain served now (for tests and diagnostics).
-    pub fn chain(&self) -> Vec<CertificateDer<'static>> {
-        self.current.load().cert.clone()
-    }
 }
 
 impl ResolvesServerCert for Certificate {
