@@ -393,3 +393,19 @@ tag_param = "t"
         assert!(out.contains(want), "want {want:?} in:\n{out}");
     }
 }
+
+/// An admin token whose variable is not set is one error (the variable), not two.
+#[test]
+fn an_unset_admin_token_variable_is_reported_once() {
+    let cfg = GOOD.replace(
+        "[[route]]",
+        "[admin]\ntoken = \"${HOOKWARDEN_ADMIN_TOKEN}\"\n[[route]]",
+    );
+    let (code, out) = check(&cfg, &[("N8N_SECRET", "s3cr3t-value")]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("admin.token: environment variable HOOKWARDEN_ADMIN_TOKEN is not set"),
+        "{out}"
+    );
+    assert!(!out.contains("is required"), "{out}");
+}

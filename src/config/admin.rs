@@ -45,6 +45,8 @@ pub(super) fn read_admin(s: Section<'_, '_>, server: &ServerConfig) -> Option<Ad
             None
         }
         Some(t) => Some(t),
+        // Present but unusable (a variable not set, a wrong type): said already.
+        None if s.has("token") => None,
         None => {
             s.error(
                 "token",
