@@ -638,6 +638,22 @@ fn read_hmac(s: &Section<'_, '_>) -> Option<HmacScheme> {
     let id_header = s
         .string("id_header")
         .and_then(|h| header_name(s, "id_header", &h));
+    // One field cannot carry two things: the signature check would read the timestamp or id
+    // as a signature (or the reverse), and no request could pass.
+    for (key, other) in [
+        ("timestamp_header", &timestamp_header),
+        ("id_header", &id_header),
+    ] {
+        if let (Some(h), Some(o)) = (&header, other)
+            && h == o
+        {
+            s.error(
+                key,
+                format!("is the signature's own header ({h})"),
+                "name the header the sender puts it in, which is not the signature's",
+            );
+        }
+    }
     let template = template?;
     // The id is free text: right next to another placeholder, the signed text does not say
     // where it ends, and bytes moved across the boundary make a "new" message (another id for
@@ -1294,6 +1310,25 @@ keys = ["${KEY}"]
             "[[route.auth]]\ntype = \"signature\"\nprovider = \"github\"\nsecrets = [\"s\"]\ntolerance = \"0s\"",
         );
         assert_eq!(i[0].0, "route[hook].auth[#1].tolerance");
+    }
+
+    /// The timestamp or id in the signature's own header: no request could pass.
+    #[test]
+    fn hmac_timestamp_or_id_in_the_signature_header_is_refused() {
+        for (ts, id, key) in [
+            ("x-sig", "x-id", "timestamp_header"),
+            ("x-ts", "X-Sig", "id_header"),
+        ] {
+            let i = issues(&format!(
+                "[[route.auth]]\ntype = \"signature\"\nprovider = \"hmac\"\nsecrets = [\"s\"]\nheader = \"X-Sig\"\ntemplate = \"{{id}}.{{timestamp}}.{{body}}\"\ntimestamp_header = \"{ts}\"\nid_header = \"{id}\"\n"
+            ));
+            assert!(
+                i.iter()
+                    .any(|(k, p, _)| k.ends_with(&format!("auth[#1].{key}"))
+                        && p == "is the signature's own header (x-sig)"),
+                "{key}: {i:?}"
+            );
+        }
     }
 
     #[test]
