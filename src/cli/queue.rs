@@ -32,8 +32,8 @@ enum QueueCommand {
         /// Only messages in this state: pending, dead or delivered.
         #[arg(long)]
         state: Option<String>,
-        /// Show at most N messages (the latest ones).
-        #[arg(long, short = 'n', default_value_t = 50)]
+        /// Show at most N messages (the latest ones), 1 or more.
+        #[arg(long, short = 'n', default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
         limit: u32,
         /// One JSON object per message and line instead of a table.
         #[arg(long)]
