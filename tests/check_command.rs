@@ -316,6 +316,7 @@ trusted_proxies = ["10.0.0.1/8"]
 name = "a"
 reasons = ["rate_limited"]
 threshold = 1
+cooldown = "0s"
 url = "https://user:pw@hooks.example.com/alert"
 [[route]]
 name = "chat"
@@ -346,6 +347,7 @@ rate = "60/minute"
         "alert[a].url: carries user:password credentials",
         "server.trusted_proxies: \"10.0.0.1/8\" has host bits set, so it means all of 10.0.0.0/8",
         "route[chat].max_body: -1 is negative",
+        "warning: alert[a].cooldown: is zero",
     ] {
         assert!(out.contains(want), "want {want:?} in:\n{out}");
     }

@@ -236,6 +236,10 @@ backoff = "10ms"
     assert_eq!(alert["alert"], "lost-deliveries");
     assert_eq!(alert["latest"]["reason"], "delivery_failed");
 
+    // A limit of 0 is a mistake, as for /api/events.
+    let zero = admin_get(admin, "/api/queue?limit=0", Some(ADMIN_TOKEN)).await;
+    assert_eq!(zero.status, 400, "{}", zero.text());
+    assert!(zero.text().contains("limit must be 1 or more"));
     // The admin API lists it with its last error; never its headers or body.
     let got = admin_get(admin, "/api/queue?state=dead", Some(ADMIN_TOKEN)).await;
     assert_eq!(got.status, 200, "{}", got.text());

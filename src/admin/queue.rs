@@ -87,6 +87,14 @@ pub async fn list(
         Ok(s) => s,
         Err(msg) => return error(StatusCode::BAD_REQUEST, "bad_request", msg),
     };
+    if args.limit == Some(0) {
+        // As /api/events answers it: 0 is a mistake, not "one".
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "limit must be 1 or more".to_owned(),
+        );
+    }
     let filter = ListFilter {
         route: args.route.filter(|r| !r.is_empty()),
         state: st,

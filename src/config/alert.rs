@@ -188,6 +188,13 @@ fn read_alert(
     let threshold = s.integer("threshold", 1, MAX_THRESHOLD).unwrap_or(1) as u32;
     let window = s.duration("window").unwrap_or(Duration::from_secs(300));
     let cooldown = s.duration("cooldown").unwrap_or(Duration::from_secs(900));
+    if cooldown.is_zero() {
+        s.warn(
+            "cooldown",
+            "is zero: every match past the threshold sends a notification, so a client that keeps failing on purpose sends one to your channel per request",
+            "keep a cooldown, e.g. cooldown = \"5m\" (the default is 15m)",
+        );
+    }
     if window.is_zero() {
         s.error(
             "window",
