@@ -522,16 +522,8 @@ async fn a_redis_that_evicts_keys_is_warned_about_at_start() {
     let up = Upstream::start().await;
     let quiet = served_local(&redis.url(), &up).await;
     assert_eq!(status(&quiet, "/open").await, 200);
-    let redis_cli = |args: &[&str]| {
-        let out = std::process::Command::new("redis-cli")
-            .args(["-p", &redis.port.to_string()])
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{out:?}");
-    };
-    redis_cli(&["CONFIG", "SET", "maxmemory", "100mb"]);
-    redis_cli(&["CONFIG", "SET", "maxmemory-policy", "volatile-ttl"]);
+    redis.cli(&["CONFIG", "SET", "maxmemory", "100mb"]);
+    redis.cli(&["CONFIG", "SET", "maxmemory-policy", "volatile-ttl"]);
     let warned = served_local(&redis.url(), &up).await;
     assert_eq!(status(&warned, "/open").await, 200);
     eventually(Duration::from_secs(5), "the eviction warning", || async {
@@ -552,18 +544,7 @@ async fn local_fallback_on_a_redis_that_refuses_shows_in_the_metrics() {
     let s = served_local(&redis.url(), &up).await;
     assert_eq!(status(&s, "/limited").await, 200);
     assert_eq!(metric(&s, "hookwarden_state_local_fallback").await, 0.0);
-    let out = std::process::Command::new("redis-cli")
-        .args([
-            "-p",
-            &redis.port.to_string(),
-            "CONFIG",
-            "SET",
-            "maxmemory",
-            "1",
-        ])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
+    redis.cli(&["CONFIG", "SET", "maxmemory", "1"]);
     assert_eq!(status(&s, "/limited").await, 200);
     assert_eq!(metric(&s, "hookwarden_state_redis_up").await, 1.0);
     assert_eq!(metric(&s, "hookwarden_state_local_fallback").await, 1.0);

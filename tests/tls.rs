@@ -42,6 +42,17 @@ fn pki() -> Pki {
     }
 }
 
+/// A TLS client config that trusts `ca` only.
+fn client_config(ca: &CertificateDer<'static>) -> rustls::ClientConfig {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.clone()).unwrap();
+    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth()
+}
+
 fn https_client(
     ca: &CertificateDer<'static>,
     h2: bool,
@@ -49,17 +60,8 @@ fn https_client(
     hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
     Full<Bytes>,
 > {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(ca.clone()).unwrap();
-    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
     let b = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(cfg)
+        .with_tls_config(client_config(ca))
         .https_only();
     let connector = if h2 {
         b.enable_http2().build()
@@ -237,15 +239,7 @@ async fn every_answer_over_tls_carries_hsts() {
     }
 
     // Two Host fields: refused by the listener before any route is looked at.
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(pki.ca_der.clone()).unwrap();
-    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let cfg = client_config(&pki.ca_der);
     let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
     let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
     let mut tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))

@@ -437,23 +437,30 @@ async fn head_and_no_content_answers_have_no_body() {
     assert!(raw.seen()[0].head.starts_with("HEAD /in HTTP/1.1\r\n"));
 }
 
+/// An upstream that answers the first request with `first`, and 300 ms later sends what its
+/// head announced as a body: a whole response meant for nobody, there for whichever request
+/// is sent on the connection next. Every other request gets "second".
+async fn leaking_upstream(first: Vec<u8>) -> RawUpstream {
+    const LEFTOVER: &[u8] =
+        b"HTTP/1.1 200 OK\r\ncontent-length: 26\r\n\r\nmeant for the first client";
+    RawUpstream::start(move |n| match n {
+        1 => (
+            first.clone(),
+            Then::SendLater(LEFTOVER, Duration::from_millis(300)),
+        ),
+        _ => (ok("second"), Then::KeepOpen),
+    })
+    .await
+}
+
 /// A HEAD answer or a 304 that declares a body, and the body sent anyway a moment later (a
 /// HEAD served by the GET handler): the bytes never reach the next request, which may be
 /// another client's, because the connection is not reused.
 #[tokio::test]
 async fn a_head_or_not_modified_answer_sent_with_its_body_does_not_leak_into_the_next_request() {
-    const LEFTOVER: &[u8] =
-        b"HTTP/1.1 200 OK\r\ncontent-length: 26\r\n\r\nmeant for the first client";
     for (method, status) in [("HEAD", "200 OK"), ("POST", "304 Not Modified")] {
         let first = format!("HTTP/1.1 {status}\r\ncontent-length: 47\r\n\r\n").into_bytes();
-        let raw = RawUpstream::start(move |n| match n {
-            1 => (
-                first.clone(),
-                Then::SendLater(LEFTOVER, Duration::from_millis(300)),
-            ),
-            _ => (ok("second"), Then::KeepOpen),
-        })
-        .await;
+        let raw = leaking_upstream(first).await;
         let (gw, _u) = gateway(&raw, r#"["HEAD", "POST"]"#).await;
         let got = send(
             req(method, &gw.url("/hook"))
@@ -486,18 +493,7 @@ async fn a_head_or_not_modified_answer_sent_with_its_body_does_not_leak_into_the
 async fn a_no_content_answer_declaring_a_body_does_not_leak_into_the_next_request() {
     for declared in ["content-length: 47\r\n", "transfer-encoding: chunked\r\n"] {
         let first = format!("HTTP/1.1 204 No Content\r\n{declared}\r\n").into_bytes();
-        // The "body" the 204 announced comes a little later: a whole response meant for
-        // nobody, there for whichever request is sent on the connection next.
-        const LEFTOVER: &[u8] =
-            b"HTTP/1.1 200 OK\r\ncontent-length: 26\r\n\r\nmeant for the first client";
-        let raw = RawUpstream::start(move |n| match n {
-            1 => (
-                first.clone(),
-                Then::SendLater(LEFTOVER, Duration::from_millis(300)),
-            ),
-            _ => (ok("second"), Then::KeepOpen),
-        })
-        .await;
+        let raw = leaking_upstream(first).await;
         let (gw, _u) = gateway(&raw, r#"["POST"]"#).await;
         let mut s = TcpStream::connect(gw.addr).await.unwrap();
         s.write_all(

@@ -490,15 +490,16 @@ fn describe_status(status: http::StatusCode, body: &[u8], secrets: &[String]) ->
     }
     // A body cut where reading stopped may end with a secret's first characters. (One read
     // whole ends where the upstream ended it.)
-    let cut = body.len() >= 2 * ERROR_SNIPPET;
-    for secret in secrets.iter().filter(|_| cut) {
-        let partial = (crate::forward::MIN_SECRET_CHARS..secret.len())
-            .rev()
-            .filter(|&k| secret.is_char_boundary(k))
-            .find(|&k| text.ends_with(&secret[..k]));
-        if let Some(k) = partial {
-            text.truncate(text.len() - k);
-            text.push_str(REDACTED);
+    if body.len() >= 2 * ERROR_SNIPPET {
+        for secret in secrets {
+            let partial = (crate::forward::MIN_SECRET_CHARS..secret.len())
+                .rev()
+                .filter(|&k| secret.is_char_boundary(k))
+                .find(|&k| text.ends_with(&secret[..k]));
+            if let Some(k) = partial {
+                text.truncate(text.len() - k);
+                text.push_str(REDACTED);
+            }
         }
     }
     let text: String = text.chars().take(ERROR_SNIPPET).collect();

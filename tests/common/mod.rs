@@ -396,6 +396,15 @@ impl Got {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 
+    /// Every value of header `name`, in order (those that are not text left out).
+    pub fn header_values(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect()
+    }
+
     /// Asserts the gateway's JSON error format and returns the request id.
     pub fn assert_error(&self, status: u16, code: &str) -> String {
         assert_eq!(self.status.as_u16(), status, "body: {}", self.text());

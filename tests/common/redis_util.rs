@@ -174,6 +174,16 @@ impl OwnRedis {
         panic!("redis-server on port {} never answered", self.port);
     }
 
+    /// Runs `redis-cli` against this server (a plain one) with `args`; panics if it fails.
+    pub fn cli(&self, args: &[&str]) {
+        let out = std::process::Command::new("redis-cli")
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli runs");
+        assert!(out.status.success(), "redis-cli {args:?}: {out:?}");
+    }
+
     /// Kills the server (connections drop at once) and waits for it to be gone.
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
