@@ -23,6 +23,7 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use super::static_statement::{Param, StaticStatement};
 use super::{Store, StoreError};
 use crate::events::{Emitter, Event, Outcome};
 use crate::policy::Reason;
@@ -368,10 +369,19 @@ fn write_batch(store: &Store, batch: &[Arc<Event>], rollup: &Rollup) {
 }
 
 fn insert(
-    conn: &mut Connection,
+    db: &mut super::Db,
     batch: &[Arc<Event>],
     counts: &HashMap<RollupKey, i64>,
 ) -> rusqlite::Result<()> {
+    let super::Db {
+        event_inserts,
+        conn,
+    } = db;
+    if event_inserts.is_empty() && !batch.is_empty() {
+        for (_, sql) in insert_statements() {
+            event_inserts.push(StaticStatement::prepare(conn, sql)?);
+        }
+    }
     // Immediate: the last id is read under the write lock the rows are written under, so
     // another process writing to the file cannot take an id in between.
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -383,19 +393,27 @@ fn insert(
                 .query_row([], |r| r.get(0))?
         };
         let mut rest = batch;
-        for (rows, sql) in insert_statements() {
+        for ((rows, _), stmt) in insert_statements().iter().zip(event_inserts.iter_mut()) {
             let rows = *rows;
-            if rest.len() < rows {
-                continue;
-            }
-            let mut stmt = tx.prepare_cached(sql)?;
-            // Which parameters hold a value. A statement comes from the cache with every
-            // parameter NULL (rusqlite clears them when it takes one back), and an execution
-            // leaves its values bound.
-            let mut held = vec![false; rows * EVENT_COLUMNS];
             while rest.len() >= rows {
                 let (now, later) = rest.split_at(rows);
-                for (i, e) in now.iter().enumerate() {
+                // The texts a row is bound to that the event does not hold: its address and
+                // flags.
+                let texts: Vec<(String, Option<String>)> = now
+                    .iter()
+                    .map(|e| {
+                        let flags = (!e.flags.is_empty()).then(|| {
+                            e.flags
+                                .iter()
+                                .map(|f| f.as_str())
+                                .collect::<Vec<_>>()
+                                .join(",")
+                        });
+                        (crate::policy::client_ip::ip_string(e.client_ip), flags)
+                    })
+                    .collect();
+                let mut values = Vec::with_capacity(rows * EVENT_COLUMNS);
+                for (e, (ip, flags)) in now.iter().zip(&texts) {
                     // No id (NULL) is SQLite's "the largest plus one", found without a search
                     // of the table; an id given is looked up first.
                     let floor = first_id_at(e.time.as_millisecond());
@@ -406,10 +424,9 @@ fn insert(
                         last = last.saturating_add(1);
                         None
                     };
-                    let at = i * EVENT_COLUMNS;
-                    bind_event(&mut stmt, &mut held[at..at + EVENT_COLUMNS], at, id, e)?;
+                    event_values(&mut values, id, e, ip, flags.as_deref());
                 }
-                stmt.raw_execute()?;
+                stmt.execute(&tx, &values)?;
                 rest = later;
             }
         }
@@ -435,8 +452,7 @@ const INSERT_ROWS: &[usize] = &[32, 8, 1];
 const EVENT_COLUMNS: usize = 17;
 
 /// For each of [`INSERT_ROWS`], largest first, that many rows and the `INSERT INTO events …
-/// VALUES (…), (…)` statement for them; built once, since the statement cache is looked up by
-/// text.
+/// VALUES (…), (…)` statement for them.
 fn insert_statements() -> &'static [(usize, String)] {
     static SQL: std::sync::LazyLock<Vec<(usize, String)>> = std::sync::LazyLock::new(|| {
         INSERT_ROWS
@@ -467,57 +483,36 @@ fn build_insert_sql(rows: usize) -> String {
     sql
 }
 
-/// Binds one event's id (`None`: the next) and columns to parameters `at + 1 ..= at +
-/// EVENT_COLUMNS`. `held` says which of them hold a value: an absent value is bound as NULL
-/// only over one, since binding a NULL costs as much as a value (about 60 instructions, and an
-/// allowed request's row has seven absent values).
-fn bind_event(
-    stmt: &mut rusqlite::CachedStatement<'_>,
-    held: &mut [bool],
-    at: usize,
+/// Appends one event's [`EVENT_COLUMNS`] values, in the statement's column order: its id
+/// (`None`: the next), then its fields; `ip` and `flags` are its address and flags as text.
+fn event_values<'a>(
+    out: &mut Vec<Param<'a>>,
     id: Option<i64>,
-    e: &Event,
-) -> rusqlite::Result<()> {
-    fn bind<T: rusqlite::ToSql>(
-        stmt: &mut rusqlite::CachedStatement<'_>,
-        held: &mut [bool],
-        at: usize,
-        column: usize,
-        value: Option<T>,
-    ) -> rusqlite::Result<()> {
-        let was = std::mem::replace(&mut held[column - 1], value.is_some());
-        match value {
-            Some(v) => stmt.raw_bind_parameter(at + column, v),
-            None if was => stmt.raw_bind_parameter(at + column, rusqlite::types::Null),
-            None => Ok(()),
-        }
-    }
-    let flags = (!e.flags.is_empty()).then(|| {
-        e.flags
-            .iter()
-            .map(|f| f.as_str())
-            .collect::<Vec<_>>()
-            .join(",")
-    });
-    let ip = crate::policy::client_ip::ip_string(e.client_ip);
-    bind(stmt, held, at, 1, id)?;
-    bind(stmt, held, at, 2, Some(e.time.as_millisecond()))?;
-    bind(stmt, held, at, 3, Some(&e.request_id))?;
-    bind(stmt, held, at, 4, e.route.as_deref())?;
-    bind(stmt, held, at, 5, Some(ip))?;
-    bind(stmt, held, at, 6, Some(&e.method))?;
-    bind(stmt, held, at, 7, Some(e.status))?;
-    bind(stmt, held, at, 8, Some(e.outcome.as_str()))?;
-    bind(stmt, held, at, 9, e.reason.map(Reason::as_str))?;
-    bind(stmt, held, at, 10, e.detail)?;
-    bind(stmt, held, at, 11, flags)?;
-    bind(stmt, held, at, 12, e.key_id.as_deref())?;
-    bind(stmt, held, at, 13, e.session_id.as_deref())?;
-    bind(stmt, held, at, 14, Some(micros(e.latency)))?;
-    bind(stmt, held, at, 15, e.upstream_status)?;
-    bind(stmt, held, at, 16, e.upstream_latency.map(micros))?;
-    bind(stmt, held, at, EVENT_COLUMNS, e.user_agent.as_deref())?;
-    Ok(())
+    e: &'a Event,
+    ip: &'a str,
+    flags: Option<&'a str>,
+) {
+    let int = |v: Option<i64>| v.map_or(Param::Null, Param::Int);
+    let text = |v: Option<&'a str>| v.map_or(Param::Null, Param::Text);
+    out.extend([
+        int(id),
+        Param::Int(e.time.as_millisecond()),
+        Param::Text(&e.request_id),
+        text(e.route.as_deref()),
+        Param::Text(ip),
+        Param::Text(&e.method),
+        Param::Int(i64::from(e.status)),
+        Param::Text(e.outcome.as_str()),
+        text(e.reason.map(Reason::as_str)),
+        text(e.detail),
+        text(flags),
+        text(e.key_id.as_deref()),
+        text(e.session_id.as_deref()),
+        Param::Int(micros(e.latency)),
+        int(e.upstream_status.map(i64::from)),
+        int(e.upstream_latency.map(micros)),
+        text(e.user_agent.as_deref()),
+    ]);
 }
 
 fn micros(d: Duration) -> i64 {

@@ -6,6 +6,7 @@
 
 pub mod events;
 pub mod keys;
+mod static_statement;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -75,6 +76,28 @@ pub enum StoreError {
     },
 }
 
+/// The store's connection, and the statements kept prepared on it. Used as the connection it
+/// derefs to; only the audit writer needs more.
+pub struct Db {
+    /// The audit log's multi-row inserts, prepared on first use (see `events::insert`).
+    /// Declared before `conn`: statements are finalized before their connection closes.
+    event_inserts: Vec<static_statement::StaticStatement>,
+    conn: Connection,
+}
+
+impl std::ops::Deref for Db {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        &self.conn
+    }
+}
+
+impl std::ops::DerefMut for Db {
+    fn deref_mut(&mut self) -> &mut Connection {
+        &mut self.conn
+    }
+}
+
 /// Migrations, in order. Append only: never edit one that has shipped.
 const MIGRATIONS: &[&str] = &[
     // 1: key/value settings (e.g. the generated token secret).
@@ -118,7 +141,7 @@ const MIGRATIONS: &[&str] = &[
 /// `tokio::task::spawn_blocking` or off the request path.
 #[derive(Clone)]
 pub struct Store {
-    conn: Arc<Mutex<Connection>>,
+    conn: Arc<Mutex<Db>>,
     /// The file opened and its identity then; `None` in memory.
     file: Option<Arc<OpenedFile>>,
 }
@@ -215,7 +238,10 @@ impl Store {
             }))
         };
         Ok(Store {
-            conn: Arc::new(Mutex::new(conn)),
+            conn: Arc::new(Mutex::new(Db {
+                event_inserts: Vec::new(),
+                conn,
+            })),
             file,
         })
     }
@@ -289,7 +315,7 @@ impl Store {
     }
 
     /// Locks the connection for a series of statements.
-    pub fn lock(&self) -> MutexGuard<'_, Connection> {
+    pub fn lock(&self) -> MutexGuard<'_, Db> {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
