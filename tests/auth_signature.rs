@@ -438,6 +438,91 @@ async fn a_message_the_upstream_did_not_accept_can_be_retried() {
     }
 }
 
+/// An HTTP/2 sender that resets its stream while the upstream is still working gets no
+/// answer, and hyper drops the request's handler: the exchange is still recorded (499,
+/// `client_closed`, after the hand-on), and its message id is released, so the sender's retry
+/// is delivered instead of being called a duplicate of a delivery it never saw answered.
+#[tokio::test]
+async fn a_delivery_reset_by_the_sender_is_recorded_and_its_retry_delivered() {
+    let up = Upstream::start().await;
+    let config = format!(
+        r#"
+[[route]]
+name = "slowstd"
+path = "/slowstd"
+[route.upstream]
+url = "{{upstream}}/slow-headers"
+timeout = "10s"
+[[route.auth]]
+type = "signature"
+provider = "standard"
+secrets = ["{STD_SECRET}"]
+"#
+    );
+    let (gw, events) = Gateway::start_with_events(&config, &up, &|_| None).await;
+    let body = r#"{"n":"reset"}"#;
+    let t = now();
+    let sig = python_sign(STD_SECRET, "msg_reset", t, body);
+
+    let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let (h2, conn) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let mut h2 = h2.ready().await.unwrap();
+    let head = http::Request::builder()
+        .method("POST")
+        .uri(gw.url("/slowstd"))
+        .header("content-type", "application/json")
+        .header("webhook-id", "msg_reset")
+        .header("webhook-timestamp", t.to_string())
+        .header("webhook-signature", &sig)
+        .body(())
+        .unwrap();
+    let (answer, mut stream) = h2.send_request(head, false).unwrap();
+    stream
+        .send_data(Bytes::from_static(br#"{"n":"reset"}"#), true)
+        .unwrap();
+    eventually(Duration::from_secs(5), "the upstream got the request", || async {
+        up.count() == 1
+    })
+    .await;
+    stream.send_reset(h2::Reason::CANCEL);
+    assert!(answer.await.is_err(), "a reset stream has no answer");
+
+    eventually(Duration::from_secs(5), "the reset exchange's event", || async {
+        events
+            .all()
+            .iter()
+            .any(|e| e.reason == Some(hookwarden::policy::Reason::ClientClosed))
+    })
+    .await;
+    let all = events.all();
+    let e = all
+        .iter()
+        .find(|e| e.reason == Some(hookwarden::policy::Reason::ClientClosed))
+        .unwrap();
+    assert_eq!(e.status, 499);
+    assert_eq!(e.outcome, hookwarden::events::Outcome::Failed);
+    assert_eq!(e.route.as_deref(), Some("slowstd"));
+    assert_eq!(
+        e.detail,
+        Some("client went away after the request was handed on")
+    );
+    assert_eq!(e.method, "POST");
+    assert_eq!(all.len(), 1, "one event for the exchange: {all:?}");
+
+    // The claim is released by a task the dropped handler starts: give it a moment.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let got = send(std_request(&gw, "/slowstd", "msg_reset", t, &sig, body)).await;
+    assert_eq!(got.status, 200, "{}", got.text());
+    assert_ne!(got.json()["status"], "duplicate");
+    assert_eq!(up.count(), 2);
+    let again = send(std_request(&gw, "/slowstd", "msg_reset", t, &sig, body)).await;
+    assert_eq!(again.json()["status"], "duplicate");
+    assert_eq!(up.count(), 2);
+}
+
 #[tokio::test]
 async fn every_auth_entry_must_pass() {
     let up = Upstream::start().await;

@@ -253,7 +253,7 @@ impl Gateway {
             return resp;
         }
 
-        let mut ex = Exchange {
+        let ex = Exchange {
             request_id: new_request_id_at(u64::try_from(time.as_millisecond()).unwrap_or(0)),
             started,
             method: parts.method,
@@ -273,11 +273,21 @@ impl Gateway {
             flags: Vec::new(),
             response_headers: http::HeaderMap::new(),
             replay_claims: Vec::new(),
+            handed_on: false,
         };
         let user_agent = ex
             .headers
             .get(header::USER_AGENT)
             .map(|v| event_user_agent(v.as_bytes()));
+        // From here the exchange is recorded even if this future is dropped unfinished.
+        let mut pending = Unanswered {
+            gateway: self,
+            ex,
+            time,
+            route: None,
+            user_agent,
+        };
+        let ex = &mut pending.ex;
 
         let routes = self.routes.load();
         // The token endpoint serves the route named in its query, so events, CORS answers and
@@ -289,6 +299,7 @@ impl Gateway {
         } else {
             routes.by_path(&ex.path).cloned()
         };
+        pending.route = route.as_ref().map(|r| r.name.clone());
         // Read now: forwarding hands the request headers to the upstream request.
         let browser = route.as_ref().and_then(|r| r.browser.clone());
         let cors_origin = browser
@@ -296,20 +307,20 @@ impl Gateway {
             .and_then(|b| b.origins.admit(&ex.headers).ok().cloned());
         let finished = if bad_xff {
             self.refuse(
-                &ex,
+                ex,
                 Denial::new(Reason::BadRequest).with_detail("invalid X-Forwarded-For"),
             )
         } else if token_endpoint {
-            internal::token(self, route.as_ref(), &mut ex).await
+            internal::token(self, route.as_ref(), ex).await
         } else if let Err(problem) = path::check_path(&ex.path) {
             self.refuse(
-                &ex,
+                ex,
                 Denial::new(Reason::BadRequest).with_detail(problem.as_str()),
             )
         } else {
             match &route {
-                None => self.refuse(&ex, Denial::new(Reason::NotFound)),
-                Some(route) => self.run_route(route, &mut ex, body, &settings, timer).await,
+                None => self.refuse(ex, Denial::new(Reason::NotFound)),
+                Some(route) => self.run_route(route, ex, body, &settings, timer).await,
             }
         };
 
@@ -326,7 +337,7 @@ impl Gateway {
         // duplicate rather than a second copy in the queue.
         if !ex.replay_claims.is_empty() {
             let delivered = queued || upstream_status.is_some_and(|s| (200..300).contains(&s));
-            self.finish_claims(&ex, delivered).await;
+            self.finish_claims(ex, delivered).await;
         }
         if !conn.passed_heads {
             response::merge_passed(&mut response, &ex.request_id);
@@ -347,24 +358,15 @@ impl Gateway {
         {
             h.insert(header::STRICT_TRANSPORT_SECURITY, hsts.clone());
         }
-        self.events.emit(Event {
-            time,
-            request_id: ex.request_id,
-            route: route.map(|r| r.name.clone()),
-            client_ip: ex.client_ip,
-            method: crate::events::event_method(&ex.method),
-            status: response.status().as_u16(),
+        let status = response.status().as_u16();
+        pending.finish(
+            status,
             outcome,
             reason,
             detail,
-            flags: ex.flags,
-            key_id: ex.key_id,
-            session_id: ex.session_id,
-            latency: started.elapsed(),
             upstream_status,
             upstream_latency,
-            user_agent,
-        });
+        );
         response
     }
 
@@ -463,6 +465,7 @@ impl Gateway {
                 Denial::new(Reason::InternalError).with_detail("async route without a queue"),
             );
         };
+        ex.handed_on = true;
         match queue.accept(route, ex).await {
             Ok(()) => {
                 let mut response = response::json_response(
@@ -499,6 +502,7 @@ impl Gateway {
         timer: Option<HeadTimer<'_>>,
     ) -> Finished {
         let sent = Instant::now();
+        ex.handed_on = true;
         match route.upstream.forward(ex, timer).await {
             Ok(resp) => {
                 let upstream_latency = Some(sent.elapsed());
@@ -666,6 +670,92 @@ impl Gateway {
             upstream_latency: None,
             queued: false,
         }
+    }
+}
+
+/// An exchange on its way through [`Gateway::handle`], recorded when it ends. A handler can
+/// be dropped before it ends: hyper drops the handler of an HTTP/2 stream the client resets,
+/// which may be after the request went upstream. Such an exchange still gets its audit event
+/// (status 499, `client_closed`), and its replay claims are released as for an upstream that
+/// failed, so that the sender's retry is delivered instead of answered as a duplicate.
+struct Unanswered<'g> {
+    gateway: &'g Gateway,
+    ex: Exchange,
+    time: jiff::Timestamp,
+    /// The route's name, once the request has one.
+    route: Option<Arc<str>>,
+    user_agent: Option<String>,
+}
+
+impl Unanswered<'_> {
+    /// Emits the exchange's event; nothing more happens when it is dropped.
+    fn finish(
+        &mut self,
+        status: u16,
+        outcome: Outcome,
+        reason: Option<Reason>,
+        detail: Option<&'static str>,
+        upstream_status: Option<u16>,
+        upstream_latency: Option<Duration>,
+    ) {
+        let ex = &mut self.ex;
+        self.gateway.events.emit(Event {
+            time: self.time,
+            request_id: std::mem::take(&mut ex.request_id),
+            route: self.route.take(),
+            client_ip: ex.client_ip,
+            method: crate::events::event_method(&ex.method),
+            status,
+            outcome,
+            reason,
+            detail,
+            flags: std::mem::take(&mut ex.flags),
+            key_id: ex.key_id.take(),
+            session_id: ex.session_id.take(),
+            latency: ex.started.elapsed(),
+            upstream_status,
+            upstream_latency,
+            user_agent: self.user_agent.take(),
+        });
+        // Settled or released by `handle` already.
+        ex.replay_claims.clear();
+    }
+}
+
+impl Drop for Unanswered<'_> {
+    fn drop(&mut self) {
+        // `finish` takes the request id: an exchange that has one was never recorded.
+        if self.ex.request_id.is_empty() {
+            return;
+        }
+        let claims = std::mem::take(&mut self.ex.replay_claims);
+        if !claims.is_empty()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            let state = self.gateway.services.state.clone();
+            let request_id = self.ex.request_id.clone();
+            runtime.spawn(async move {
+                for (key, _) in &claims {
+                    if let Err(e) = state.remove(key).await {
+                        tracing::warn!(%request_id, error = %e, "cannot release a replay claim");
+                    }
+                }
+            });
+        }
+        let detail = if self.ex.handed_on {
+            "client went away after the request was handed on"
+        } else {
+            "client went away before the request was handed on"
+        };
+        let reason = Reason::ClientClosed;
+        self.finish(
+            reason.status().as_u16(),
+            Outcome::Failed,
+            Some(reason),
+            Some(detail),
+            None,
+            None,
+        );
     }
 }
 

@@ -53,6 +53,9 @@ pub struct Exchange {
     /// Replay claims this request made (state key and lifetime): settled when the upstream
     /// accepts the message, released when it does not.
     pub replay_claims: Vec<(String, std::time::Duration)>,
+    /// True once the request has been handed to the upstream or the delivery queue: from then
+    /// on it may have been delivered, whatever becomes of its answer.
+    pub handed_on: bool,
 }
 
 impl Exchange {
@@ -87,6 +90,7 @@ impl Exchange {
             flags: Vec::new(),
             response_headers: HeaderMap::new(),
             replay_claims: Vec::new(),
+            handed_on: false,
         }
     }
 

@@ -76,6 +76,9 @@ pub enum Reason {
     InternalError,
     /// The gateway is at a resource limit (`server.max_buffered_body`); retry later.
     Overloaded,
+    /// The client went away before its answer was ready (an HTTP/2 stream reset): nothing
+    /// was sent to it. Recorded with status 499, as nginx logs it.
+    ClientClosed,
 }
 
 impl Reason {
@@ -114,6 +117,7 @@ impl Reason {
         Reason::BodyTimeout,
         Reason::InternalError,
         Reason::Overloaded,
+        Reason::ClientClosed,
     ];
 
     /// The stable code, as in the audit log.
@@ -152,6 +156,7 @@ impl Reason {
             Reason::BodyTimeout => "body_timeout",
             Reason::InternalError => "internal_error",
             Reason::Overloaded => "overloaded",
+            Reason::ClientClosed => "client_closed",
         }
     }
 
@@ -160,8 +165,9 @@ impl Reason {
         Reason::ALL.iter().copied().find(|r| r.as_str() == code)
     }
 
-    /// The HTTP status a client gets for this reason.
-    pub const fn status(self) -> StatusCode {
+    /// The HTTP status a client gets for this reason (`client_closed`: the 499 recorded for
+    /// an answer no client got).
+    pub fn status(self) -> StatusCode {
         match self {
             Reason::NotFound => StatusCode::NOT_FOUND,
             Reason::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -194,6 +200,8 @@ impl Reason {
             Reason::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Reason::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Reason::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
+            // A status in the valid range, so never the fallback.
+            Reason::ClientClosed => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
         }
     }
 
