@@ -198,6 +198,9 @@ async fn api_events_filters_like_the_cli() {
         ("limit=-1", "whole numbers"),
         ("before=1e5", "whole numbers"),
         ("limit=0", "limit must be 1 or more"),
+        ("before=-5", "before must be an event id (1 or more)"),
+        ("before=0", "before must be an event id (1 or more)"),
+        ("after=-1", "after must be an event id, or 0"),
     ] {
         let got = admin_get(admin, &format!("/api/events?{q}"), Some(ADMIN_TOKEN)).await;
         assert_eq!(got.status, 400, "{q}");

@@ -483,19 +483,25 @@ secrets = ["{STD_SECRET}"]
     stream
         .send_data(Bytes::from_static(br#"{"n":"reset"}"#), true)
         .unwrap();
-    eventually(Duration::from_secs(5), "the upstream got the request", || async {
-        up.count() == 1
-    })
+    eventually(
+        Duration::from_secs(5),
+        "the upstream got the request",
+        || async { up.count() == 1 },
+    )
     .await;
     stream.send_reset(h2::Reason::CANCEL);
     assert!(answer.await.is_err(), "a reset stream has no answer");
 
-    eventually(Duration::from_secs(5), "the reset exchange's event", || async {
-        events
-            .all()
-            .iter()
-            .any(|e| e.reason == Some(hookwarden::policy::Reason::ClientClosed))
-    })
+    eventually(
+        Duration::from_secs(5),
+        "the reset exchange's event",
+        || async {
+            events
+                .all()
+                .iter()
+                .any(|e| e.reason == Some(hookwarden::policy::Reason::ClientClosed))
+        },
+    )
     .await;
     let all = events.all();
     let e = all

@@ -678,6 +678,13 @@ impl FilterArgs {
                 );
             }
         };
+        // Event ids start at 1: `before=0` or below would silently match nothing.
+        if self.before.is_some_and(|b| b < 1) {
+            return Err("before must be an event id (1 or more)".to_owned());
+        }
+        if self.after.is_some_and(|a| a < 0) {
+            return Err("after must be an event id, or 0 for the first event on".to_owned());
+        }
         Ok(EventFilter {
             route: self.route.clone().filter(|s| !s.is_empty()),
             outcome,
