@@ -513,6 +513,161 @@ async fn a_connection_that_stops_answering_is_replaced() {
     gw.stop().await;
 }
 
+/// A TCP relay to Redis that, once armed with a marker, passes the next command holding the
+/// marker on to Redis and then closes that connection instead of relaying Redis's answer: the
+/// command ran, and its caller never hears how. What a proxy, a NAT or a failover dropping a
+/// connection at the wrong moment does.
+struct LosingRelay {
+    addr: std::net::SocketAddr,
+    armed: std::sync::Arc<std::sync::Mutex<Option<Vec<u8>>>>,
+    /// Answers swallowed so far.
+    lost: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl LosingRelay {
+    async fn start(target: std::net::SocketAddr) -> LosingRelay {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        use std::sync::{Arc, Mutex};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let armed: Arc<Mutex<Option<Vec<u8>>>> = Arc::default();
+        let lost = Arc::new(AtomicU64::new(0));
+        let (marker, count) = (armed.clone(), lost.clone());
+        let task = tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let (marker, count) = (marker.clone(), count.clone());
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(target).await else {
+                        return;
+                    };
+                    let (mut up, mut down) = (vec![0u8; 16 * 1024], vec![0u8; 16 * 1024]);
+                    let mut lose = false;
+                    loop {
+                        tokio::select! {
+                            n = client.read(&mut up) => {
+                                let Ok(n @ 1..) = n else { return };
+                                let chunk = &up[..n];
+                                let hit = {
+                                    let mut m = marker.lock().unwrap();
+                                    let hit = m.as_ref().is_some_and(|w| {
+                                        chunk.windows(w.len()).any(|c| c == w)
+                                    });
+                                    if hit {
+                                        *m = None;
+                                    }
+                                    hit
+                                };
+                                lose |= hit;
+                                if server.write_all(chunk).await.is_err() {
+                                    return;
+                                }
+                            }
+                            n = server.read(&mut down) => {
+                                let Ok(n @ 1..) = n else { return };
+                                if lose {
+                                    count.fetch_add(1, Ordering::SeqCst);
+                                    return;
+                                }
+                                if client.write_all(&down[..n]).await.is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        LosingRelay {
+            addr,
+            armed,
+            lost,
+            task,
+        }
+    }
+
+    /// The answer to the next command that holds `marker` will be lost with its connection.
+    fn lose_answer_to(&self, marker: &str) {
+        *self.armed.lock().unwrap() = Some(marker.as_bytes().to_vec());
+    }
+
+    fn lost(&self) -> u64 {
+        self.lost.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for LosingRelay {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A claim whose answer is lost with its connection ran in Redis all the same; the gateway
+/// asks again on a new connection and must recognize the claim as the one it just made. Else
+/// a fresh browser token is refused as reused, and a signed message's first delivery is
+/// answered 409 `in_flight` (the sender retries until the claim expires) without reaching the
+/// upstream.
+#[tokio::test]
+async fn a_claim_whose_answer_was_lost_is_still_this_requests() {
+    let relay = LosingRelay::start(([127, 0, 0, 1], 6379).into()).await;
+    let up = Upstream::start().await;
+    let prefix = unique_prefix("lost-answer");
+    let text = config(&format!("redis://{}/0", relay.addr), &prefix, "deny");
+    let gw = Gateway::start(&text, &up).await;
+    let body = r#"{"type":"invoice.paid"}"#;
+    let ts = jiff::Timestamp::now().as_second();
+    let message = |id: &str| {
+        req("POST", &gw.url("/hooks"))
+            .header("content-type", "application/json")
+            .header("webhook-id", id)
+            .header("webhook-timestamp", ts.to_string())
+            .header("webhook-signature", standard_signature(id, ts, body))
+            .body(Full::new(Bytes::from(body.to_owned())))
+            .unwrap()
+    };
+    // One message first, so Redis has the claim script and the lost answer is the claim's.
+    assert_eq!(send(message("msg_warm")).await.status, 200);
+    relay.lose_answer_to(&prefix);
+    let got = send(message("msg_lost_answer")).await;
+    assert_eq!(relay.lost(), 1, "the claim's answer was lost");
+    assert_eq!(got.status, 200, "{}", got.text());
+    assert_ne!(got.json()["status"], "duplicate");
+    assert_eq!(up.count(), 2, "delivered once");
+    // Delivered: the claim is settled, so a copy is a duplicate.
+    let again = send(message("msg_lost_answer")).await;
+    assert_eq!(again.json()["status"], "duplicate", "{}", again.text());
+    assert_eq!(up.count(), 2);
+
+    // A browser token's spend, the same way.
+    let got = send(
+        req("GET", &gw.url("/_hookwarden/token?route=chat"))
+            .header("origin", ORIGIN)
+            .body(Full::new(Bytes::new()))
+            .unwrap(),
+    )
+    .await;
+    let token = got.json()["token"].as_str().unwrap().to_owned();
+    let spend = || {
+        req("POST", &gw.url("/chat"))
+            .header("origin", ORIGIN)
+            .header("content-type", "application/json")
+            .header("x-hookwarden-token", &token)
+            .body(Full::new(Bytes::from_static(b"{\"message\":\"hi\"}")))
+            .unwrap()
+    };
+    relay.lose_answer_to(&prefix);
+    let got = send(spend()).await;
+    assert_eq!(relay.lost(), 2, "the spend's answer was lost");
+    assert_eq!(got.status, 200, "{}", got.text());
+    assert_eq!(up.count(), 3);
+    let got = send(spend()).await;
+    gw.assert_refused(&got, 403, "forbidden", Reason::TokenReused)
+        .await;
+    assert_eq!(up.count(), 3);
+    assert_all_expire_then_clean(SHARED_REDIS, &prefix).await;
+}
+
 /// A Redis that evicts keys when full is named at start: a flood would push out spent
 /// tokens, seen message ids and bans. One that never evicts (`noeviction`, or no
 /// `maxmemory`) is not.

@@ -384,17 +384,30 @@ impl RedisState {
     pub async fn claim_once(&self, key: &str, ttl: Duration) -> Result<bool, StateError> {
         let rkey = &self.redis_key(key);
         let ms = millis_ceil(ttl);
+        // The claim holds a value of this call's own: a try repeated after a dropped
+        // connection (`call`) finds the claim its first try made, whose answer was lost, and
+        // must not take it for someone else's (a legitimate token refused as reused).
+        let nonce = &claim_nonce();
+        let tried = &AtomicBool::new(false);
         let claimed = self
             .call(|mut c| async move {
+                let again = tried.swap(true, Ordering::Relaxed);
                 let reply: Option<String> = redis::cmd("SET")
                     .arg(rkey)
-                    .arg(1)
+                    .arg(nonce)
                     .arg("NX")
                     .arg("PX")
                     .arg(ms)
                     .query_async(&mut c)
                     .await?;
-                Ok(reply.is_some())
+                if reply.is_some() {
+                    return Ok(true);
+                }
+                if !again {
+                    return Ok(false);
+                }
+                let held: Option<String> = redis::cmd("GET").arg(rkey).query_async(&mut c).await?;
+                Ok(held.as_deref() == Some(nonce.as_str()))
             })
             .await;
         match claimed {
@@ -408,12 +421,20 @@ impl RedisState {
     pub async fn claim_pending(&self, key: &str, ttl: Duration) -> Result<Claim, StateError> {
         let rkey = &self.redis_key(key);
         let ms = millis_ceil(ttl);
+        // Pending claims hold "p" and a nonce, for the reason `claim_once` gives.
+        let pending = &format!("p{}", claim_nonce());
         let claimed = self
             .call(|mut c| async move {
-                let reply: String = self.claim.key(rkey).arg(ms).invoke_async(&mut c).await?;
+                let reply: String = self
+                    .claim
+                    .key(rkey)
+                    .arg(ms)
+                    .arg(pending)
+                    .invoke_async(&mut c)
+                    .await?;
                 Ok(match reply.as_str() {
                     "new" => Claim::New,
-                    "p" => Claim::InFlight,
+                    p if p.starts_with('p') => Claim::InFlight,
                     _ => Claim::Done,
                 })
             })
@@ -790,6 +811,21 @@ fn derive_key_mac(secret: &Secret) -> Hmac<Sha256> {
         Ok(m) => m,
         Err(_) => unreachable!("HMAC accepts any key length"),
     }
+}
+
+/// A value no other claim holds: 64 random bits drawn once per process, plus a counter.
+fn claim_nonce() -> String {
+    static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let seed = *SEED.get_or_init(|| {
+        let mut b = [0u8; 8];
+        // Without randomness, nonces are still unique within this process; another
+        // instance's could then coincide, which only brings back the lost-answer case.
+        let _ = getrandom::fill(&mut b);
+        u64::from_le_bytes(b)
+    });
+    let n = seed.wrapping_add(COUNTER.fetch_add(1, Ordering::Relaxed));
+    format!("{n:016x}")
 }
 
 /// Whole milliseconds, rounded up, at least 1 (Redis expiries are in milliseconds; a claim or
