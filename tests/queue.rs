@@ -724,6 +724,108 @@ async fn a_resent_signed_message_is_a_duplicate_once_queued_and_is_delivered_onc
     gw.stop().await;
 }
 
+/// An HTTP/2 sender that resets its stream while its message is being queued gets no `202`,
+/// but the queue's writer stores the message all the same: the claim on its id is kept, so the
+/// sender's retry is a duplicate and the upstream gets the message once. The exchange is
+/// recorded as `client_closed`.
+#[tokio::test]
+async fn a_message_whose_sender_resets_while_it_is_queued_is_delivered_once() {
+    let addr = down_addr();
+    let (gw, events) = Gateway::start_with_events(
+        &SIGNED.replace("UPSTREAM", &format!("http://{addr}")),
+        &Upstream::start().await,
+        &|_| None,
+    )
+    .await;
+    let body = r#"{"event":"reset"}"#;
+    let ts = jiff::Timestamp::now().as_second();
+    let headers = sign(
+        &Provider::Standard,
+        &[Secret::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")],
+        &SignInput {
+            body: body.as_bytes(),
+            timestamp: ts,
+            id: "msg_reset_queued",
+            url: None,
+        },
+    )
+    .unwrap();
+
+    // Another connection holds the store's write lock: the queue's writer waits for it (its
+    // busy timeout is 5 s), and so does the accept.
+    let lock = rusqlite::Connection::open(gw.store_path()).unwrap();
+    lock.execute_batch("BEGIN IMMEDIATE").unwrap();
+
+    let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let (h2, conn) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let mut h2 = h2.ready().await.unwrap();
+    let mut head = http::Request::builder()
+        .method("POST")
+        .uri(gw.url("/hooks"))
+        .header("content-type", "application/json");
+    for (k, v) in &headers {
+        head = head.header(k.as_str(), v.as_str());
+    }
+    let (answer, mut stream) = h2.send_request(head.body(()).unwrap(), false).unwrap();
+    stream.send_data(Bytes::from(body), true).unwrap();
+    // Waiting for the writer: no answer yet.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), answer)
+            .await
+            .is_err(),
+        "answered although the store is locked"
+    );
+    stream.send_reset(h2::Reason::CANCEL);
+    let closed =
+        |e: &&std::sync::Arc<hookwarden::events::Event>| e.reason == Some(Reason::ClientClosed);
+    eventually(
+        Duration::from_secs(5),
+        "the reset exchange's event",
+        || async { events.all().iter().any(|e| closed(&e)) },
+    )
+    .await;
+    let all = events.all();
+    let e = all.iter().find(closed).unwrap();
+    assert_eq!(e.status, 499);
+    assert_eq!(
+        e.detail,
+        Some(
+            "dropped while the message was being queued (it is queued unless the queue refused it)"
+        )
+    );
+    lock.execute_batch("COMMIT").unwrap();
+    drop(lock);
+
+    // The retry, on HTTP/1.1 now: a duplicate, since the first copy is queued.
+    let signed = || {
+        let mut b = req("POST", &gw.url("/hooks")).header("content-type", "application/json");
+        for (k, v) in &headers {
+            b = b.header(k.as_str(), v.as_str());
+        }
+        b.body(Full::new(Bytes::from(body))).unwrap()
+    };
+    let mut again = send(signed()).await;
+    // The claim is settled by a task the dropped handler starts.
+    for _ in 0..50 {
+        if again.status != 409 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        again = send(signed()).await;
+    }
+    assert_eq!(again.status, 200, "{}", again.text());
+    assert_eq!(again.json()["status"], "duplicate");
+    let up = addr.start(vec![Reply::status(200)]).await;
+    let got = up.wait_for(1, Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(up.count(), 1, "delivered once");
+    assert_eq!(&got[0].body[..], body.as_bytes());
+    gw.stop().await;
+}
+
 #[tokio::test]
 async fn queued_messages_hold_no_secrets_and_get_the_injected_headers_at_delivery() {
     let addr = down_addr();

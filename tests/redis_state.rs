@@ -74,6 +74,16 @@ provider = "standard"
 secrets = ["{webhook_secret}"]
 
 [[route]]
+name = "slowhooks"
+path = "/slowhooks"
+[route.upstream]
+url = "{upstream}/slow-headers"
+[[route.auth]]
+type = "signature"
+provider = "standard"
+secrets = ["{webhook_secret}"]
+
+[[route]]
 name = "keyed"
 path = "/keyed"
 [route.upstream]
@@ -246,6 +256,47 @@ async fn a_signed_message_accepted_by_one_instance_is_a_duplicate_on_the_other()
     assert_eq!(got.status, 200, "{}", got.text());
     assert_eq!(got.json()["status"], "duplicate", "{}", got.text());
     assert_eq!(up.count(), 1);
+    assert_all_expire_then_clean(SHARED_REDIS, &prefix).await;
+}
+
+/// A message being delivered is claimed in Redis as `p` and, once delivered, `d`: the values
+/// gateways of earlier versions read (they take any value but `p` for delivered), so instances
+/// of two versions can share one Redis during an upgrade.
+#[tokio::test]
+async fn claims_keep_the_values_earlier_versions_read() {
+    let prefix = unique_prefix("claim-values");
+    let up = Upstream::start().await;
+    let gw = Gateway::start(&config(SHARED_REDIS, &prefix, "deny"), &up).await;
+    let body = r#"{"type":"invoice.paid"}"#;
+    let ts = jiff::Timestamp::now().as_second();
+    let request = req("POST", &gw.url("/slowhooks"))
+        .header("content-type", "application/json")
+        .header("webhook-id", "msg_values")
+        .header("webhook-timestamp", ts.to_string())
+        .header(
+            "webhook-signature",
+            standard_signature("msg_values", ts, body),
+        )
+        .body(Full::new(Bytes::from(body.to_owned())))
+        .unwrap();
+    let sent = tokio::spawn(send(request));
+    eventually(Duration::from_secs(5), "the upstream got it", || async {
+        up.count() == 1
+    })
+    .await;
+    let values = || async {
+        let mut c = common::redis_util::connect(SHARED_REDIS).await;
+        let mut out = Vec::new();
+        for (k, _) in common::redis_util::keys_with_ttl(SHARED_REDIS, &prefix).await {
+            let v: String = redis::AsyncCommands::get(&mut c, &k).await.unwrap();
+            out.push(v);
+        }
+        out
+    };
+    assert_eq!(values().await, vec!["p".to_owned()], "in flight");
+    let got = sent.await.unwrap();
+    assert_eq!(got.status, 200, "{}", got.text());
+    assert_eq!(values().await, vec!["d".to_owned()], "delivered");
     assert_all_expire_then_clean(SHARED_REDIS, &prefix).await;
 }
 

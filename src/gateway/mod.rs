@@ -37,7 +37,9 @@ use crate::events::{Emitter, Event, Outcome, event_user_agent};
 use crate::forward::body::{IdleTimeout, ResponseBody};
 use crate::forward::headers::{X_REQUEST_ID, overlay, strip_hop_by_hop};
 use crate::forward::{ForwardError, HeadTimer, UpstreamHeaders, UpstreamResponse};
-use crate::policy::{Denial, Exchange, Reason, RoutePolicy, RouteTable, Services, client_ip, path};
+use crate::policy::{
+    Denial, Exchange, HandedOn, Reason, RoutePolicy, RouteTable, Services, client_ip, path,
+};
 use crate::queue::{AcceptError, Queue};
 use crate::server::body::RequestBody;
 
@@ -273,7 +275,7 @@ impl Gateway {
             flags: Vec::new(),
             response_headers: http::HeaderMap::new(),
             replay_claims: Vec::new(),
-            handed_on: false,
+            handed_on: HandedOn::Not,
         };
         let user_agent = ex
             .headers
@@ -286,6 +288,7 @@ impl Gateway {
             time,
             route: None,
             user_agent,
+            answered: None,
         };
         let ex = &mut pending.ex;
 
@@ -337,8 +340,16 @@ impl Gateway {
         // duplicate rather than a second copy in the queue.
         if !ex.replay_claims.is_empty() {
             let delivered = queued || upstream_status.is_some_and(|s| (200..300).contains(&s));
-            self.finish_claims(ex, delivered).await;
+            // Decided: if this future is dropped while the claims are updated, the rest are
+            // updated the same way (see `Unanswered`).
+            pending.answered = Some(Answered {
+                delivered,
+                upstream_status,
+                upstream_latency,
+            });
+            self.finish_claims(&pending.ex, delivered).await;
         }
+        let ex = &mut pending.ex;
         if !conn.passed_heads {
             response::merge_passed(&mut response, &ex.request_id);
         }
@@ -465,7 +476,7 @@ impl Gateway {
                 Denial::new(Reason::InternalError).with_detail("async route without a queue"),
             );
         };
-        ex.handed_on = true;
+        ex.handed_on = HandedOn::Queue;
         match queue.accept(route, ex).await {
             Ok(()) => {
                 let mut response = response::json_response(
@@ -502,7 +513,7 @@ impl Gateway {
         timer: Option<HeadTimer<'_>>,
     ) -> Finished {
         let sent = Instant::now();
-        ex.handed_on = true;
+        ex.handed_on = HandedOn::Upstream;
         match route.upstream.forward(ex, timer).await {
             Ok(resp) => {
                 let upstream_latency = Some(sent.elapsed());
@@ -674,10 +685,14 @@ impl Gateway {
 }
 
 /// An exchange on its way through [`Gateway::handle`], recorded when it ends. A handler can
-/// be dropped before it ends: hyper drops the handler of an HTTP/2 stream the client resets,
-/// which may be after the request went upstream. Such an exchange still gets its audit event
-/// (status 499, `client_closed`), and its replay claims are released as for an upstream that
-/// failed, so that the sender's retry is delivered instead of answered as a duplicate.
+/// be dropped before it ends: hyper drops the handler of an HTTP/2 stream the client resets
+/// (also every stream of a connection the gateway closes, and what is left when shutdown's
+/// grace runs out), which may be after the request went upstream. Such an exchange still gets
+/// its audit event (status 499, `client_closed`), and its replay claims are decided as they
+/// would have been: kept once the message was handed to the queue's writer (which stores it
+/// whether or not anyone waits for the answer), released when it went upstream or nowhere, as
+/// for an upstream that failed, so that the sender's retry is delivered instead of being called
+/// a duplicate; and, once the answer was known, as that answer says.
 struct Unanswered<'g> {
     gateway: &'g Gateway,
     ex: Exchange,
@@ -685,6 +700,17 @@ struct Unanswered<'g> {
     /// The route's name, once the request has one.
     route: Option<Arc<str>>,
     user_agent: Option<String>,
+    /// Set once the answer is known and the claims are being updated.
+    answered: Option<Answered>,
+}
+
+/// What an exchange's answer decided, kept while its replay claims are updated.
+#[derive(Debug, Clone, Copy)]
+struct Answered {
+    /// The message counts as delivered (2xx, or queued): claims are kept.
+    delivered: bool,
+    upstream_status: Option<u16>,
+    upstream_latency: Option<Duration>,
 }
 
 impl Unanswered<'_> {
@@ -728,6 +754,15 @@ impl Drop for Unanswered<'_> {
         if self.ex.request_id.is_empty() {
             return;
         }
+        let (keep, detail) = match (self.answered, self.ex.handed_on) {
+            (Some(a), _) => (a.delivered, "dropped after the answer was ready"),
+            (None, HandedOn::Queue) => (
+                true,
+                "dropped while the message was being queued (it is queued unless the queue refused it)",
+            ),
+            (None, HandedOn::Upstream) => (false, "dropped while the upstream was answering"),
+            (None, HandedOn::Not) => (false, "dropped before the request was handed on"),
+        };
         let claims = std::mem::take(&mut self.ex.replay_claims);
         if !claims.is_empty()
             && let Ok(runtime) = tokio::runtime::Handle::try_current()
@@ -735,26 +770,29 @@ impl Drop for Unanswered<'_> {
             let state = self.gateway.services.state.clone();
             let request_id = self.ex.request_id.clone();
             runtime.spawn(async move {
-                for (key, _) in &claims {
-                    if let Err(e) = state.remove(key).await {
-                        tracing::warn!(%request_id, error = %e, "cannot release a replay claim");
+                for (key, ttl) in &claims {
+                    let done = if keep {
+                        state.settle(key, *ttl).await
+                    } else {
+                        state.remove(key).await
+                    };
+                    if let Err(e) = done {
+                        tracing::warn!(%request_id, error = %e, "cannot update a replay claim");
                     }
                 }
             });
         }
-        let detail = if self.ex.handed_on {
-            "client went away after the request was handed on"
-        } else {
-            "client went away before the request was handed on"
-        };
+        let (upstream_status, upstream_latency) = self
+            .answered
+            .map_or((None, None), |a| (a.upstream_status, a.upstream_latency));
         let reason = Reason::ClientClosed;
         self.finish(
             reason.status().as_u16(),
             Outcome::Failed,
             Some(reason),
             Some(detail),
-            None,
-            None,
+            upstream_status,
+            upstream_latency,
         );
     }
 }

@@ -53,9 +53,21 @@ pub struct Exchange {
     /// Replay claims this request made (state key and lifetime): settled when the upstream
     /// accepts the message, released when it does not.
     pub replay_claims: Vec<(String, std::time::Duration)>,
-    /// True once the request has been handed to the upstream or the delivery queue: from then
-    /// on it may have been delivered, whatever becomes of its answer.
-    pub handed_on: bool,
+    /// Where the request has been handed, if anywhere yet: from then on it may have been
+    /// delivered or queued, whatever becomes of its answer.
+    pub handed_on: HandedOn,
+}
+
+/// Where an exchange's request went after the guards passed it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HandedOn {
+    /// Nowhere yet.
+    #[default]
+    Not,
+    /// To the upstream (a sync route).
+    Upstream,
+    /// To the delivery queue's writer (an async route).
+    Queue,
 }
 
 impl Exchange {
@@ -90,7 +102,7 @@ impl Exchange {
             flags: Vec::new(),
             response_headers: HeaderMap::new(),
             replay_claims: Vec::new(),
-            handed_on: false,
+            handed_on: HandedOn::Not,
         }
     }
 

@@ -24,7 +24,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use exchange::Exchange;
+pub use exchange::{Exchange, HandedOn};
 pub use reason::{Denial, Reason, error_code};
 
 use crate::browser::BrowserPolicy;

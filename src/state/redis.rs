@@ -421,20 +421,27 @@ impl RedisState {
     pub async fn claim_pending(&self, key: &str, ttl: Duration) -> Result<Claim, StateError> {
         let rkey = &self.redis_key(key);
         let ms = millis_ceil(ttl);
-        // Pending claims hold "p" and a nonce, for the reason `claim_once` gives.
-        let pending = &format!("p{}", claim_nonce());
+        // A repeated try (see `claim_once`) takes a pending claim made since the first try was
+        // sent for the first try's own; the script tells by the claim's time to live.
+        let started = Instant::now();
+        let tried = &AtomicBool::new(false);
         let claimed = self
             .call(|mut c| async move {
+                let since = if tried.swap(true, Ordering::Relaxed) {
+                    millis_ceil(started.elapsed()).saturating_add(1)
+                } else {
+                    0
+                };
                 let reply: String = self
                     .claim
                     .key(rkey)
                     .arg(ms)
-                    .arg(pending)
+                    .arg(since)
                     .invoke_async(&mut c)
                     .await?;
                 Ok(match reply.as_str() {
                     "new" => Claim::New,
-                    p if p.starts_with('p') => Claim::InFlight,
+                    "p" => Claim::InFlight,
                     _ => Claim::Done,
                 })
             })

@@ -378,9 +378,11 @@ fn insert(
         conn,
     } = db;
     if event_inserts.is_empty() && !batch.is_empty() {
-        for (_, sql) in insert_statements() {
-            event_inserts.push(StaticStatement::prepare(conn, sql)?);
-        }
+        // All or none: the loop below pairs each size with its statement.
+        *event_inserts = insert_statements()
+            .iter()
+            .map(|(_, sql)| StaticStatement::prepare(conn, sql))
+            .collect::<rusqlite::Result<_>>()?;
     }
     // Immediate: the last id is read under the write lock the rows are written under, so
     // another process writing to the file cannot take an id in between.
@@ -429,6 +431,13 @@ fn insert(
                 stmt.execute(&tx, &values)?;
                 rest = later;
             }
+        }
+        if !rest.is_empty() {
+            // Cannot happen (the last size is one row); never commit a batch short of rows.
+            return Err(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_INTERNAL),
+                Some(format!("{} audit rows left unwritten", rest.len())),
+            ));
         }
         let mut up = tx.prepare_cached(
             "INSERT INTO event_counts (bucket_ms, route, outcome, reason, count)

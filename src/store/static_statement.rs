@@ -90,6 +90,11 @@ impl StaticStatement {
             ));
         }
         let stmt = self.stmt.as_ptr();
+        // SAFETY: both handles are live; this only compares them.
+        debug_assert!(
+            unsafe { ffi::sqlite3_db_handle(stmt) == conn.handle() },
+            "a statement used on a connection it was not prepared on"
+        );
         let bound = values.iter().enumerate().try_for_each(|(i, v)| {
             // Parameters count from 1; `i < params <= c_int::MAX`.
             let at = i as c_int + 1;
@@ -103,7 +108,9 @@ impl StaticStatement {
                     Param::Text(s) => ffi::sqlite3_bind_text64(
                         stmt,
                         at,
-                        s.as_ptr().cast::<c_char>(),
+                        // An empty `String`'s pointer dangles (it is never read for a length of
+                        // zero); a static one is tidier.
+                        if s.is_empty() { "" } else { s }.as_ptr().cast::<c_char>(),
                         s.len() as ffi::sqlite3_uint64,
                         ffi::SQLITE_STATIC(),
                         ffi::SQLITE_UTF8 as _,

@@ -163,7 +163,7 @@ mod tests {
             flags: Vec::new(),
             response_headers: HeaderMap::new(),
             replay_claims: Vec::new(),
-            handed_on: false,
+            handed_on: crate::policy::HandedOn::Not,
         }
     }
 
