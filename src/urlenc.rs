@@ -75,10 +75,29 @@ pub fn remove_query_param(query: &str, name: &str) -> Option<String> {
     retain_params(query, |k| k != name)
 }
 
-/// `query` without the parameters whose names appear in `other`; `None` when nothing is left.
+/// `query` without the parameters that an upstream framework may read as one of those named in
+/// `other` (see [`param_family`]); `None` when nothing is left.
 pub fn without_params_of(query: &str, other: &str) -> Option<String> {
-    let names: Vec<String> = form_pairs(other).into_iter().map(|(k, _)| k).collect();
-    retain_params(query, |k| !names.iter().any(|n| n == k))
+    let families: Vec<String> = form_pairs(other)
+        .into_iter()
+        .map(|(k, _)| param_family(&k))
+        .collect();
+    retain_params(query, |k| !families.contains(&param_family(k)))
+}
+
+/// The name a parameter `name` (decoded) is read under by the frameworks upstreams are written
+/// in: PHP and Rails read `fixed[]` and `fixed[a]` as `fixed` (an array, which replaces a
+/// plain value), PHP reads `fix.ed` and `fix ed` as `fix_ed`, and ASP.NET binds names without
+/// regard to case. So a client's `FIXED=5` or `fixed[]=5` must go where `fixed` is configured.
+fn param_family(name: &str) -> String {
+    let base = name.split('[').next().unwrap_or(name);
+    base.trim_start_matches(' ')
+        .chars()
+        .map(|c| match c {
+            '.' | ' ' => '_',
+            c => c.to_ascii_lowercase(),
+        })
+        .collect()
 }
 
 /// The non-empty pairs of `query` whose decoded name `keep` accepts, as they were written;
@@ -106,6 +125,37 @@ mod tests {
         assert!(percent_decode("%zz", false).is_none());
         assert!(percent_decode("%4", false).is_none());
         assert!(percent_decode("abc%", false).is_none());
+    }
+
+    #[test]
+    fn client_params_read_as_a_configured_one_are_dropped() {
+        let configured = "fixed=1&api_key=k";
+        for client in [
+            "fixed=5",
+            "FIXED=5",
+            "Fixed=5",
+            "fixed[]=5",
+            "fixed%5B%5D=5",
+            "fixed[a]=5",
+            "api.key=x",
+            "api%20key=x",
+            "api+key=x",
+            "%20api_key=x",
+        ] {
+            assert_eq!(
+                without_params_of(&format!("{client}&other=2"), configured).as_deref(),
+                Some("other=2"),
+                "{client}"
+            );
+        }
+        for kept in ["fixedx=5", "fix=5", "xfixed=5", "api-key=x", "apikey=x"] {
+            assert_eq!(
+                without_params_of(kept, configured).as_deref(),
+                Some(kept),
+                "{kept}"
+            );
+        }
+        assert_eq!(without_params_of("fixed[]=5", configured), None);
     }
 
     #[test]
