@@ -627,3 +627,69 @@ timeout = \"500ms\"
     }
     assert_eq!(up.count(), 4);
 }
+
+/// An HTTP/1.1 client that closes its connection while the upstream is still working is
+/// noticed at once (as nginx does): the exchange is recorded as `client_closed` and the
+/// upstream call is let go, instead of running to the upstream's answer (or `timeout`) for a
+/// client that is gone. A client that stays gets its answer; a pipelined request sent while
+/// the first is handled is served after it.
+#[tokio::test]
+async fn a_client_that_closes_while_the_upstream_works_is_noticed() {
+    let up = Upstream::start().await;
+    let cfg = r#"
+[[route]]
+name = "slow"
+path = "/slow"
+[route.upstream]
+url = "{upstream}/slow-headers"
+timeout = "10s"
+"#;
+    let (gw, events) = Gateway::start_with_events(cfg, &up, &|_| None).await;
+    let request = "POST /slow HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+                   Content-Length: 2\r\n\r\n{}";
+
+    let mut s = TcpStream::connect(gw.addr).await.unwrap();
+    s.write_all(request.as_bytes()).await.unwrap();
+    eventually(Duration::from_secs(5), "the upstream got it", || async {
+        up.count() == 1
+    })
+    .await;
+    let closed_at = std::time::Instant::now();
+    drop(s);
+    let closed = |e: &&std::sync::Arc<hookwarden::events::Event>| {
+        e.reason == Some(hookwarden::policy::Reason::ClientClosed)
+    };
+    eventually(Duration::from_secs(2), "the close noticed", || async {
+        events.all().iter().any(|e| closed(&e))
+    })
+    .await;
+    // Long before the upstream's answer (3 s).
+    assert!(closed_at.elapsed() < Duration::from_millis(2500));
+    let all = events.all();
+    let e = all.iter().find(closed).unwrap();
+    assert_eq!(e.status, 499);
+    assert_eq!(e.route.as_deref(), Some("slow"));
+    assert_eq!(e.detail, Some("dropped while the upstream was answering"));
+
+    // A client that waits, with a second request pipelined behind the first: both answered.
+    let mut s = TcpStream::connect(gw.addr).await.unwrap();
+    s.write_all(request.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    while out.windows(12).filter(|w| w == b"HTTP/1.1 200").count() < 2 {
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+            .await
+            .expect("both answers within 10 s")
+            .unwrap();
+        assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&out));
+        out.extend_from_slice(&buf[..n]);
+    }
+    assert_eq!(up.count(), 3);
+    assert_eq!(
+        events.all().iter().filter(|e| closed(e)).count(),
+        1,
+        "only the first client left"
+    );
+}

@@ -357,9 +357,15 @@ pub(super) async fn serve<I>(
                 wire: source.clone(),
             })
         });
-        let response = gateway
-            .handle(request, info, Some(upstream_timer.as_mut()))
-            .await;
+        let handled = gateway.handle(request, info, Some(upstream_timer.as_mut()));
+        tokio::pin!(handled);
+        let response = tokio::select! {
+            biased;
+            response = &mut handled => response,
+            // The exchange is dropped with the connection: the gateway records it
+            // (`client_closed`) and lets go of the upstream call.
+            () = client_gone(&wire) => return,
+        };
 
         let (left, continue_owed, touched) = {
             let w = lock(&wire);
@@ -393,6 +399,48 @@ pub(super) async fn serve<I>(
             return;
         }
     }
+}
+
+/// Resolves when the client closes its connection (or it fails) while its request is handled,
+/// once the request's body has been read whole: nothing more of this request is expected, so
+/// a read that finds the end of the stream means the client has gone (as nginx judges it; a
+/// client that only shuts down its sending side counts as gone too). Bytes that arrive instead
+/// (a pipelined request) are kept for the next head; with [`MAX_HEAD`] of them waiting, the
+/// client is not watched any more. Until the body is read the handler's own reads notice a
+/// close. Never resolves otherwise.
+async fn client_gone<I>(wire: &Mutex<Wire<I>>)
+where
+    I: AsyncRead + AsyncWrite + Unpin,
+{
+    std::future::poll_fn(|cx| {
+        let mut w = lock(wire);
+        // Not watched yet (or any more): polled again whenever the handler is woken, in the
+        // same `select!`, so the watch starts as soon as the body has been read.
+        if !matches!(w.body, Framing::Done | Framing::Length(0))
+            || w.expect != Expect::No
+            || w.buf.len() >= MAX_HEAD
+        {
+            return Poll::Pending;
+        }
+        // Read into a small buffer of its own: reserving room in `buf` here, while the body
+        // taken from it is still held, would allocate a fresh one for every request.
+        let mut room = [0u8; 512];
+        loop {
+            let mut chunk = tokio::io::ReadBuf::new(&mut room);
+            match Pin::new(&mut w.io).poll_read(cx, &mut chunk) {
+                Poll::Ready(Ok(())) if chunk.filled().is_empty() => return Poll::Ready(()),
+                Poll::Ready(Err(_)) => return Poll::Ready(()),
+                Poll::Ready(Ok(())) => {
+                    w.buf.extend_from_slice(chunk.filled());
+                    if w.buf.len() >= MAX_HEAD {
+                        return Poll::Pending;
+                    }
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    })
+    .await
 }
 
 /// Waits for a complete request head: `Ok(None)` when the client closes or `timer` fires
