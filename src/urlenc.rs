@@ -76,28 +76,88 @@ pub fn remove_query_param(query: &str, name: &str) -> Option<String> {
 }
 
 /// `query` without the parameters that an upstream framework may read as one of those named in
-/// `other` (see [`param_family`]); `None` when nothing is left.
+/// `other` (see [`param_readings`]); `None` when nothing is left. A pair is also dropped when
+/// a `;` inside it starts such a parameter (Rack 2 splits query strings on `;` too).
 pub fn without_params_of(query: &str, other: &str) -> Option<String> {
-    let families: Vec<String> = form_pairs(other)
-        .into_iter()
-        .map(|(k, _)| param_family(&k))
+    let configured: Vec<String> = other
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .filter_map(|p| param_readings(p.split_once('=').map_or(p, |(k, _)| k)).next())
         .collect();
-    retain_params(query, |k| !families.contains(&param_family(k)))
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|pair| {
+            !pair.is_empty()
+                && !pair.split(';').any(|part| {
+                    let name = part.split_once('=').map_or(part, |(k, _)| k);
+                    param_readings(name).any(|r| configured.contains(&r))
+                })
+        })
+        .collect();
+    (!kept.is_empty()).then(|| kept.join("&"))
 }
 
-/// The name a parameter `name` (decoded) is read under by the frameworks upstreams are written
-/// in: PHP and Rails read `fixed[]` and `fixed[a]` as `fixed` (an array, which replaces a
-/// plain value), PHP reads `fix.ed` and `fix ed` as `fix_ed`, and ASP.NET binds names without
-/// regard to case. So a client's `FIXED=5` or `fixed[]=5` must go where `fixed` is configured.
-fn param_family(name: &str) -> String {
-    let base = name.split('[').next().unwrap_or(name);
-    base.trim_start_matches(' ')
-        .chars()
-        .map(|c| match c {
-            '.' | ' ' => '_',
-            c => c.to_ascii_lowercase(),
-        })
-        .collect()
+/// The names a raw (still escaped) parameter name may be read as by the frameworks upstreams
+/// are written in, the most common first: decoded leniently (a malformed `%` stays, as PHP
+/// keeps it), cut at a NUL byte (PHP ends names there), without leading brackets (qs and
+/// Rack read `[fixed]` as `fixed`), up to the first bracket (PHP, Rails and qs read `fixed[]`
+/// and `fixed[a]` as `fixed`, an array that replaces a plain value) and with an unclosed `[`
+/// read as `_` (PHP), with `.` and spaces read as `_` (PHP), in upper case
+/// (ASP.NET binds names without regard to case, `ı` and `ſ` included). So a client's
+/// `FIXED=5` or `fixed[]=5` must go where `fixed` is configured.
+fn param_readings(raw: &str) -> impl Iterator<Item = String> {
+    let decoded = decode_leniently(raw);
+    let name = decoded.split('\0').next().unwrap_or("");
+    let name = name.trim_start_matches(' ').trim_start_matches(['[', ']']);
+    let fold = |n: &str| -> String {
+        n.chars()
+            .map(|c| if c == '.' || c == ' ' { '_' } else { c })
+            .collect::<String>()
+            .to_uppercase()
+    };
+    // Up to the first bracket, and, for an unclosed `[`, that `[` read as `_`.
+    let mut readings = Vec::with_capacity(2);
+    let cut = name.find(['[', ']']).unwrap_or(name.len());
+    readings.push(fold(&name[..cut]));
+    if let Some(i) = name.find('[')
+        && !name[i..].contains(']')
+    {
+        readings.push(fold(&name.replacen('[', "_", 1)));
+    }
+    readings.into_iter()
+}
+
+/// Decodes `%XX` escapes and `+`, keeping a `%` that does not start one as it is.
+fn decode_leniently(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => match (
+                bytes.get(i + 1).copied().and_then(hex_val),
+                bytes.get(i + 2).copied().and_then(hex_val),
+            ) {
+                (Some(hi), Some(lo)) => {
+                    out.push(hi << 4 | lo);
+                    i += 3;
+                }
+                _ => {
+                    out.push(b'%');
+                    i += 1;
+                }
+            },
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The non-empty pairs of `query` whose decoded name `keep` accepts, as they were written;
@@ -141,6 +201,18 @@ mod tests {
             "api%20key=x",
             "api+key=x",
             "%20api_key=x",
+            "[fixed]=5",
+            "%5Bfixed%5D=5",
+            "]fixed=5",
+            "fixed%00=5",
+            "fixed%00x=5",
+            "api[key=x",
+            "api%5Bkey=x",
+            "fixed%5B%5D%=5",
+            "a=1;fixed=5",
+            "a=1; fixed=5",
+            "ap%C4%B1_key=x",
+            "%C5%BFomething_else=1;fixed=2",
         ] {
             assert_eq!(
                 without_params_of(&format!("{client}&other=2"), configured).as_deref(),

@@ -643,6 +643,12 @@ path = "/slow"
 [route.upstream]
 url = "{upstream}/slow-headers"
 timeout = "10s"
+
+[[route]]
+name = "fast"
+path = "/fast"
+[route.upstream]
+url = "{upstream}/fast"
 "#;
     let (gw, events) = Gateway::start_with_events(cfg, &up, &|_| None).await;
     let request = "POST /slow HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
@@ -687,6 +693,23 @@ timeout = "10s"
         out.extend_from_slice(&buf[..n]);
     }
     assert_eq!(up.count(), 3);
+
+    // A client that pipelines a second request and then shuts down its sending side (as
+    // `printf … | nc -N` does) waits for both answers: it has not gone.
+    let mut s = TcpStream::connect(gw.addr).await.unwrap();
+    let fast = request.replace("/slow", "/fast");
+    s.write_all(format!("{request}{fast}").as_bytes())
+        .await
+        .unwrap();
+    s.shutdown().await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
+        .await
+        .expect("answers within 10 s")
+        .unwrap();
+    let out = String::from_utf8_lossy(&out);
+    assert_eq!(out.matches("HTTP/1.1 200").count(), 2, "{out}");
+    assert_eq!(up.count(), 5);
     assert_eq!(
         events.all().iter().filter(|e| closed(e)).count(),
         1,

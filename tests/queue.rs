@@ -1108,7 +1108,9 @@ async fn every_accept_is_committed_with_and_without_group_commit() {
         for batch in [1usize, 256] {
             let cfg = format!(
                 "[storage]\nqueue_commit_batch = {batch}\n{}",
-                async_config(&format!("http://{addr}"), "", "")
+                // Attempts enough that no message is given up on while the test runs, however
+                // slow the machine (12, the default, took 2 s with these backoffs).
+                async_config(&format!("http://{addr}"), "attempts = 10000", "")
             );
             let gw = Gateway::start(&cfg, &Upstream::start().await).await;
             let url = gw.url("/hooks");

@@ -477,7 +477,25 @@ impl Gateway {
             );
         };
         ex.handed_on = HandedOn::Queue;
-        match queue.accept(route, ex).await {
+        let accepted = queue.accept(route, ex);
+        // The writer stores the message whether or not this request is still waiting, so the
+        // message's claims follow the writer's answer in a task of their own: kept once it is
+        // stored (a copy is then a duplicate), released if it was refused.
+        let claims = std::mem::take(&mut ex.replay_claims);
+        let accepted = if claims.is_empty() {
+            accepted.await
+        } else {
+            let state = self.services.state.clone();
+            let request_id = ex.request_id.clone();
+            let task = tokio::spawn(async move {
+                let r = accepted.await;
+                update_claims(&state, &claims, r.is_ok(), &request_id).await;
+                r
+            });
+            task.await
+                .unwrap_or_else(|e| Err(AcceptError::Store(format!("queue task failed: {e}"))))
+        };
+        match accepted {
             Ok(()) => {
                 let mut response = response::json_response(
                     http::StatusCode::ACCEPTED,
@@ -508,13 +526,36 @@ impl Gateway {
     /// Sends an allowed exchange upstream and starts streaming the answer back.
     async fn forward(
         &self,
-        route: &RoutePolicy,
+        route: &Arc<RoutePolicy>,
         ex: &mut Exchange,
         timer: Option<HeadTimer<'_>>,
     ) -> Finished {
         let sent = Instant::now();
         ex.handed_on = HandedOn::Upstream;
-        match route.upstream.forward(ex, timer).await {
+        let answer = if ex.replay_claims.is_empty() {
+            route.upstream.forward(ex, timer).await
+        } else {
+            // A signed message's claims must follow the upstream's answer, also when the
+            // client leaves before it (a sender that gave up and will retry): cancelling the
+            // call and releasing the claims would let the retry through while the upstream
+            // may be processing the first copy. So the call runs in a task of its own.
+            let claims = std::mem::take(&mut ex.replay_claims);
+            let req = route.upstream.request(ex);
+            let owner = Arc::clone(route);
+            let state = self.services.state.clone();
+            let request_id = ex.request_id.clone();
+            let task = tokio::spawn(async move {
+                let r = owner.upstream.send(req).await;
+                let delivered = r.as_ref().is_ok_and(|resp| resp.status().is_success());
+                update_claims(&state, &claims, delivered, &request_id).await;
+                r
+            });
+            match task.await {
+                Ok(r) => r.map(UpstreamResponse::from),
+                Err(e) => Err(ForwardError::Broken(e.to_string())),
+            }
+        };
+        match answer {
             Ok(resp) => {
                 let upstream_latency = Some(sent.elapsed());
                 let UpstreamResponse {
@@ -647,16 +688,13 @@ impl Gateway {
     /// Settles the replay claims of a delivered request (copies are now duplicates), or
     /// forgets those of a request that was not delivered, so the sender's retry goes through.
     async fn finish_claims(&self, ex: &Exchange, delivered: bool) {
-        for (key, ttl) in &ex.replay_claims {
-            let done = if delivered {
-                self.services.state.settle(key, *ttl).await
-            } else {
-                self.services.state.remove(key).await
-            };
-            if let Err(e) = done {
-                tracing::warn!(request_id = %ex.request_id, error = %e, "cannot update a replay claim");
-            }
-        }
+        update_claims(
+            &self.services.state,
+            &ex.replay_claims,
+            delivered,
+            &ex.request_id,
+        )
+        .await;
     }
 
     /// Answers a CORS preflight: 204 for an allowed origin, else the origin guard's refusal.
@@ -684,15 +722,33 @@ impl Gateway {
     }
 }
 
+/// Settles (`delivered`) or releases replay `claims`.
+async fn update_claims(
+    state: &crate::state::State,
+    claims: &[(String, Duration)],
+    delivered: bool,
+    request_id: &str,
+) {
+    for (key, ttl) in claims {
+        let done = if delivered {
+            state.settle(key, *ttl).await
+        } else {
+            state.remove(key).await
+        };
+        if let Err(e) = done {
+            tracing::warn!(%request_id, error = %e, "cannot update a replay claim");
+        }
+    }
+}
+
 /// An exchange on its way through [`Gateway::handle`], recorded when it ends. A handler can
-/// be dropped before it ends: hyper drops the handler of an HTTP/2 stream the client resets
-/// (also every stream of a connection the gateway closes, and what is left when shutdown's
-/// grace runs out), which may be after the request went upstream. Such an exchange still gets
-/// its audit event (status 499, `client_closed`), and its replay claims are decided as they
-/// would have been: kept once the message was handed to the queue's writer (which stores it
-/// whether or not anyone waits for the answer), released when it went upstream or nowhere, as
-/// for an upstream that failed, so that the sender's retry is delivered instead of being called
-/// a duplicate; and, once the answer was known, as that answer says.
+/// be dropped before it ends: hyper drops the handler of an HTTP/2 stream the client resets,
+/// the HTTP/1.1 loop drops it when the client closes (also, for either, when the gateway
+/// closes the connection or shutdown's grace runs out). Such an exchange still gets its audit
+/// event (status 499, `client_closed`, the detail saying how far it got). Replay claims it
+/// still holds are released (never handed on) or decided as its answer said (dropped while
+/// they were being updated); claims of a request handed on went with it, to the task that
+/// runs its upstream call or waits for the queue's write, which decides them by that answer.
 struct Unanswered<'g> {
     gateway: &'g Gateway,
     ex: Exchange,
@@ -754,10 +810,13 @@ impl Drop for Unanswered<'_> {
         if self.ex.request_id.is_empty() {
             return;
         }
+        // Claims still held here were being updated when the answer was known (`answered`), or
+        // were never handed on; those handed on go with the upstream call or the queue's write
+        // (see `Gateway::forward`, `Gateway::enqueue`).
         let (keep, detail) = match (self.answered, self.ex.handed_on) {
             (Some(a), _) => (a.delivered, "dropped after the answer was ready"),
             (None, HandedOn::Queue) => (
-                true,
+                false,
                 "dropped while the message was being queued (it is queued unless the queue refused it)",
             ),
             (None, HandedOn::Upstream) => (false, "dropped while the upstream was answering"),
@@ -770,16 +829,7 @@ impl Drop for Unanswered<'_> {
             let state = self.gateway.services.state.clone();
             let request_id = self.ex.request_id.clone();
             runtime.spawn(async move {
-                for (key, ttl) in &claims {
-                    let done = if keep {
-                        state.settle(key, *ttl).await
-                    } else {
-                        state.remove(key).await
-                    };
-                    if let Err(e) = done {
-                        tracing::warn!(%request_id, error = %e, "cannot update a replay claim");
-                    }
-                }
+                update_claims(&state, &claims, keep, &request_id).await;
             });
         }
         let (upstream_status, upstream_latency) = self

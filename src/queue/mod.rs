@@ -131,9 +131,15 @@ impl Queue {
     }
 
     /// Stores an exchange that passed every guard of an async `route`: the forwarded headers
-    /// and query, the body after guards and decryption. Returns once the message is committed
-    /// to disk. Takes the exchange's headers and body.
-    pub async fn accept(&self, route: &RoutePolicy, ex: &mut Exchange) -> Result<(), AcceptError> {
+    /// and query, the body after guards and decryption. Takes the exchange's headers and body
+    /// and hands the message to the writer at once; the returned future resolves once the
+    /// message is committed to disk (or refused). It owns what it needs, so it can run on
+    /// after the request that made it is gone: the writer stores the message either way.
+    pub fn accept(
+        &self,
+        route: &RoutePolicy,
+        ex: &mut Exchange,
+    ) -> impl Future<Output = Result<(), AcceptError>> + Send + 'static {
         let max_queued = route
             .delivery
             .as_ref()
@@ -152,19 +158,21 @@ impl Queue {
             created_ms: jiff::Timestamp::now().as_millisecond(),
         };
         let (reply, rx) = oneshot::channel();
-        self.inner
-            .tx
-            .send(Op::Insert {
-                msg,
-                max_queued,
-                reply,
-            })
-            .map_err(|_| AcceptError::Stopped)?;
-        rx.await.map_err(|_| AcceptError::Stopped)??;
-        if let Some(n) = self.inner.notifiers.load().get(&route.name) {
-            n.notify_one();
+        let handed = self.inner.tx.send(Op::Insert {
+            msg,
+            max_queued,
+            reply,
+        });
+        let inner = self.inner.clone();
+        let name = route.name.clone();
+        async move {
+            handed.map_err(|_| AcceptError::Stopped)?;
+            rx.await.map_err(|_| AcceptError::Stopped)??;
+            if let Some(n) = inner.notifiers.load().get(&name) {
+                n.notify_one();
+            }
+            Ok(())
         }
-        Ok(())
     }
 
     /// Records an attempt (through the writer). True when the message was still pending.

@@ -102,6 +102,9 @@ struct Wire<I> {
     expect: Expect,
     /// The gateway started reading the current body.
     touched: bool,
+    /// The client has shut down its sending side after pipelining more requests: those are
+    /// served, and [`client_gone`] stops watching.
+    sent_all: bool,
 }
 
 impl<I: AsyncRead + AsyncWrite + Unpin> Wire<I> {
@@ -304,6 +307,7 @@ pub(super) async fn serve<I>(
         body: Framing::Done,
         expect: Expect::No,
         touched: false,
+        sent_all: false,
     }));
     let source: Arc<dyn BodySource> = wire.clone();
     let mut out = BytesMut::with_capacity(4096);
@@ -406,8 +410,10 @@ pub(super) async fn serve<I>(
 /// a read that finds the end of the stream means the client has gone (as nginx judges it; a
 /// client that only shuts down its sending side counts as gone too). Bytes that arrive instead
 /// (a pipelined request) are kept for the next head; with [`MAX_HEAD`] of them waiting, the
-/// client is not watched any more. Until the body is read the handler's own reads notice a
-/// close. Never resolves otherwise.
+/// client is not watched any more. A client that shuts down its sending side after pipelining
+/// further requests has not gone: it waits for their answers (`printf … | nc -N`), and is not
+/// watched any more either. Until the body is read the handler's own reads notice a close.
+/// Never resolves otherwise.
 async fn client_gone<I>(wire: &Mutex<Wire<I>>)
 where
     I: AsyncRead + AsyncWrite + Unpin,
@@ -418,17 +424,24 @@ where
         // same `select!`, so the watch starts as soon as the body has been read.
         if !matches!(w.body, Framing::Done | Framing::Length(0))
             || w.expect != Expect::No
+            || w.sent_all
             || w.buf.len() >= MAX_HEAD
         {
             return Poll::Pending;
         }
         // Read into a small buffer of its own: reserving room in `buf` here, while the body
         // taken from it is still held, would allocate a fresh one for every request.
-        let mut room = [0u8; 512];
+        let mut room = [std::mem::MaybeUninit::<u8>::uninit(); 512];
         loop {
-            let mut chunk = tokio::io::ReadBuf::new(&mut room);
+            let mut chunk = tokio::io::ReadBuf::uninit(&mut room);
             match Pin::new(&mut w.io).poll_read(cx, &mut chunk) {
-                Poll::Ready(Ok(())) if chunk.filled().is_empty() => return Poll::Ready(()),
+                Poll::Ready(Ok(())) if chunk.filled().is_empty() => {
+                    if w.buf.is_empty() {
+                        return Poll::Ready(());
+                    }
+                    w.sent_all = true;
+                    return Poll::Pending;
+                }
                 Poll::Ready(Err(_)) => return Poll::Ready(()),
                 Poll::Ready(Ok(())) => {
                     w.buf.extend_from_slice(chunk.filled());
