@@ -465,12 +465,7 @@ secrets = ["{STD_SECRET}"]
     let t = now();
     let sig = python_sign(STD_SECRET, "msg_reset", t, body);
 
-    let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
-    let (h2, conn) = h2::client::handshake(tcp).await.unwrap();
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    let mut h2 = h2.ready().await.unwrap();
+    let mut h2 = h2_connect(gw.addr).await;
     let head = http::Request::builder()
         .method("POST")
         .uri(gw.url("/slowstd"))

@@ -656,11 +656,7 @@ async fn more_than_a_hundred_fields_are_refused_over_http2_too() {
 #[tokio::test]
 async fn an_http2_body_cut_by_a_no_error_reset_is_not_forwarded() {
     let (up, gw) = setup().await;
-    let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
-    let (mut h2, conn) = h2::client::handshake(tcp).await.unwrap();
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
+    let mut h2 = h2_connect(gw.addr).await;
     let post = |length: Option<&str>| {
         let mut b = http::Request::builder()
             .method("POST")

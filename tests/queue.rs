@@ -679,6 +679,31 @@ max_backoff = "100ms"
 attempts = 1000
 "#;
 
+/// The Standard Webhooks headers of `body` as message `id` sent at `ts`, under [`SIGNED`]'s
+/// secret.
+fn standard_headers(body: &str, id: &str, ts: i64) -> Vec<(String, String)> {
+    sign(
+        &Provider::Standard,
+        &[Secret::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")],
+        &SignInput {
+            body: body.as_bytes(),
+            timestamp: ts,
+            id,
+            url: None,
+        },
+    )
+    .unwrap()
+}
+
+/// A JSON POST of `body` to `url` with `headers`.
+fn signed_post(url: &str, headers: &[(String, String)], body: &str) -> http::Request<Full<Bytes>> {
+    let mut b = req("POST", url).header("content-type", "application/json");
+    for (k, v) in headers {
+        b = b.header(k.as_str(), v.as_str());
+    }
+    b.body(Full::new(Bytes::from(body.to_owned()))).unwrap()
+}
+
 #[tokio::test]
 async fn a_resent_signed_message_is_a_duplicate_once_queued_and_is_delivered_once() {
     let addr = down_addr();
@@ -689,24 +714,8 @@ async fn a_resent_signed_message_is_a_duplicate_once_queued_and_is_delivered_onc
     .await;
     let body = r#"{"event":"paid"}"#;
     let ts = jiff::Timestamp::now().as_second();
-    let headers = sign(
-        &Provider::Standard,
-        &[Secret::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")],
-        &SignInput {
-            body: body.as_bytes(),
-            timestamp: ts,
-            id: "msg_once",
-            url: None,
-        },
-    )
-    .unwrap();
-    let signed = || {
-        let mut b = req("POST", &gw.url("/hooks")).header("content-type", "application/json");
-        for (k, v) in &headers {
-            b = b.header(k.as_str(), v.as_str());
-        }
-        b.body(Full::new(Bytes::from(body))).unwrap()
-    };
+    let headers = standard_headers(body, "msg_once", ts);
+    let signed = || signed_post(&gw.url("/hooks"), &headers, body);
     let first = send(signed()).await;
     assert_eq!(first.status, 202, "{}", first.text());
     // The upstream has not taken it yet, but "queued" means accepted: the sender's retry is a
@@ -739,29 +748,14 @@ async fn a_message_whose_sender_resets_while_it_is_queued_is_delivered_once() {
     .await;
     let body = r#"{"event":"reset"}"#;
     let ts = jiff::Timestamp::now().as_second();
-    let headers = sign(
-        &Provider::Standard,
-        &[Secret::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")],
-        &SignInput {
-            body: body.as_bytes(),
-            timestamp: ts,
-            id: "msg_reset_queued",
-            url: None,
-        },
-    )
-    .unwrap();
+    let headers = standard_headers(body, "msg_reset_queued", ts);
 
     // Another connection holds the store's write lock: the queue's writer waits for it (its
     // busy timeout is 5 s), and so does the accept.
     let lock = rusqlite::Connection::open(gw.store_path()).unwrap();
     lock.execute_batch("BEGIN IMMEDIATE").unwrap();
 
-    let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
-    let (h2, conn) = h2::client::handshake(tcp).await.unwrap();
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    let mut h2 = h2.ready().await.unwrap();
+    let mut h2 = h2_connect(gw.addr).await;
     let mut head = http::Request::builder()
         .method("POST")
         .uri(gw.url("/hooks"))
@@ -800,13 +794,7 @@ async fn a_message_whose_sender_resets_while_it_is_queued_is_delivered_once() {
     drop(lock);
 
     // The retry, on HTTP/1.1 now: a duplicate, since the first copy is queued.
-    let signed = || {
-        let mut b = req("POST", &gw.url("/hooks")).header("content-type", "application/json");
-        for (k, v) in &headers {
-            b = b.header(k.as_str(), v.as_str());
-        }
-        b.body(Full::new(Bytes::from(body))).unwrap()
-    };
+    let signed = || signed_post(&gw.url("/hooks"), &headers, body);
     let mut again = send(signed()).await;
     // The claim is settled by a task the dropped handler starts.
     for _ in 0..50 {

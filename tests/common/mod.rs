@@ -471,6 +471,17 @@ pub fn post_json(url: &str, body: &str) -> Request<Full<Bytes>> {
         .unwrap()
 }
 
+/// An HTTP/2 (h2c) connection to `addr`, driven by a task of its own and ready for a request:
+/// for tests that send frames hyper's client does not (stream resets, cut bodies).
+pub async fn h2_connect(addr: SocketAddr) -> h2::client::SendRequest<Bytes> {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (h2, conn) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    h2.ready().await.unwrap()
+}
+
 /// Writes raw bytes on a new connection and reads until the server closes it or `wait` passes.
 pub async fn raw(addr: SocketAddr, bytes: &[u8], wait: Duration) -> String {
     let mut s = TcpStream::connect(addr).await.unwrap();
