@@ -590,6 +590,9 @@ impl LosingRelay {
             while let Ok((mut client, _)) = listener.accept().await {
                 let (marker, count) = (marker.clone(), count.clone());
                 tokio::spawn(async move {
+                    // Connections take a moment to open, as over a network: a repeated call
+                    // waits for its new connection before it is sent.
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                     let Ok(mut server) = tokio::net::TcpStream::connect(target).await else {
                         return;
                     };

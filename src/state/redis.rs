@@ -421,14 +421,16 @@ impl RedisState {
     pub async fn claim_pending(&self, key: &str, ttl: Duration) -> Result<Claim, StateError> {
         let rkey = &self.redis_key(key);
         let ms = millis_ceil(ttl);
-        // A repeated try (see `claim_once`) takes a pending claim made since the first try was
-        // sent for the first try's own; the script tells by the claim's time to live.
-        let started = Instant::now();
+        // A repeated try (see `claim_once`) takes a pending claim made within the call's time
+        // for the first try's own; the script tells by the claim's time to live. (Not the time
+        // since the first try was sent: the repeat runs only after a new connection is made,
+        // which the claim's age includes.)
+        let window = millis_ceil(self.timeout).saturating_add(10);
         let tried = &AtomicBool::new(false);
         let claimed = self
             .call(|mut c| async move {
                 let since = if tried.swap(true, Ordering::Relaxed) {
-                    millis_ceil(started.elapsed()).saturating_add(1)
+                    window
                 } else {
                     0
                 };
