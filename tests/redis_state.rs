@@ -459,16 +459,55 @@ async fn futures_statuses(s: &Served, n: usize) -> Vec<u16> {
     out
 }
 
+/// A TCP relay to Redis: each accepted connection is numbered (from 1), connected to the
+/// target after `open_delay`, and handed with its server side to `serve`. Stops when dropped.
+struct Relay {
+    addr: std::net::SocketAddr,
+    /// Connections accepted so far.
+    opened: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Relay {
+    async fn start<F, Fut>(target: std::net::SocketAddr, open_delay: Duration, serve: F) -> Relay
+    where
+        F: Fn(u64, tokio::net::TcpStream, tokio::net::TcpStream) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let serve = std::sync::Arc::new(serve);
+        let opened = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let count = opened.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let number = count.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                let serve = serve.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(open_delay).await;
+                    if let Ok(server) = tokio::net::TcpStream::connect(target).await {
+                        serve(number, client, server).await;
+                    }
+                });
+            }
+        });
+        Relay { addr, opened, task }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 /// A TCP relay to Redis that can go silent on the connections it already carries: their
 /// commands are swallowed (read, never passed on) while the connections stay open, and new
 /// connections are relayed as usual. What a stuck proxy, NAT or managed endpoint does.
 struct SilentRelay {
-    addr: std::net::SocketAddr,
-    /// Connections accepted so far (each is numbered by this count when accepted).
-    opened: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    relay: Relay,
     /// Connections numbered at or below this are swallowed.
     silent_upto: std::sync::Arc<std::sync::atomic::AtomicU64>,
-    task: tokio::task::JoinHandle<()>,
 }
 
 impl SilentRelay {
@@ -476,60 +515,41 @@ impl SilentRelay {
         use std::sync::Arc;
         use std::sync::atomic::{AtomicU64, Ordering};
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let opened = Arc::new(AtomicU64::new(0));
         let silent_upto = Arc::new(AtomicU64::new(0));
-        let (count, gate) = (opened.clone(), silent_upto.clone());
-        let task = tokio::spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
-                let mine = count.fetch_add(1, Ordering::SeqCst) + 1;
-                let gate = gate.clone();
-                tokio::spawn(async move {
-                    let Ok(server) = tokio::net::TcpStream::connect(target).await else {
-                        return;
-                    };
-                    let (mut cr, mut cw) = client.into_split();
-                    let (mut sr, mut sw) = server.into_split();
-                    let down = tokio::spawn(async move {
-                        let _ = tokio::io::copy(&mut sr, &mut cw).await;
-                    });
-                    let mut buf = vec![0u8; 16 * 1024];
-                    loop {
-                        let n = match cr.read(&mut buf).await {
-                            Ok(0) | Err(_) => break,
-                            Ok(n) => n,
-                        };
-                        if mine <= gate.load(Ordering::SeqCst) {
-                            continue;
-                        }
-                        if sw.write_all(&buf[..n]).await.is_err() {
-                            break;
-                        }
-                    }
-                    down.abort();
+        let gate = silent_upto.clone();
+        let relay = Relay::start(target, Duration::ZERO, move |mine, client, server| {
+            let gate = gate.clone();
+            async move {
+                let (mut cr, mut cw) = client.into_split();
+                let (mut sr, mut sw) = server.into_split();
+                let down = tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut sr, &mut cw).await;
                 });
+                let mut buf = vec![0u8; 16 * 1024];
+                loop {
+                    let n = match cr.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    if mine <= gate.load(Ordering::SeqCst) {
+                        continue;
+                    }
+                    if sw.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+                down.abort();
             }
-        });
-        SilentRelay {
-            addr,
-            opened,
-            silent_upto,
-            task,
-        }
+        })
+        .await;
+        SilentRelay { relay, silent_upto }
     }
 
     /// From now on, every connection open so far is swallowed.
     fn silence_open_connections(&self) {
         use std::sync::atomic::Ordering;
-        let n = self.opened.load(Ordering::SeqCst);
+        let n = self.relay.opened.load(Ordering::SeqCst);
         self.silent_upto.store(n, Ordering::SeqCst);
-    }
-}
-
-impl Drop for SilentRelay {
-    fn drop(&mut self) {
-        self.task.abort();
     }
 }
 
@@ -541,7 +561,7 @@ async fn a_connection_that_stops_answering_is_replaced() {
     let redis = OwnRedis::start().await;
     let relay = SilentRelay::start(([127, 0, 0, 1], redis.port).into()).await;
     let up = Upstream::start().await;
-    let url = format!("redis://{}/0", relay.addr);
+    let url = format!("redis://{}/0", relay.relay.addr);
     let text = config(&url, &unique_prefix("silent"), "deny");
     let gw = Gateway::start(&text, &up).await;
     assert_eq!(send(post(&gw, "/fast")).await.status, 200);
@@ -569,11 +589,10 @@ async fn a_connection_that_stops_answering_is_replaced() {
 /// command ran, and its caller never hears how. What a proxy, a NAT or a failover dropping a
 /// connection at the wrong moment does.
 struct LosingRelay {
-    addr: std::net::SocketAddr,
+    relay: Relay,
     armed: std::sync::Arc<std::sync::Mutex<Option<Vec<u8>>>>,
     /// Answers swallowed so far.
     lost: std::sync::Arc<std::sync::atomic::AtomicU64>,
-    task: tokio::task::JoinHandle<()>,
 }
 
 impl LosingRelay {
@@ -581,64 +600,53 @@ impl LosingRelay {
         use std::sync::atomic::{AtomicU64, Ordering};
         use std::sync::{Arc, Mutex};
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
         let armed: Arc<Mutex<Option<Vec<u8>>>> = Arc::default();
         let lost = Arc::new(AtomicU64::new(0));
         let (marker, count) = (armed.clone(), lost.clone());
-        let task = tokio::spawn(async move {
-            while let Ok((mut client, _)) = listener.accept().await {
-                let (marker, count) = (marker.clone(), count.clone());
-                tokio::spawn(async move {
-                    // Connections take a moment to open, as over a network: a repeated call
-                    // waits for its new connection before it is sent.
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    let Ok(mut server) = tokio::net::TcpStream::connect(target).await else {
-                        return;
-                    };
-                    let (mut up, mut down) = (vec![0u8; 16 * 1024], vec![0u8; 16 * 1024]);
-                    let mut lose = false;
-                    loop {
-                        tokio::select! {
-                            n = client.read(&mut up) => {
-                                let Ok(n @ 1..) = n else { return };
-                                let chunk = &up[..n];
-                                let hit = {
-                                    let mut m = marker.lock().unwrap();
-                                    let hit = m.as_ref().is_some_and(|w| {
-                                        chunk.windows(w.len()).any(|c| c == w)
-                                    });
-                                    if hit {
-                                        *m = None;
-                                    }
-                                    hit
-                                };
-                                lose |= hit;
-                                if server.write_all(chunk).await.is_err() {
-                                    return;
+        // Connections take a moment to open, as over a network: a repeated call waits for its
+        // new connection before it is sent.
+        let open_delay = Duration::from_millis(50);
+        let relay = Relay::start(target, open_delay, move |_, mut client, mut server| {
+            let (marker, count) = (marker.clone(), count.clone());
+            async move {
+                let (mut up, mut down) = (vec![0u8; 16 * 1024], vec![0u8; 16 * 1024]);
+                let mut lose = false;
+                loop {
+                    tokio::select! {
+                        n = client.read(&mut up) => {
+                            let Ok(n @ 1..) = n else { return };
+                            let chunk = &up[..n];
+                            let hit = {
+                                let mut m = marker.lock().unwrap();
+                                let hit = m.as_ref().is_some_and(|w| {
+                                    chunk.windows(w.len()).any(|c| c == w)
+                                });
+                                if hit {
+                                    *m = None;
                                 }
+                                hit
+                            };
+                            lose |= hit;
+                            if server.write_all(chunk).await.is_err() {
+                                return;
                             }
-                            n = server.read(&mut down) => {
-                                let Ok(n @ 1..) = n else { return };
-                                if lose {
-                                    count.fetch_add(1, Ordering::SeqCst);
-                                    return;
-                                }
-                                if client.write_all(&down[..n]).await.is_err() {
-                                    return;
-                                }
+                        }
+                        n = server.read(&mut down) => {
+                            let Ok(n @ 1..) = n else { return };
+                            if lose {
+                                count.fetch_add(1, Ordering::SeqCst);
+                                return;
+                            }
+                            if client.write_all(&down[..n]).await.is_err() {
+                                return;
                             }
                         }
                     }
-                });
+                }
             }
-        });
-        LosingRelay {
-            addr,
-            armed,
-            lost,
-            task,
-        }
+        })
+        .await;
+        LosingRelay { relay, armed, lost }
     }
 
     /// The answer to the next command that holds `marker` will be lost with its connection.
@@ -648,12 +656,6 @@ impl LosingRelay {
 
     fn lost(&self) -> u64 {
         self.lost.load(std::sync::atomic::Ordering::SeqCst)
-    }
-}
-
-impl Drop for LosingRelay {
-    fn drop(&mut self) {
-        self.task.abort();
     }
 }
 
@@ -667,7 +669,7 @@ async fn a_claim_whose_answer_was_lost_is_still_this_requests() {
     let relay = LosingRelay::start(([127, 0, 0, 1], 6379).into()).await;
     let up = Upstream::start().await;
     let prefix = unique_prefix("lost-answer");
-    let text = config(&format!("redis://{}/0", relay.addr), &prefix, "deny");
+    let text = config(&format!("redis://{}/0", relay.relay.addr), &prefix, "deny");
     let gw = Gateway::start(&text, &up).await;
     let body = r#"{"type":"invoice.paid"}"#;
     let ts = jiff::Timestamp::now().as_second();
