@@ -191,23 +191,8 @@ async fn a_limit_earns_requests_back_on_time_across_instances() {
 #[tokio::test]
 async fn a_token_minted_on_one_instance_is_spent_on_the_other_then_refused_on_both() {
     let (a, b, up, prefix) = pair("token").await;
-    let got = send(
-        req("GET", &a.url("/_hookwarden/token?route=chat"))
-            .header("origin", ORIGIN)
-            .body(Full::new(Bytes::new()))
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(got.status, 200, "{}", got.text());
-    let token = got.json()["token"].as_str().unwrap().to_owned();
-    let with_token = |gw: &Gateway| {
-        req("POST", &gw.url("/chat"))
-            .header("origin", ORIGIN)
-            .header("content-type", "application/json")
-            .header("x-hookwarden-token", &token)
-            .body(Full::new(Bytes::from_static(b"{\"message\":\"hi\"}")))
-            .unwrap()
-    };
+    let token = chat_token(&a).await;
+    let with_token = |gw: &Gateway| chat_message(gw, &token);
     let got = send(with_token(&b)).await;
     assert_eq!(got.status, 200, "minted on A, spent on B: {}", got.text());
     assert!(got.header("x-hookwarden-token").is_some(), "B rotates it");
@@ -232,19 +217,53 @@ fn standard_signature(id: &str, ts: i64, body: &str) -> String {
     format!("v1,{}", B64.encode(mac.finalize().into_bytes()))
 }
 
+/// A JSON POST of `body` to `url` as Standard Webhooks message `id`, sent at `ts` with `sig`.
+fn standard_message(
+    url: &str,
+    id: &str,
+    ts: i64,
+    sig: &str,
+    body: &str,
+) -> http::Request<Full<Bytes>> {
+    req("POST", url)
+        .header("content-type", "application/json")
+        .header("webhook-id", id)
+        .header("webhook-timestamp", ts.to_string())
+        .header("webhook-signature", sig)
+        .body(Full::new(Bytes::from(body.to_owned())))
+        .unwrap()
+}
+
+/// A browser token for the `chat` route, from `gw`'s token endpoint.
+async fn chat_token(gw: &Gateway) -> String {
+    let got = send(
+        req("GET", &gw.url("/_hookwarden/token?route=chat"))
+            .header("origin", ORIGIN)
+            .body(Full::new(Bytes::new()))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(got.status, 200, "{}", got.text());
+    got.json()["token"].as_str().unwrap().to_owned()
+}
+
+/// A chat message to `gw`'s `chat` route, spending `token`.
+fn chat_message(gw: &Gateway, token: &str) -> http::Request<Full<Bytes>> {
+    req("POST", &gw.url("/chat"))
+        .header("origin", ORIGIN)
+        .header("content-type", "application/json")
+        .header("x-hookwarden-token", token)
+        .body(Full::new(Bytes::from_static(b"{\"message\":\"hi\"}")))
+        .unwrap()
+}
+
 #[tokio::test]
 async fn a_signed_message_accepted_by_one_instance_is_a_duplicate_on_the_other() {
     let (a, b, up, prefix) = pair("replay").await;
     let body = r#"{"type":"invoice.paid"}"#;
     let ts = jiff::Timestamp::now().as_second();
     let message = |gw: &Gateway, sig: &str, ts: i64| {
-        req("POST", &gw.url("/hooks"))
-            .header("content-type", "application/json")
-            .header("webhook-id", "msg_shared_1")
-            .header("webhook-timestamp", ts.to_string())
-            .header("webhook-signature", sig)
-            .body(Full::new(Bytes::from(body.to_owned())))
-            .unwrap()
+        standard_message(&gw.url("/hooks"), "msg_shared_1", ts, sig, body)
     };
     let sig = standard_signature("msg_shared_1", ts, body);
     let got = send(message(&a, &sig, ts)).await;
@@ -269,16 +288,8 @@ async fn claims_keep_the_values_earlier_versions_read() {
     let gw = Gateway::start(&config(SHARED_REDIS, &prefix, "deny"), &up).await;
     let body = r#"{"type":"invoice.paid"}"#;
     let ts = jiff::Timestamp::now().as_second();
-    let request = req("POST", &gw.url("/slowhooks"))
-        .header("content-type", "application/json")
-        .header("webhook-id", "msg_values")
-        .header("webhook-timestamp", ts.to_string())
-        .header(
-            "webhook-signature",
-            standard_signature("msg_values", ts, body),
-        )
-        .body(Full::new(Bytes::from(body.to_owned())))
-        .unwrap();
+    let sig = standard_signature("msg_values", ts, body);
+    let request = standard_message(&gw.url("/slowhooks"), "msg_values", ts, &sig, body);
     let sent = tokio::spawn(send(request));
     eventually(Duration::from_secs(5), "the upstream got it", || async {
         up.count() == 1
@@ -674,13 +685,8 @@ async fn a_claim_whose_answer_was_lost_is_still_this_requests() {
     let body = r#"{"type":"invoice.paid"}"#;
     let ts = jiff::Timestamp::now().as_second();
     let message = |id: &str| {
-        req("POST", &gw.url("/hooks"))
-            .header("content-type", "application/json")
-            .header("webhook-id", id)
-            .header("webhook-timestamp", ts.to_string())
-            .header("webhook-signature", standard_signature(id, ts, body))
-            .body(Full::new(Bytes::from(body.to_owned())))
-            .unwrap()
+        let sig = standard_signature(id, ts, body);
+        standard_message(&gw.url("/hooks"), id, ts, &sig, body)
     };
     // One message first, so Redis has the claim script and the lost answer is the claim's.
     assert_eq!(send(message("msg_warm")).await.status, 200);
@@ -696,22 +702,8 @@ async fn a_claim_whose_answer_was_lost_is_still_this_requests() {
     assert_eq!(up.count(), 2);
 
     // A browser token's spend, the same way.
-    let got = send(
-        req("GET", &gw.url("/_hookwarden/token?route=chat"))
-            .header("origin", ORIGIN)
-            .body(Full::new(Bytes::new()))
-            .unwrap(),
-    )
-    .await;
-    let token = got.json()["token"].as_str().unwrap().to_owned();
-    let spend = || {
-        req("POST", &gw.url("/chat"))
-            .header("origin", ORIGIN)
-            .header("content-type", "application/json")
-            .header("x-hookwarden-token", &token)
-            .body(Full::new(Bytes::from_static(b"{\"message\":\"hi\"}")))
-            .unwrap()
-    };
+    let token = chat_token(&gw).await;
+    let spend = || chat_message(&gw, &token);
     relay.lose_answer_to(&prefix);
     let got = send(spend()).await;
     assert_eq!(relay.lost(), 2, "the spend's answer was lost");
