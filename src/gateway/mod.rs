@@ -481,18 +481,11 @@ impl Gateway {
         // The writer stores the message whether or not this request is still waiting, so the
         // message's claims follow the writer's answer in a task of their own: kept once it is
         // stored (a copy is then a duplicate), released if it was refused.
-        let claims = std::mem::take(&mut ex.replay_claims);
-        let accepted = if claims.is_empty() {
+        let accepted = if ex.replay_claims.is_empty() {
             accepted.await
         } else {
-            let state = self.services.state.clone();
-            let request_id = ex.request_id.clone();
-            let task = tokio::spawn(async move {
-                let r = accepted.await;
-                update_claims(&state, &claims, r.is_ok(), &request_id).await;
-                r
-            });
-            task.await
+            self.deciding_claims(ex, accepted, Result::is_ok)
+                .await
                 .unwrap_or_else(|e| Err(AcceptError::Store(format!("queue task failed: {e}"))))
         };
         match accepted {
@@ -539,18 +532,13 @@ impl Gateway {
             // client leaves before it (a sender that gave up and will retry): cancelling the
             // call and releasing the claims would let the retry through while the upstream
             // may be processing the first copy. So the call runs in a task of its own.
-            let claims = std::mem::take(&mut ex.replay_claims);
             let req = route.upstream.request(ex);
             let owner = Arc::clone(route);
-            let state = self.services.state.clone();
-            let request_id = ex.request_id.clone();
-            let task = tokio::spawn(async move {
-                let r = owner.upstream.send(req).await;
-                let delivered = r.as_ref().is_ok_and(|resp| resp.status().is_success());
-                update_claims(&state, &claims, delivered, &request_id).await;
-                r
-            });
-            match task.await {
+            let sent = async move { owner.upstream.send(req).await };
+            let delivered = |r: &Result<Response<_>, _>| {
+                r.as_ref().is_ok_and(|resp| resp.status().is_success())
+            };
+            match self.deciding_claims(ex, sent, delivered).await {
                 Ok(r) => r.map(UpstreamResponse::from),
                 Err(e) => Err(ForwardError::Broken(e.to_string())),
             }
@@ -683,6 +671,26 @@ impl Gateway {
         f.outcome = Outcome::Failed;
         f.upstream_latency = Some(sent.elapsed());
         f
+    }
+
+    /// Runs `work` (the hand-on of a request holding replay claims) in a task of its own, which
+    /// then settles the claims, taken from `ex`, if `delivered` says so of its result, or
+    /// releases them: so they follow the real answer even if this request is dropped meanwhile.
+    async fn deciding_claims<T: Send + 'static>(
+        &self,
+        ex: &mut Exchange,
+        work: impl Future<Output = T> + Send + 'static,
+        delivered: impl FnOnce(&T) -> bool + Send + 'static,
+    ) -> Result<T, tokio::task::JoinError> {
+        let claims = std::mem::take(&mut ex.replay_claims);
+        let state = self.services.state.clone();
+        let request_id = ex.request_id.clone();
+        tokio::spawn(async move {
+            let r = work.await;
+            update_claims(&state, &claims, delivered(&r), &request_id).await;
+            r
+        })
+        .await
     }
 
     /// Settles the replay claims of a delivered request (copies are now duplicates), or
