@@ -347,7 +347,14 @@ impl Gateway {
                 upstream_status,
                 upstream_latency,
             });
-            self.finish_claims(&pending.ex, delivered).await;
+            let ex = &pending.ex;
+            update_claims(
+                &self.services.state,
+                &ex.replay_claims,
+                delivered,
+                &ex.request_id,
+            )
+            .await;
         }
         let ex = &mut pending.ex;
         if !conn.passed_heads {
@@ -693,18 +700,6 @@ impl Gateway {
         .await
     }
 
-    /// Settles the replay claims of a delivered request (copies are now duplicates), or
-    /// forgets those of a request that was not delivered, so the sender's retry goes through.
-    async fn finish_claims(&self, ex: &Exchange, delivered: bool) {
-        update_claims(
-            &self.services.state,
-            &ex.replay_claims,
-            delivered,
-            &ex.request_id,
-        )
-        .await;
-    }
-
     /// Answers a CORS preflight: 204 for an allowed origin, else the origin guard's refusal.
     fn preflight(&self, ex: &Exchange, browser: &BrowserPolicy, methods: &HeaderValue) -> Finished {
         match browser.origins.admit(&ex.headers) {
@@ -730,7 +725,8 @@ impl Gateway {
     }
 }
 
-/// Settles (`delivered`) or releases replay `claims`.
+/// Settles the replay claims of a delivered request (copies are now duplicates), or forgets
+/// those of a request that was not delivered, so the sender's retry goes through.
 async fn update_claims(
     state: &crate::state::State,
     claims: &[(String, Duration)],
