@@ -710,6 +710,24 @@ url = "{upstream}/fast"
     let out = String::from_utf8_lossy(&out);
     assert_eq!(out.matches("HTTP/1.1 200").count(), 2, "{out}");
     assert_eq!(up.count(), 5);
+
+    // The same when the first of them is answered at once (no route): the end of the stream
+    // is then seen only while the pipelined request is handled, with nothing left to read.
+    let mut s = TcpStream::connect(gw.addr).await.unwrap();
+    let unrouted = request.replace("/slow", "/nope");
+    s.write_all(format!("{unrouted}{request}").as_bytes())
+        .await
+        .unwrap();
+    s.shutdown().await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
+        .await
+        .expect("answers within 10 s")
+        .unwrap();
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.starts_with("HTTP/1.1 404"), "{out}");
+    assert_eq!(out.matches("HTTP/1.1 200").count(), 1, "{out}");
+    assert_eq!(up.count(), 6);
     assert_eq!(
         events.all().iter().filter(|e| closed(e)).count(),
         1,

@@ -105,6 +105,11 @@ struct Wire<I> {
     /// The client has shut down its sending side after pipelining more requests: those are
     /// served, and [`client_gone`] stops watching.
     sent_all: bool,
+    /// A request head was already waiting when the gateway turned to read it: the client
+    /// sends ahead of the answers, so the end of its stream means it has sent all it will
+    /// (`printf … | nc -N`), not that it has gone. Kept for the connection: the end may only
+    /// be seen while a later request is handled, once the buffer is empty.
+    pipelined: bool,
 }
 
 impl<I: AsyncRead + AsyncWrite + Unpin> Wire<I> {
@@ -308,6 +313,7 @@ pub(super) async fn serve<I>(
         expect: Expect::No,
         touched: false,
         sent_all: false,
+        pipelined: false,
     }));
     let source: Arc<dyn BodySource> = wire.clone();
     let mut out = BytesMut::with_capacity(4096);
@@ -412,7 +418,9 @@ pub(super) async fn serve<I>(
 /// (a pipelined request) are kept for the next head; with [`MAX_HEAD`] of them waiting, the
 /// client is not watched any more. A client that shuts down its sending side after pipelining
 /// further requests has not gone: it waits for their answers (`printf … | nc -N`), and is not
-/// watched any more either. Until the body is read the handler's own reads notice a close.
+/// watched any more either; that holds from the first request found waiting on the connection
+/// on (see [`Wire::pipelined`]), also when the end of its stream is seen only while the last of
+/// them is handled. Until the body is read the handler's own reads notice a close.
 /// Never resolves otherwise.
 async fn client_gone<I>(wire: &Mutex<Wire<I>>)
 where
@@ -436,7 +444,7 @@ where
             let mut chunk = tokio::io::ReadBuf::uninit(&mut room);
             match Pin::new(&mut w.io).poll_read(cx, &mut chunk) {
                 Poll::Ready(Ok(())) if chunk.filled().is_empty() => {
-                    if w.buf.is_empty() {
+                    if w.buf.is_empty() && !w.pipelined {
                         return Poll::Ready(());
                     }
                     w.sent_all = true;
@@ -469,6 +477,7 @@ where
     // again only once new bytes could end it: parsing the whole buffer per read let a client
     // trickling a 60 KB head a byte at a time cost a full parse per byte (quadratic).
     let mut parsed: usize = 0;
+    let mut first = true;
     loop {
         {
             let mut w = lock(wire);
@@ -483,6 +492,10 @@ where
                 bytes::Buf::advance(&mut w.buf, blank);
                 parsed = parsed.saturating_sub(blank);
             }
+            if first && !w.buf.is_empty() {
+                w.pipelined = true;
+            }
+            first = false;
             if !w.buf.is_empty()
                 && (parsed == 0 || may_end_head(&w.buf[parsed.saturating_sub(3)..]))
             {
