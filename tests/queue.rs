@@ -1169,6 +1169,48 @@ fn the_readme_example_is_a_valid_config_with_the_documented_defaults() {
     assert_eq!(loaded.config.alerts[0].name, "lost-deliveries");
 }
 
+/// An upstream that refuses a message by echoing the headers it got, as JSON with `/` escaped
+/// (PHP's default): the injected values are secret whatever they look like (a lower-case
+/// password), also in that spelling and without their `Bearer` scheme, so the last error in
+/// the admin API shows none of them.
+#[tokio::test]
+async fn a_dead_letter_error_never_repeats_an_injected_header_value() {
+    let up = Upstream::start().await;
+    let cfg = format!(
+        r#"
+{ALERT_AND_ADMIN}
+[[route]]
+name = "hooks"
+path = "/hooks"
+mode = "async"
+[route.upstream]
+url = "{{upstream}}/echo-headers-401"
+headers = {{ "X-N8n-Auth" = "lowercaseonlysecretpw", "X-Key" = "Zk9v/YmFy+QmF6/MTIzNDU2Nzg5MA==", "Authorization" = "Bearer tok-abcdefgh-0123" }}
+[route.delivery]
+attempts = 1
+"#
+    );
+    let (gw, admin) = start_with_admin(&cfg, &up, &|_| None).await;
+    let id = queue_one(&gw.url("/hooks"), r#"{"n":1}"#).await;
+    let events = wait_events(admin, "reason=delivery_failed", |e| !e.is_empty()).await;
+    assert_eq!(events[0]["request_id"], id.as_str());
+    // The upstream did get them.
+    let seen = &up.requests()[0].headers;
+    assert_eq!(seen["x-n8n-auth"], "lowercaseonlysecretpw");
+    let got = admin_get(admin, "/api/queue?state=dead", Some(ADMIN_TOKEN)).await;
+    let text = got.text();
+    let error = got.json()["messages"][0]["last_error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(error.starts_with("HTTP 401 Unauthorized: "), "{error}");
+    assert!(error.contains("\"x-n8n-auth\":\"[redacted]\""), "{error}");
+    for leaked in ["lowercaseonlysecretpw", "Zk9v", "YmFy", "tok-abcdefgh"] {
+        assert!(!text.contains(leaked), "{leaked} in {text}");
+    }
+    gw.stop().await;
+}
+
 /// An upstream that refuses a message with a page naming its own URL (what n8n answers for a
 /// workflow that is not active): the message's last error, in the admin API and the log,
 /// keeps the status and the text but not the webhook's secret path. (The log lines about the

@@ -277,6 +277,26 @@ fn looks_secret(s: &str) -> bool {
     s.len() >= MIN_SECRET_CHARS && (classes >= 2 || s.len() >= 24)
 }
 
+/// `s` as an upstream's error text may repeat it: as it is, with its runs of whitespace made
+/// one space (error texts are shown that way), and escaped for a JSON string (`\"`, `\\`, and
+/// `\/` as PHP's `json_encode` writes `/` by default).
+fn written_forms(s: &str) -> Vec<String> {
+    let collapsed = s
+        .split(|c: char| c.is_whitespace() || c.is_control())
+        .filter(|w| !w.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let json = s.replace('\\', "\\\\").replace('"', "\\\"");
+    let php = json.replace('/', "\\/");
+    let mut forms = vec![s.to_owned()];
+    for form in [collapsed, json, php] {
+        if !form.is_empty() && !forms.contains(&form) {
+            forms.push(form);
+        }
+    }
+    forms
+}
+
 /// `s` percent-decoded, when that changes it and gives UTF-8.
 fn decoded(s: &str) -> Option<String> {
     let d = crate::urlenc::percent_decode(s, true)?;
@@ -354,33 +374,51 @@ impl Upstream {
     }
 
     /// What an upstream's error text or response fields must not repeat: the segments of its
-    /// URL's path and its query values (as written and decoded) and the values of the headers
-    /// injected into it, where they look secret ([`looks_secret`]). Longest first, so a value
-    /// that contains another is replaced whole.
+    /// URL's path and its query values (as written and decoded) where they look secret
+    /// ([`looks_secret`]), and the values of the headers injected into it and their words, of
+    /// [`MIN_SECRET_CHARS`] or more whatever they look like; each also as JSON and collapsed
+    /// whitespace write it ([`written_forms`]). Longest first, so a value that contains another
+    /// is replaced whole.
     pub fn secret_parts(&self) -> &[String] {
         &self.secret_parts
     }
 
     fn find_secret_parts(&self) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
-        let mut add = |s: &str| {
+        let mut add = |s: &str, injected: bool| {
             for s in [Some(s.to_owned()), decoded(s)].into_iter().flatten() {
-                if looks_secret(&s) && !out.contains(&s) {
-                    out.push(s);
+                // An injected value is there because the upstream wants it kept from clients:
+                // secret whatever it looks like, once long enough to be told apart from words.
+                let secret = if injected {
+                    s.chars().count() >= MIN_SECRET_CHARS
+                } else {
+                    looks_secret(&s)
+                };
+                if secret {
+                    for form in written_forms(&s) {
+                        if !out.contains(&form) {
+                            out.push(form);
+                        }
+                    }
                 }
             }
         };
         for segment in self.path.split('/') {
-            add(segment);
+            add(segment, false);
         }
         if let Some(query) = &self.base_query {
             for pair in query.split('&') {
-                add(pair.split_once('=').map_or(pair, |(_, value)| value));
+                add(pair.split_once('=').map_or(pair, |(_, value)| value), false);
             }
         }
         for (_, value) in self.inject.iter() {
-            if let Ok(v) = value.to_str() {
-                add(v);
+            if let Ok(v) = std::str::from_utf8(value.as_bytes()) {
+                add(v, true);
+                // `Bearer <token>`, `Basic <credentials>`: an upstream may echo the token
+                // without its scheme.
+                for word in v.split_whitespace().filter(|w| w.len() < v.len()) {
+                    add(word, true);
+                }
             }
         }
         out.sort_by_key(|s| std::cmp::Reverse(s.len()));

@@ -195,6 +195,28 @@ async fn answer(req: Request<Incoming>, recs: Arc<Mutex<Vec<Recorded>>>) -> Resp
             .insert("content-type", "application/json".parse().unwrap());
         return r;
     }
+    if path == "/echo-headers-401" {
+        // A refusal that echoes the credentials it got, written by PHP's `json_encode` (which
+        // escapes `/` as `\/`).
+        let fields: Vec<String> = ["authorization", "x-key", "x-n8n-auth"]
+            .iter()
+            .filter_map(|name| Some((name, parts.headers.get(*name)?)))
+            .map(|(name, value)| {
+                let value = String::from_utf8_lossy(value.as_bytes())
+                    .replace('\\', "\\\\")
+                    .replace('"', "\\\"")
+                    .replace('/', "\\/");
+                format!(r#""{name}":"{value}""#)
+            })
+            .collect();
+        let msg = format!(
+            r#"{{"error":"unauthorized","headers":{{{}}}}}"#,
+            fields.join(",")
+        );
+        let mut r = Response::new(UpBody::Left(Full::new(Bytes::from(msg))));
+        *r.status_mut() = StatusCode::UNAUTHORIZED;
+        return r;
+    }
     if path == "/slow-headers" {
         tokio::time::sleep(Duration::from_secs(3)).await;
     }
