@@ -175,6 +175,14 @@ async fn api_events_filters_like_the_cli() {
         [other.as_str(), mna.as_str()]
     );
     assert!(ids_for("ip=10.9.8.7").await.is_empty());
+    // More than a page holds is read as a page, however large the number.
+    for huge in [
+        "limit=5000",
+        "limit=99999999999",
+        "limit=999999999999999999999999",
+    ] {
+        assert_eq!(ids_for(huge).await.len(), 4, "{huge}");
+    }
     let by_id = admin_get(
         admin,
         &format!("/api/events?request_id={nf}"),

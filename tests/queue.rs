@@ -240,6 +240,15 @@ backoff = "10ms"
     let zero = admin_get(admin, "/api/queue?limit=0", Some(ADMIN_TOKEN)).await;
     assert_eq!(zero.status, 400, "{}", zero.text());
     assert!(zero.text().contains("limit must be 1 or more"));
+    // One over any page is read as a page, however large.
+    let huge = admin_get(
+        admin,
+        "/api/queue?state=dead&limit=999999999999999999999999",
+        Some(ADMIN_TOKEN),
+    )
+    .await;
+    assert_eq!(huge.status, 200, "{}", huge.text());
+    assert_eq!(huge.json()["messages"].as_array().unwrap().len(), 1);
     // The admin API lists it with its last error; never its headers or body.
     let got = admin_get(admin, "/api/queue?state=dead", Some(ADMIN_TOKEN)).await;
     assert_eq!(got.status, 200, "{}", got.text());

@@ -31,8 +31,9 @@ pub struct ListArgs {
     pub route: Option<String>,
     /// `pending`, `dead` or `delivered`.
     pub state: Option<String>,
-    /// At most this many (default 100).
-    pub limit: Option<u32>,
+    /// At most this many (default 100; more than a page holds is read as a page).
+    #[serde(default, deserialize_with = "crate::store::events::whole_number")]
+    pub limit: Option<u64>,
     /// Messages that arrived before this one (its `seq`), for paging back.
     pub before: Option<i64>,
 }
@@ -99,7 +100,8 @@ pub async fn list(
         route: args.route.filter(|r| !r.is_empty()),
         state: st,
         before: args.before,
-        limit: args.limit.unwrap_or(100).clamp(1, MAX_MESSAGES_PER_PAGE),
+        limit: u32::try_from(args.limit.unwrap_or(100))
+            .map_or(MAX_MESSAGES_PER_PAGE, |l| l.clamp(1, MAX_MESSAGES_PER_PAGE)),
     };
     let summary = match q.summary().await {
         Ok(s) => s,

@@ -71,7 +71,7 @@ pub fn run(a: EventsArgs) -> anyhow::Result<ExitCode> {
         since: a.since.clone(),
         ip: a.ip.clone(),
         request_id: a.request_id.clone(),
-        limit: Some(a.limit),
+        limit: Some(u64::from(a.limit)),
         before: None,
         after: None,
     };

@@ -624,12 +624,30 @@ pub struct FilterArgs {
     pub ip: Option<String>,
     /// A request id, as an error response shows it.
     pub request_id: Option<String>,
-    /// At most this many events.
-    pub limit: Option<u32>,
+    /// At most this many events (more than the caller's maximum is read as the maximum,
+    /// however large).
+    #[serde(default, deserialize_with = "whole_number")]
+    pub limit: Option<u64>,
     /// Events with a smaller id (paging back).
     pub before: Option<i64>,
     /// Events with a larger id, oldest first (following).
     pub after: Option<i64>,
+}
+
+/// A count from a query string: a whole number of any size (one too large for `u64` is read as
+/// the largest, as any count over a page's maximum is read as that maximum).
+pub fn whole_number<'de, D>(d: D) -> Result<Option<u64>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    use serde::Deserialize as _;
+    match Option::<String>::deserialize(d)? {
+        None => Ok(None),
+        Some(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => {
+            Ok(Some(s.parse().unwrap_or(u64::MAX)))
+        }
+        Some(_) => Err(serde::de::Error::custom("not a whole number")),
+    }
 }
 
 impl FilterArgs {
@@ -705,7 +723,7 @@ impl FilterArgs {
             before_id: self.before,
             limit: match self.limit {
                 Some(0) => return Err("limit must be 1 or more".to_owned()),
-                l => l.unwrap_or(100).min(max_limit),
+                l => u32::try_from(l.unwrap_or(100)).map_or(max_limit, |l| l.min(max_limit)),
             },
         })
     }
