@@ -46,6 +46,31 @@ fn a_missing_variable_is_named_with_its_key_and_a_fix() {
     assert!(out.contains("fix: set N8N_SECRET"), "{out}");
 }
 
+/// Every unset variable is named in one run, also several in one header table or key list.
+#[test]
+fn every_missing_variable_of_a_table_or_list_is_named() {
+    let cfg = r#"
+[[route]]
+name = "chat"
+path = "/chat"
+[[route.auth]]
+type = "api_key"
+header = "x-api-key"
+keys = ["${MISS_C}", "${MISS_D}"]
+[route.upstream]
+url = "https://n8n.example.com/webhook/abc"
+headers = { "X-A" = "${MISS_A}", "X-B" = "${MISS_B}" }
+"#;
+    let (code, out) = check(cfg, &[]);
+    assert_eq!(code, 1, "{out}");
+    for var in ["MISS_A", "MISS_B", "MISS_C", "MISS_D"] {
+        assert!(
+            out.contains(&format!("environment variable {var} is not set")),
+            "{var} in:\n{out}"
+        );
+    }
+}
+
 #[test]
 fn every_error_in_the_file_is_reported_in_one_run() {
     let cfg = r#"

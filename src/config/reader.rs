@@ -448,21 +448,27 @@ impl<'a, 'e> Section<'a, 'e> {
         match self.get(key)? {
             Value::String(s) => self.expand_str(key, s).map(|s| vec![s]),
             Value::Array(items) => {
-                let mut out = Vec::with_capacity(items.len());
+                // Every item is looked at, so that one run names every missing variable.
+                let mut out = Some(Vec::with_capacity(items.len()));
                 for (i, item) in items.iter().enumerate() {
-                    match item {
-                        Value::String(s) => out.push(self.expand_str(key, s)?),
+                    let value = match item {
+                        Value::String(s) => self.expand_str(key, s),
                         v => {
                             self.error(
                                 key,
                                 format!("item {} is {}, not a string", i + 1, v.type_str()),
                                 format!("write `{key} = [\"…\", \"…\"]`"),
                             );
-                            return None;
+                            None
                         }
+                    };
+                    match (value, out.as_mut()) {
+                        (Some(v), Some(out)) => out.push(v),
+                        (None, _) => out = None,
+                        (Some(_), None) => {}
                     }
                 }
-                Some(out)
+                out
             }
             v => {
                 self.wrong_type(key, "a list of strings", v);
@@ -502,24 +508,28 @@ impl<'a, 'e> Section<'a, 'e> {
     pub fn secret_map(&self, key: &'static str) -> Option<Vec<(String, Secret)>> {
         match self.get(key)? {
             Value::Table(t) => {
-                let mut out = Vec::with_capacity(t.len());
+                // Every value is looked at, so that one run names every missing variable.
+                let mut out = Some(Vec::with_capacity(t.len()));
                 for (name, v) in t {
-                    match v {
-                        Value::String(s) => {
-                            let path = format!("{key}.{name}");
-                            out.push((name.clone(), Secret::new(self.expand_str(&path, s)?)));
-                        }
+                    let path = format!("{key}.{name}");
+                    let value = match v {
+                        Value::String(s) => self.expand_str(&path, s),
                         v => {
                             self.error(
-                                &format!("{key}.{name}"),
+                                &path,
                                 format!("expected a string, found {}", v.type_str()),
                                 "header values are strings",
                             );
-                            return None;
+                            None
                         }
+                    };
+                    match (value, out.as_mut()) {
+                        (Some(v), Some(out)) => out.push((name.clone(), Secret::new(v))),
+                        (None, _) => out = None,
+                        (Some(_), None) => {}
                     }
                 }
-                Some(out)
+                out
             }
             v => {
                 self.wrong_type(key, "a table such as { \"X-Name\" = \"value\" }", v);
