@@ -696,35 +696,26 @@ url = "{upstream}/fast"
 
     // A client that pipelines a second request and then shuts down its sending side (as
     // `printf … | nc -N` does) waits for both answers: it has not gone.
-    let mut s = TcpStream::connect(gw.addr).await.unwrap();
+    let pipelined_then_half_closed = |requests: String| async move {
+        let mut s = TcpStream::connect(gw.addr).await.unwrap();
+        s.write_all(requests.as_bytes()).await.unwrap();
+        s.shutdown().await.unwrap();
+        let mut out = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
+            .await
+            .expect("answers within 10 s")
+            .unwrap();
+        String::from_utf8_lossy(&out).into_owned()
+    };
     let fast = request.replace("/slow", "/fast");
-    s.write_all(format!("{request}{fast}").as_bytes())
-        .await
-        .unwrap();
-    s.shutdown().await.unwrap();
-    let mut out = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
-        .await
-        .expect("answers within 10 s")
-        .unwrap();
-    let out = String::from_utf8_lossy(&out);
+    let out = pipelined_then_half_closed(format!("{request}{fast}")).await;
     assert_eq!(out.matches("HTTP/1.1 200").count(), 2, "{out}");
     assert_eq!(up.count(), 5);
 
     // The same when the first of them is answered at once (no route): the end of the stream
     // is then seen only while the pipelined request is handled, with nothing left to read.
-    let mut s = TcpStream::connect(gw.addr).await.unwrap();
     let unrouted = request.replace("/slow", "/nope");
-    s.write_all(format!("{unrouted}{request}").as_bytes())
-        .await
-        .unwrap();
-    s.shutdown().await.unwrap();
-    let mut out = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
-        .await
-        .expect("answers within 10 s")
-        .unwrap();
-    let out = String::from_utf8_lossy(&out);
+    let out = pipelined_then_half_closed(format!("{unrouted}{request}")).await;
     assert!(out.starts_with("HTTP/1.1 404"), "{out}");
     assert_eq!(out.matches("HTTP/1.1 200").count(), 1, "{out}");
     assert_eq!(up.count(), 6);

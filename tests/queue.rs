@@ -1178,6 +1178,22 @@ fn the_readme_example_is_a_valid_config_with_the_documented_defaults() {
     assert_eq!(loaded.config.alerts[0].name, "lost-deliveries");
 }
 
+/// Starts the gateway with `cfg` (a route `/hooks` whose upstream refuses for good), queues one
+/// message and waits for it to be dead-lettered: the gateway, the admin API's listing of dead
+/// letters as text, and the message's last error there.
+async fn one_dead_letter(cfg: &str, up: &Upstream) -> (Gateway, String, String) {
+    let (gw, admin) = start_with_admin(cfg, up, &|_| None).await;
+    let id = queue_one(&gw.url("/hooks"), r#"{"n":1}"#).await;
+    let events = wait_events(admin, "reason=delivery_failed", |e| !e.is_empty()).await;
+    assert_eq!(events[0]["request_id"], id.as_str());
+    let got = admin_get(admin, "/api/queue?state=dead", Some(ADMIN_TOKEN)).await;
+    let error = got.json()["messages"][0]["last_error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    (gw, got.text(), error)
+}
+
 /// An upstream that refuses a message by echoing the headers it got, as JSON with `/` escaped
 /// (PHP's default): the injected values are secret whatever they look like (a lower-case
 /// password), also in that spelling and without their `Bearer` scheme, so the last error in
@@ -1199,19 +1215,10 @@ headers = {{ "X-N8n-Auth" = "lowercaseonlysecretpw", "X-Key" = "Zk9v/YmFy+QmF6/M
 attempts = 1
 "#
     );
-    let (gw, admin) = start_with_admin(&cfg, &up, &|_| None).await;
-    let id = queue_one(&gw.url("/hooks"), r#"{"n":1}"#).await;
-    let events = wait_events(admin, "reason=delivery_failed", |e| !e.is_empty()).await;
-    assert_eq!(events[0]["request_id"], id.as_str());
+    let (gw, text, error) = one_dead_letter(&cfg, &up).await;
     // The upstream did get them.
     let seen = &up.requests()[0].headers;
     assert_eq!(seen["x-n8n-auth"], "lowercaseonlysecretpw");
-    let got = admin_get(admin, "/api/queue?state=dead", Some(ADMIN_TOKEN)).await;
-    let text = got.text();
-    let error = got.json()["messages"][0]["last_error"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
     assert!(error.starts_with("HTTP 401 Unauthorized: "), "{error}");
     assert!(error.contains("\"x-n8n-auth\":\"[redacted]\""), "{error}");
     for leaked in ["lowercaseonlysecretpw", "Zk9v", "YmFy", "tok-abcdefgh"] {
@@ -1240,14 +1247,7 @@ url = "{{upstream}}/webhook/3f1c9a7e-secret-webhook-id/missing"
 backoff = "10ms"
 "#
     );
-    let (gw, admin) = start_with_admin(&cfg, &up, &|_| None).await;
-    let id = queue_one(&gw.url("/hooks"), r#"{"n":1}"#).await;
-    let events = wait_events(admin, "reason=delivery_failed", |e| !e.is_empty()).await;
-    assert_eq!(events[0]["request_id"], id.as_str());
-    let got = admin_get(admin, "/api/queue?state=dead", Some(ADMIN_TOKEN)).await;
-    let text = got.text();
-    let m = &got.json()["messages"][0];
-    let error = m["last_error"].as_str().unwrap_or_default().to_owned();
+    let (gw, text, error) = one_dead_letter(&cfg, &up).await;
     assert!(error.starts_with("HTTP 404 Not Found: "), "{error}");
     assert!(error.contains("is not registered"), "{error}");
     assert!(error.contains("[redacted]"), "{error}");
