@@ -1178,11 +1178,15 @@ fn the_readme_example_is_a_valid_config_with_the_documented_defaults() {
     assert_eq!(loaded.config.alerts[0].name, "lost-deliveries");
 }
 
-/// Starts the gateway with `cfg` (a route `/hooks` whose upstream refuses for good), queues one
-/// message and waits for it to be dead-lettered: the gateway, the admin API's listing of dead
-/// letters as text, and the message's last error there.
-async fn one_dead_letter(cfg: &str, up: &Upstream) -> (Gateway, String, String) {
-    let (gw, admin) = start_with_admin(cfg, up, &|_| None).await;
+/// Starts the gateway with an async route `/hooks` whose `[route.upstream]` (and delivery) are
+/// `route`, an upstream that refuses for good, queues one message and waits for it to be
+/// dead-lettered: the gateway, the admin API's listing of dead letters as text, and the
+/// message's last error there.
+async fn one_dead_letter(route: &str, up: &Upstream) -> (Gateway, String, String) {
+    let cfg = format!(
+        "{ALERT_AND_ADMIN}\n[[route]]\nname = \"hooks\"\npath = \"/hooks\"\nmode = \"async\"\n{route}"
+    );
+    let (gw, admin) = start_with_admin(&cfg, up, &|_| None).await;
     let id = queue_one(&gw.url("/hooks"), r#"{"n":1}"#).await;
     let events = wait_events(admin, "reason=delivery_failed", |e| !e.is_empty()).await;
     assert_eq!(events[0]["request_id"], id.as_str());
@@ -1201,21 +1205,14 @@ async fn one_dead_letter(cfg: &str, up: &Upstream) -> (Gateway, String, String) 
 #[tokio::test]
 async fn a_dead_letter_error_never_repeats_an_injected_header_value() {
     let up = Upstream::start().await;
-    let cfg = format!(
-        r#"
-{ALERT_AND_ADMIN}
-[[route]]
-name = "hooks"
-path = "/hooks"
-mode = "async"
+    let route = r#"
 [route.upstream]
-url = "{{upstream}}/echo-headers-401"
-headers = {{ "X-N8n-Auth" = "lowercaseonlysecretpw", "X-Key" = "Zk9v/YmFy+QmF6/MTIzNDU2Nzg5MA==", "Authorization" = "Bearer tok-abcdefgh-0123" }}
+url = "{upstream}/echo-headers-401"
+headers = { "X-N8n-Auth" = "lowercaseonlysecretpw", "X-Key" = "Zk9v/YmFy+QmF6/MTIzNDU2Nzg5MA==", "Authorization" = "Bearer tok-abcdefgh-0123" }
 [route.delivery]
 attempts = 1
-"#
-    );
-    let (gw, text, error) = one_dead_letter(&cfg, &up).await;
+"#;
+    let (gw, text, error) = one_dead_letter(route, &up).await;
     // The upstream did get them.
     let seen = &up.requests()[0].headers;
     assert_eq!(seen["x-n8n-auth"], "lowercaseonlysecretpw");
@@ -1234,20 +1231,13 @@ attempts = 1
 #[tokio::test]
 async fn a_dead_letter_error_never_repeats_the_upstream_secret_path() {
     let up = Upstream::start().await;
-    let cfg = format!(
-        r#"
-{ALERT_AND_ADMIN}
-[[route]]
-name = "hooks"
-path = "/hooks"
-mode = "async"
+    let route = r#"
 [route.upstream]
-url = "{{upstream}}/webhook/3f1c9a7e-secret-webhook-id/missing"
+url = "{upstream}/webhook/3f1c9a7e-secret-webhook-id/missing"
 [route.delivery]
 backoff = "10ms"
-"#
-    );
-    let (gw, text, error) = one_dead_letter(&cfg, &up).await;
+"#;
+    let (gw, text, error) = one_dead_letter(route, &up).await;
     assert!(error.starts_with("HTTP 404 Not Found: "), "{error}");
     assert!(error.contains("is not registered"), "{error}");
     assert!(error.contains("[redacted]"), "{error}");
