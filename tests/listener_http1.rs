@@ -724,4 +724,32 @@ url = "{upstream}/fast"
         1,
         "only the first client left"
     );
+
+    // Pipelining once does not hide a later close: two pipelined requests answered, then one
+    // sent alone (with a line end after its body, as some clients send) and the client gone.
+    let mut s = TcpStream::connect(gw.addr).await.unwrap();
+    s.write_all(format!("{fast}{fast}").as_bytes())
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    while out.windows(12).filter(|w| w == b"HTTP/1.1 200").count() < 2 {
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+            .await
+            .expect("both answers within 10 s")
+            .unwrap();
+        assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&out));
+        out.extend_from_slice(&buf[..n]);
+    }
+    s.write_all(format!("{request}\r\n").as_bytes())
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(5), "the upstream got it", || async {
+        up.count() == 9
+    })
+    .await;
+    drop(s);
+    eventually(Duration::from_secs(2), "the close noticed", || async {
+        events.all().iter().filter(|e| closed(e)).count() == 2
+    })
+    .await;
 }

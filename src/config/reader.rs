@@ -190,7 +190,12 @@ impl<'e> Reader<'e> {
 
     /// Records an issue found outside a section read (cross-section checks).
     pub fn push(&self, issue: Issue) {
-        self.issues.borrow_mut().push(issue);
+        // The same message twice says nothing more (`["https://${DOMAIN}",
+        // "https://www.${DOMAIN}"]` with DOMAIN unset is one problem).
+        let mut issues = self.issues.borrow_mut();
+        if !issues.contains(&issue) {
+            issues.push(issue);
+        }
     }
 
     /// True when an error (not just a warning) has been recorded.

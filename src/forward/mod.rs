@@ -260,11 +260,11 @@ impl From<Response<UpstreamBody>> for UpstreamResponse {
 /// would garble the text.
 pub const MIN_SECRET_CHARS: usize = 8;
 
-/// True for a part of an upstream URL or an injected value that may be what makes it secret:
-/// at least [`MIN_SECRET_CHARS`] long and mixing character classes (lower case, upper case,
-/// digits: webhook ids, tokens) or long. Words such as `services`, `webhooks`, `callback` or
-/// `application/json` are not: treating them as secret would strip unrelated redirects and
-/// garble error texts.
+/// True for a part of an upstream URL, or the value of a descriptive injected header
+/// ([`DESCRIPTIVE_FIELDS`]), that may be what makes it secret: at least [`MIN_SECRET_CHARS`]
+/// long and mixing character classes (lower case, upper case, digits: webhook ids, tokens) or
+/// long. Words such as `services`, `webhooks`, `callback` or `application/json` are not:
+/// treating them as secret would strip unrelated redirects and garble error texts.
 fn looks_secret(s: &str) -> bool {
     let classes = [
         s.bytes().any(|b| b.is_ascii_lowercase()),
@@ -277,9 +277,25 @@ fn looks_secret(s: &str) -> bool {
     s.len() >= MIN_SECRET_CHARS && (classes >= 2 || s.len() >= 24)
 }
 
-/// `s` as an upstream's error text may repeat it: as it is, with its runs of whitespace made
-/// one space (error texts are shown that way), and escaped for a JSON string (`\"`, `\\`, and
-/// `\/` as PHP's `json_encode` writes `/` by default).
+/// Injected headers that describe the request rather than authenticate it: their values are
+/// secret only where they look it ([`looks_secret`]), like parts of the URL. Any other
+/// injected value is secret whatever it looks like.
+const DESCRIPTIVE_FIELDS: &[&str] = &[
+    "accept",
+    "accept-charset",
+    "accept-encoding",
+    "accept-language",
+    "cache-control",
+    "content-language",
+    "content-type",
+    "user-agent",
+];
+
+/// `s` as an upstream's error text or a field of its answer may repeat it: as it is, with its
+/// runs of whitespace made one space (error texts are shown that way), escaped for a JSON
+/// string (`\"`, `\\`; with `\/` as PHP's `json_encode` writes `/`; with `\u0026`, `\u003c`,
+/// `\u003e` as Go's and Rails' encoders write `&`, `<`, `>`), escaped for HTML (an error page)
+/// and percent-encoded (a redirect's URL).
 fn written_forms(s: &str) -> Vec<String> {
     let collapsed = s
         .split(|c: char| c.is_whitespace() || c.is_control())
@@ -288,8 +304,26 @@ fn written_forms(s: &str) -> Vec<String> {
         .join(" ");
     let json = s.replace('\\', "\\\\").replace('"', "\\\"");
     let php = json.replace('/', "\\/");
+    let go = json
+        .replace('&', "\\u0026")
+        .replace('<', "\\u003c")
+        .replace('>', "\\u003e");
+    let html = s
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;");
+    let mut percent = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            percent.push(char::from(b));
+        } else {
+            percent.push_str(&format!("%{b:02X}"));
+        }
+    }
     let mut forms = vec![s.to_owned()];
-    for form in [collapsed, json, php] {
+    for form in [collapsed, json, php, go, html, percent] {
         if !form.is_empty() && !forms.contains(&form) {
             forms.push(form);
         }
@@ -376,8 +410,9 @@ impl Upstream {
     /// What an upstream's error text or response fields must not repeat: the segments of its
     /// URL's path and its query values (as written and decoded) where they look secret
     /// ([`looks_secret`]), and the values of the headers injected into it and their words, of
-    /// [`MIN_SECRET_CHARS`] or more whatever they look like; each also as JSON and collapsed
-    /// whitespace write it ([`written_forms`]). Longest first, so a value that contains another
+    /// [`MIN_SECRET_CHARS`] or more whatever they look like (but for [`DESCRIPTIVE_FIELDS`]);
+    /// each also as JSON, HTML, percent-encoding and collapsed whitespace write it
+    /// ([`written_forms`]). Longest first, so a value that contains another
     /// is replaced whole.
     pub fn secret_parts(&self) -> &[String] {
         &self.secret_parts
@@ -385,11 +420,12 @@ impl Upstream {
 
     fn find_secret_parts(&self) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
-        let mut add = |s: &str, injected: bool| {
+        let mut add = |s: &str, credential: bool| {
             for s in [Some(s.to_owned()), decoded(s)].into_iter().flatten() {
-                // An injected value is there because the upstream wants it kept from clients:
-                // secret whatever it looks like, once long enough to be told apart from words.
-                let secret = if injected {
+                // An injected credential is there because the upstream wants it kept from
+                // clients: secret whatever it looks like, once long enough to be told apart
+                // from words.
+                let secret = if credential {
                     s.chars().count() >= MIN_SECRET_CHARS
                 } else {
                     looks_secret(&s)
@@ -411,13 +447,14 @@ impl Upstream {
                 add(pair.split_once('=').map_or(pair, |(_, value)| value), false);
             }
         }
-        for (_, value) in self.inject.iter() {
+        for (name, value) in self.inject.iter() {
+            let credential = !DESCRIPTIVE_FIELDS.contains(&name.as_str());
             if let Ok(v) = std::str::from_utf8(value.as_bytes()) {
-                add(v, true);
+                add(v, credential);
                 // `Bearer <token>`, `Basic <credentials>`: an upstream may echo the token
                 // without its scheme.
                 for word in v.split_whitespace().filter(|w| w.len() < v.len()) {
-                    add(word, true);
+                    add(word, credential);
                 }
             }
         }

@@ -575,6 +575,33 @@ mod tests {
         assert!(!secrets.iter().any(|s| s == "webhook"), "{secrets:?}");
     }
 
+    /// An injected credential is secret in the spellings encoders give it (Go's JSON, an HTML
+    /// page, a percent-encoded URL); a descriptive injected value such as a content type is
+    /// not, unless it looks secret.
+    #[test]
+    fn injected_credentials_are_redacted_in_every_spelling_and_descriptions_are_not() {
+        let text = "[[route]]\nname = \"a\"\npath = \"/a\"\n[route.upstream]\nurl = \"https://up.example.com/hook\"\nheaders = { \"X-Token\" = \"tok<&>en/secret\", \"Content-Type\" = \"application/json\" }\n";
+        let loaded = crate::config::load_str(text, "t", std::path::Path::new("."), &|_| None)
+            .expect("config loads");
+        let client = crate::forward::UpstreamClient::new(None, Duration::from_secs(1)).unwrap();
+        let upstream = crate::forward::Upstream::new(&loaded.config.routes[0].upstream, client);
+        let secrets = upstream.secret_parts();
+        for spelled in [
+            "tok<&>en/secret",
+            r"tok\u003c\u0026\u003een/secret",
+            r"tok<&>en\/secret",
+            "tok&lt;&amp;&gt;en/secret",
+            "tok%3C%26%3Een%2Fsecret",
+        ] {
+            let body = format!("expected application/json, got {spelled} in x-token");
+            let got = describe_status(http::StatusCode::BAD_REQUEST, body.as_bytes(), secrets);
+            assert_eq!(
+                got, "HTTP 400 Bad Request: expected application/json, got [redacted] in x-token",
+                "{spelled}"
+            );
+        }
+    }
+
     #[test]
     fn jitter_is_in_the_unit_interval() {
         for _ in 0..100 {

@@ -105,10 +105,11 @@ struct Wire<I> {
     /// The client has shut down its sending side after pipelining more requests: those are
     /// served, and [`client_gone`] stops watching.
     sent_all: bool,
-    /// A request head was already waiting when the gateway turned to read it: the client
-    /// sends ahead of the answers, so the end of its stream means it has sent all it will
-    /// (`printf … | nc -N`), not that it has gone. Kept for the connection: the end may only
-    /// be seen while a later request is handled, once the buffer is empty.
+    /// The current request's head was already waiting when the gateway turned to read it: the
+    /// client sends ahead of the answers, so the end of its stream while this request is
+    /// handled means it has sent all it will (`printf … | nc -N`), not that it has gone (the
+    /// end may only be seen now, with nothing left in the buffer). Set for each request: one
+    /// that came alone is watched as usual.
     pipelined: bool,
 }
 
@@ -418,9 +419,8 @@ pub(super) async fn serve<I>(
 /// (a pipelined request) are kept for the next head; with [`MAX_HEAD`] of them waiting, the
 /// client is not watched any more. A client that shuts down its sending side after pipelining
 /// further requests has not gone: it waits for their answers (`printf … | nc -N`), and is not
-/// watched any more either; that holds from the first request found waiting on the connection
-/// on (see [`Wire::pipelined`]), also when the end of its stream is seen only while the last of
-/// them is handled. Until the body is read the handler's own reads notice a close.
+/// watched any more either; also when the end of its stream is seen only while the last of
+/// them is handled (see [`Wire::pipelined`]). Until the body is read the handler's own reads notice a close.
 /// Never resolves otherwise.
 async fn client_gone<I>(wire: &Mutex<Wire<I>>)
 where
@@ -444,7 +444,9 @@ where
             let mut chunk = tokio::io::ReadBuf::uninit(&mut room);
             match Pin::new(&mut w.io).poll_read(cx, &mut chunk) {
                 Poll::Ready(Ok(())) if chunk.filled().is_empty() => {
-                    if w.buf.is_empty() && !w.pipelined {
+                    // Line ends after a body (some clients send one) are no request.
+                    let waiting = w.buf.iter().any(|&b| b != b'\r' && b != b'\n');
+                    if !waiting && !w.pipelined {
                         return Poll::Ready(());
                     }
                     w.sent_all = true;
@@ -492,10 +494,10 @@ where
                 bytes::Buf::advance(&mut w.buf, blank);
                 parsed = parsed.saturating_sub(blank);
             }
-            if first && !w.buf.is_empty() {
-                w.pipelined = true;
+            if first {
+                w.pipelined = !w.buf.is_empty();
+                first = false;
             }
-            first = false;
             if !w.buf.is_empty()
                 && (parsed == 0 || may_end_head(&w.buf[parsed.saturating_sub(3)..]))
             {
