@@ -420,8 +420,8 @@ pub(super) async fn serve<I>(
 /// client is not watched any more. A client that shuts down its sending side after pipelining
 /// further requests has not gone: it waits for their answers (`printf … | nc -N`), and is not
 /// watched any more either; also when the end of its stream is seen only while the last of
-/// them is handled (see [`Wire::pipelined`]). Until the body is read the handler's own reads notice a close.
-/// Never resolves otherwise.
+/// them is handled (see [`Wire::pipelined`]). Until the body is read the handler's own reads
+/// notice a close. Never resolves otherwise.
 async fn client_gone<I>(wire: &Mutex<Wire<I>>)
 where
     I: AsyncRead + AsyncWrite + Unpin,
