@@ -412,8 +412,7 @@ impl Upstream {
     /// ([`looks_secret`]), and the values of the headers injected into it and their words, of
     /// [`MIN_SECRET_CHARS`] or more whatever they look like (but for [`DESCRIPTIVE_FIELDS`]);
     /// each also as JSON, HTML, percent-encoding and collapsed whitespace write it
-    /// ([`written_forms`]). Longest first, so a value that contains another
-    /// is replaced whole.
+    /// ([`written_forms`]). Longest first, so a value that contains another is replaced whole.
     pub fn secret_parts(&self) -> &[String] {
         &self.secret_parts
     }
