@@ -628,6 +628,20 @@ timeout = \"500ms\"
     assert_eq!(up.count(), 4);
 }
 
+/// Reads from `s` until two `200` answers have come, within 10 s, the connection open.
+async fn two_oks(s: &mut TcpStream) {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    while out.windows(12).filter(|w| w == b"HTTP/1.1 200").count() < 2 {
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+            .await
+            .expect("both answers within 10 s")
+            .unwrap();
+        assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&out));
+        out.extend_from_slice(&buf[..n]);
+    }
+}
+
 /// An HTTP/1.1 client that closes its connection while the upstream is still working is
 /// noticed at once (as nginx does): the exchange is recorded as `client_closed` and the
 /// upstream call is let go, instead of running to the upstream's answer (or `timeout`) for a
@@ -682,16 +696,7 @@ url = "{upstream}/fast"
     s.write_all(request.as_bytes()).await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     s.write_all(request.as_bytes()).await.unwrap();
-    let mut out = Vec::new();
-    let mut buf = [0u8; 4096];
-    while out.windows(12).filter(|w| w == b"HTTP/1.1 200").count() < 2 {
-        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
-            .await
-            .expect("both answers within 10 s")
-            .unwrap();
-        assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&out));
-        out.extend_from_slice(&buf[..n]);
-    }
+    two_oks(&mut s).await;
     assert_eq!(up.count(), 3);
 
     // A client that pipelines a second request and then shuts down its sending side (as
@@ -731,15 +736,7 @@ url = "{upstream}/fast"
     s.write_all(format!("{fast}{fast}").as_bytes())
         .await
         .unwrap();
-    let mut out = Vec::new();
-    while out.windows(12).filter(|w| w == b"HTTP/1.1 200").count() < 2 {
-        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
-            .await
-            .expect("both answers within 10 s")
-            .unwrap();
-        assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&out));
-        out.extend_from_slice(&buf[..n]);
-    }
+    two_oks(&mut s).await;
     s.write_all(format!("{request}\r\n").as_bytes())
         .await
         .unwrap();
