@@ -537,17 +537,23 @@ mod tests {
         );
     }
 
+    /// The secret parts of the upstream of the one route in config `text`.
+    fn secret_parts_of(text: &str) -> Vec<String> {
+        let loaded = crate::config::load_str(text, "t", std::path::Path::new("."), &|_| None)
+            .expect("config loads");
+        let client = crate::forward::UpstreamClient::new(None, Duration::from_secs(1)).unwrap();
+        crate::forward::Upstream::new(&loaded.config.routes[0].upstream, client)
+            .secret_parts()
+            .to_vec()
+    }
+
     /// n8n's answer for a workflow that is not active names the webhook's path: the path,
     /// its id segment, query values and injected header values never reach the stored text,
     /// not even the start of one where the body was cut.
     #[test]
     fn upstream_secrets_are_redacted_from_error_texts() {
         let text = "[[route]]\nname = \"a\"\npath = \"/a\"\n[route.upstream]\nurl = \"https://n8n.example.com/webhook/3f1c-SEKRIT-webhook-id?tok=SEKRIT%2Dquery&x=1\"\nheaders = { \"X-Auth\" = \"SEKRIT-header-value\" }\n";
-        let loaded = crate::config::load_str(text, "t", std::path::Path::new("."), &|_| None)
-            .expect("config loads");
-        let client = crate::forward::UpstreamClient::new(None, Duration::from_secs(1)).unwrap();
-        let upstream = crate::forward::Upstream::new(&loaded.config.routes[0].upstream, client);
-        let secrets = upstream.secret_parts();
+        let secrets = &secret_parts_of(text);
         let n8n = br#"{"code":404,"message":"The requested webhook \"POST 3f1c-SEKRIT-webhook-id\" is not registered.","hint":"echo tok=SEKRIT-query SEKRIT-header-value"}"#;
         let got = describe_status(http::StatusCode::NOT_FOUND, n8n, secrets);
         assert!(!got.contains("SEKRIT"), "{got}");
@@ -581,11 +587,7 @@ mod tests {
     #[test]
     fn injected_credentials_are_redacted_in_every_spelling_and_descriptions_are_not() {
         let text = "[[route]]\nname = \"a\"\npath = \"/a\"\n[route.upstream]\nurl = \"https://up.example.com/hook\"\nheaders = { \"X-Token\" = \"tok<&>en/secret\", \"Content-Type\" = \"application/json\" }\n";
-        let loaded = crate::config::load_str(text, "t", std::path::Path::new("."), &|_| None)
-            .expect("config loads");
-        let client = crate::forward::UpstreamClient::new(None, Duration::from_secs(1)).unwrap();
-        let upstream = crate::forward::Upstream::new(&loaded.config.routes[0].upstream, client);
-        let secrets = upstream.secret_parts();
+        let secrets = &secret_parts_of(text);
         for spelled in [
             "tok<&>en/secret",
             r"tok\u003c\u0026\u003een/secret",
