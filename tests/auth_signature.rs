@@ -212,6 +212,22 @@ async fn every_scheme_live_with_its_near_misses() {
             );
         }
 
+        // Each header sent twice, the second copy with another value: the gateway would check
+        // the first and forward both, and the upstream might read the other.
+        for i in 0..h.len() {
+            let mut twice =
+                live_headers(&case, &cfg, &real, &case.body, t, &format!("msg_rep_{i}"));
+            let (name, value) = twice[i].clone();
+            twice.push((name.clone(), format!("{value}0")));
+            let got = send_case(&gw, &case, &twice, &case.body).await;
+            let id = got.assert_error(401, "unauthorized");
+            assert_eq!(
+                events.reason(&id).await,
+                "signature_invalid",
+                "{label}: {name} twice"
+            );
+        }
+
         // Signed with another secret.
         let h = live_headers(
             &case,

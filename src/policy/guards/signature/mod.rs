@@ -227,15 +227,23 @@ impl Verifier {
     }
 }
 
-/// A header's value: `Missing(missing)` when absent or blank, `Malformed` when not text.
+/// A header's value: `Missing(missing)` when absent or blank, `Malformed` when not text or
+/// sent again with another value: the gateway checks one copy and forwards them all, and an
+/// upstream that checks again, or reads the id or timestamp, may take the other.
 fn header<'a>(
     req: &SignedRequest<'a>,
     name: &str,
     missing: &'static str,
 ) -> Result<&'a str, VerifyError> {
-    let Some(v) = req.headers.get(name) else {
+    let mut copies = req.headers.get_all(name).iter();
+    let Some(v) = copies.next() else {
         return Err(VerifyError::Missing(missing));
     };
+    if copies.any(|other| other != v) {
+        return Err(VerifyError::Malformed(
+            "a signature header is repeated with another value",
+        ));
+    }
     let v = v
         .to_str()
         .map_err(|_| VerifyError::Malformed("a signature header is not visible ASCII"))?
