@@ -361,23 +361,6 @@ secrets = ["whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD"]
 "#;
 const STD_SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
 
-fn std_request(
-    gw: &Gateway,
-    path: &str,
-    id: &str,
-    ts: i64,
-    sig: &str,
-    body: &str,
-) -> http::Request<Full<Bytes>> {
-    req("POST", &gw.url(path))
-        .header("content-type", "application/json")
-        .header("webhook-id", id)
-        .header("webhook-timestamp", ts.to_string())
-        .header("webhook-signature", sig)
-        .body(Full::new(Bytes::from(body.to_owned())))
-        .unwrap()
-}
-
 #[tokio::test]
 async fn messages_signed_by_the_reference_library_pass_and_replays_do_not() {
     let up = Upstream::start().await;
@@ -385,28 +368,41 @@ async fn messages_signed_by_the_reference_library_pass_and_replays_do_not() {
     let body = r#"{"type":"invoice.paid","data":{"amount":4200}}"#;
     let t = now();
     let sig = python_sign(STD_SECRET, "msg_py_1", t, body);
-    let got = send(std_request(&gw, "/std", "msg_py_1", t, &sig, body)).await;
+    let got = send(standard_message(&gw.url("/std"), "msg_py_1", t, &sig, body)).await;
     assert_eq!(got.status, 200, "{}", got.text());
     assert_eq!(&up.only().body[..], body.as_bytes());
 
     // The sender retries with the same id, a fresh timestamp and signature: a duplicate.
     let sig2 = python_sign(STD_SECRET, "msg_py_1", t + 1, body);
-    let got = send(std_request(&gw, "/std", "msg_py_1", t + 1, &sig2, body)).await;
+    let got = send(standard_message(
+        &gw.url("/std"),
+        "msg_py_1",
+        t + 1,
+        &sig2,
+        body,
+    ))
+    .await;
     assert_duplicate(&got);
     assert_eq!(up.count(), 1);
 
     // Reference-signed but stale or early (tolerance 2m): refused.
     for ts in [t - 180, t + 180] {
         let sig = python_sign(STD_SECRET, "msg_py_2", ts, body);
-        let got = send(std_request(&gw, "/std", "msg_py_2", ts, &sig, body)).await;
+        let got = send(standard_message(
+            &gw.url("/std"),
+            "msg_py_2",
+            ts,
+            &sig,
+            body,
+        ))
+        .await;
         let id = got.assert_error(401, "unauthorized");
         assert_eq!(events.reason(&id).await, "timestamp_out_of_window");
     }
     // Reference-signed, body re-serialised on the way.
     let sig = python_sign(STD_SECRET, "msg_py_3", t, body);
-    let got = send(std_request(
-        &gw,
-        "/std",
+    let got = send(standard_message(
+        &gw.url("/std"),
         "msg_py_3",
         t,
         &sig,
@@ -416,7 +412,7 @@ async fn messages_signed_by_the_reference_library_pass_and_replays_do_not() {
     let id = got.assert_error(401, "unauthorized");
     assert_eq!(events.reason(&id).await, "signature_invalid");
     // The refused msg_py_3 was not claimed: its genuine delivery still goes through.
-    let got = send(std_request(&gw, "/std", "msg_py_3", t, &sig, body)).await;
+    let got = send(standard_message(&gw.url("/std"), "msg_py_3", t, &sig, body)).await;
     assert_eq!(got.status, 200);
     assert_eq!(up.count(), 2);
 }
@@ -429,7 +425,14 @@ async fn replay_protection_can_be_switched_off() {
     let t = now();
     let sig = python_sign(STD_SECRET, "msg_same", t, body);
     for _ in 0..2 {
-        let got = send(std_request(&gw, "/noreplay", "msg_same", t, &sig, body)).await;
+        let got = send(standard_message(
+            &gw.url("/noreplay"),
+            "msg_same",
+            t,
+            &sig,
+            body,
+        ))
+        .await;
         assert_eq!(got.status, 200);
         assert_eq!(got.text(), r#"{"ok":true}"#);
     }
@@ -446,7 +449,14 @@ async fn a_message_the_upstream_did_not_accept_can_be_retried() {
     // The upstream answers 503: the claim is released, so the sender's retry is forwarded
     // again instead of being called a duplicate of a delivery that did not happen.
     for n in 1..=2 {
-        let got = send(std_request(&gw, "/failing", "msg_retry", t, &sig, body)).await;
+        let got = send(standard_message(
+            &gw.url("/failing"),
+            "msg_retry",
+            t,
+            &sig,
+            body,
+        ))
+        .await;
         assert_eq!(got.status, 503);
         assert_eq!(up.count(), n);
         let id = got.header("x-request-id").unwrap().to_owned();
@@ -528,7 +538,14 @@ secrets = ["{STD_SECRET}"]
     assert_eq!(all.len(), 1, "one event for the exchange: {all:?}");
 
     // The upstream (3 s) has not answered yet: the first copy is in flight.
-    let got = send(std_request(&gw, "/slowstd", "msg_reset", t, &sig, body)).await;
+    let got = send(standard_message(
+        &gw.url("/slowstd"),
+        "msg_reset",
+        t,
+        &sig,
+        body,
+    ))
+    .await;
     got.assert_error(409, "conflict");
     assert_eq!(got.header("retry-after"), Some("5"));
     // Once it has answered 200, a copy is a duplicate.
@@ -538,7 +555,14 @@ secrets = ["{STD_SECRET}"]
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
-        got = send(std_request(&gw, "/slowstd", "msg_reset", t, &sig, body)).await;
+        got = send(standard_message(
+            &gw.url("/slowstd"),
+            "msg_reset",
+            t,
+            &sig,
+            body,
+        ))
+        .await;
     }
     assert_eq!(got.status, 200, "{}", got.text());
     assert_eq!(got.json()["status"], "duplicate", "{}", got.text());
@@ -553,7 +577,7 @@ async fn every_auth_entry_must_pass() {
     let t = now();
     let sig = python_sign(STD_SECRET, "msg_both", t, body);
     let with_key = |key: &str, sig: &str| {
-        let mut r = std_request(&gw, "/both", "msg_both", t, sig, body);
+        let mut r = standard_message(&gw.url("/both"), "msg_both", t, sig, body);
         r.headers_mut().insert("x-api-key", key.parse().unwrap());
         r
     };

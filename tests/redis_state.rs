@@ -217,23 +217,6 @@ fn standard_signature(id: &str, ts: i64, body: &str) -> String {
     format!("v1,{}", B64.encode(mac.finalize().into_bytes()))
 }
 
-/// A JSON POST of `body` to `url` as Standard Webhooks message `id`, sent at `ts` with `sig`.
-fn standard_message(
-    url: &str,
-    id: &str,
-    ts: i64,
-    sig: &str,
-    body: &str,
-) -> http::Request<Full<Bytes>> {
-    req("POST", url)
-        .header("content-type", "application/json")
-        .header("webhook-id", id)
-        .header("webhook-timestamp", ts.to_string())
-        .header("webhook-signature", sig)
-        .body(Full::new(Bytes::from(body.to_owned())))
-        .unwrap()
-}
-
 /// A browser token for the `chat` route, from `gw`'s token endpoint.
 async fn chat_token(gw: &Gateway) -> String {
     let got = send(

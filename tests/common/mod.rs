@@ -467,6 +467,23 @@ pub async fn send_with(c: &Client<HttpConnector, Full<Bytes>>, req: Request<Full
     }
 }
 
+/// A JSON POST of `body` to `url` as Standard Webhooks message `id`, sent at `ts` with `sig`.
+pub fn standard_message(
+    url: &str,
+    id: &str,
+    ts: i64,
+    sig: &str,
+    body: &str,
+) -> http::Request<Full<Bytes>> {
+    req("POST", url)
+        .header("content-type", "application/json")
+        .header("webhook-id", id)
+        .header("webhook-timestamp", ts.to_string())
+        .header("webhook-signature", sig)
+        .body(Full::new(Bytes::from(body.to_owned())))
+        .unwrap()
+}
+
 /// Builds a request.
 pub fn req(method: &str, url: &str) -> http::request::Builder {
     Request::builder().method(method).uri(url)
