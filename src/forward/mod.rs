@@ -558,7 +558,10 @@ impl Upstream {
         };
         let Some(message) = direct else {
             let req = self.request(ex);
-            return self.send(req).await.map(UpstreamResponse::from);
+            // Boxed: the client's future is 3.3 KB, and held inline it made every request's
+            // state (this future's, and each one awaiting it up to the connection's) that
+            // much larger, also on the plain-http path that never runs it.
+            return Box::pin(self.send(req)).await.map(UpstreamResponse::from);
         };
         let body = std::mem::take(&mut ex.body);
         let target = h1::Target {

@@ -223,72 +223,12 @@ impl Gateway {
         conn: ConnInfo,
         timer: Option<HeadTimer<'_>>,
     ) -> Response<ResponseBody> {
-        let started = Instant::now();
-        let time = jiff::Timestamp::now();
-        let settings = self.settings.load_full();
-        let (parts, body) = req.into_parts();
-
-        let addr = client_ip::resolve(conn.peer, &parts.headers, &settings.trusted_proxies);
-        let (client_ip, forwarded_for, https, bad_xff) = match addr {
-            Ok(a) => {
-                let https = if a.via_trusted_proxy {
-                    parts
-                        .headers
-                        .get("x-forwarded-proto")
-                        .map_or(conn.tls, |v| v.as_bytes().eq_ignore_ascii_case(b"https"))
-                } else {
-                    conn.tls
-                };
-                (a.ip, a.forwarded_for, https, false)
-            }
-            Err(_) => {
-                let ip = conn.peer.ip().to_canonical();
-                (ip, ip.to_string(), conn.tls, true)
-            }
-        };
-
-        let path_str = parts.uri.path();
-        if path_str.starts_with("/_hookwarden/")
-            && let Some(mut resp) = internal::handle(self, &parts, path_str)
-        {
-            self.add_hsts(conn.tls, resp.headers_mut());
-            return resp;
-        }
-
-        let ex = Exchange {
-            request_id: new_request_id_at(u64::try_from(time.as_millisecond()).unwrap_or(0)),
-            started,
-            method: parts.method,
-            path: path_str.to_owned(),
-            query: parts.uri.query().map(str::to_owned),
-            original_query: parts.uri.query().map(str::to_owned),
-            has_body: !body.is_end_stream(),
-            headers: parts.headers,
-            version: parts.version,
-            peer: conn.peer,
-            client_ip,
-            forwarded_for,
-            https,
-            body: Bytes::new(),
-            key_id: None,
-            session_id: None,
-            flags: Vec::new(),
-            response_headers: http::HeaderMap::new(),
-            replay_claims: Vec::new(),
-            handed_on: HandedOn::Not,
-        };
-        let user_agent = ex
-            .headers
-            .get(header::USER_AGENT)
-            .map(|v| event_user_agent(v.as_bytes()));
-        // From here the exchange is recorded even if this future is dropped unfinished.
-        let mut pending = Unanswered {
-            gateway: self,
-            ex,
-            time,
-            route: None,
-            user_agent,
-            answered: None,
+        // What `begin` reads and builds is not kept across this future's awaits: its request
+        // parts and the exchange before it is moved into `pending` were 760 bytes of every
+        // request's state, copied with it.
+        let (mut pending, body, settings, bad_xff) = match self.begin(req, conn) {
+            Begun::Internal(resp) => return resp,
+            Begun::Exchange(pending, body, settings, bad_xff) => (pending, body, settings, bad_xff),
         };
         let ex = &mut pending.ex;
 
@@ -386,6 +326,79 @@ impl Gateway {
             upstream_latency,
         );
         response
+    }
+
+    /// The start of [`Self::handle`], before anything is awaited: the client's address, the
+    /// gateway's own endpoints, and the exchange that is recorded from here on.
+    fn begin(&self, req: Request<RequestBody>, conn: ConnInfo) -> Begun<'_> {
+        let started = Instant::now();
+        let time = jiff::Timestamp::now();
+        let settings = self.settings.load_full();
+        let (parts, body) = req.into_parts();
+
+        let addr = client_ip::resolve(conn.peer, &parts.headers, &settings.trusted_proxies);
+        let (client_ip, forwarded_for, https, bad_xff) = match addr {
+            Ok(a) => {
+                let https = if a.via_trusted_proxy {
+                    parts
+                        .headers
+                        .get("x-forwarded-proto")
+                        .map_or(conn.tls, |v| v.as_bytes().eq_ignore_ascii_case(b"https"))
+                } else {
+                    conn.tls
+                };
+                (a.ip, a.forwarded_for, https, false)
+            }
+            Err(_) => {
+                let ip = conn.peer.ip().to_canonical();
+                (ip, ip.to_string(), conn.tls, true)
+            }
+        };
+
+        let path_str = parts.uri.path();
+        if path_str.starts_with("/_hookwarden/")
+            && let Some(mut resp) = internal::handle(self, &parts, path_str)
+        {
+            self.add_hsts(conn.tls, resp.headers_mut());
+            return Begun::Internal(resp);
+        }
+
+        let ex = Exchange {
+            request_id: new_request_id_at(u64::try_from(time.as_millisecond()).unwrap_or(0)),
+            started,
+            method: parts.method,
+            path: path_str.to_owned(),
+            query: parts.uri.query().map(str::to_owned),
+            original_query: parts.uri.query().map(str::to_owned),
+            has_body: !body.is_end_stream(),
+            headers: parts.headers,
+            version: parts.version,
+            peer: conn.peer,
+            client_ip,
+            forwarded_for,
+            https,
+            body: Bytes::new(),
+            key_id: None,
+            session_id: None,
+            flags: Vec::new(),
+            response_headers: http::HeaderMap::new(),
+            replay_claims: Vec::new(),
+            handed_on: HandedOn::Not,
+        };
+        let user_agent = ex
+            .headers
+            .get(header::USER_AGENT)
+            .map(|v| event_user_agent(v.as_bytes()));
+        // From here the exchange is recorded even if it is dropped unfinished.
+        let pending = Unanswered {
+            gateway: self,
+            ex,
+            time,
+            route: None,
+            user_agent,
+            answered: None,
+        };
+        Begun::Exchange(pending, body, settings, bad_xff)
     }
 
     /// The phases after routing: method, head guards, body, body guards, forward.
@@ -545,7 +558,8 @@ impl Gateway {
             let delivered = |r: &Result<Response<_>, _>| {
                 r.as_ref().is_ok_and(|resp| resp.status().is_success())
             };
-            match self.deciding_claims(ex, sent, delivered).await {
+            // Boxed for the reason `Upstream::forward` boxes its general path.
+            match Box::pin(self.deciding_claims(ex, sent, delivered)).await {
                 Ok(r) => r.map(UpstreamResponse::from),
                 Err(e) => Err(ForwardError::Broken(e.to_string())),
             }
@@ -743,6 +757,16 @@ async fn update_claims(
             tracing::warn!(%request_id, error = %e, "cannot update a replay claim");
         }
     }
+}
+
+/// How [`Gateway::begin`] ends: an answer of the gateway's own, or an exchange to run (with
+/// its body, the settings it runs under and whether its `X-Forwarded-For` was unusable).
+// Returned once per request and taken apart at once: boxing the larger variant would cost an
+// allocation for nothing.
+#[allow(clippy::large_enum_variant)]
+enum Begun<'g> {
+    Internal(Response<ResponseBody>),
+    Exchange(Unanswered<'g>, RequestBody, Arc<GatewaySettings>, bool),
 }
 
 /// An exchange on its way through [`Gateway::handle`], recorded when it ends. A handler can

@@ -331,12 +331,13 @@ pub(super) async fn serve<I>(
     loop {
         head_timer.as_mut().reset(Instant::now() + wait);
         wait = timeouts.header.min(timeouts.keepalive);
-        let head = tokio::select! {
+        // The read's result is a temporary of this statement: a named one, taken apart by
+        // the match, would be kept in this future across every later await.
+        let head = match tokio::select! {
             biased;
             _ = stop.wait_for(|s| *s) => return,
             head = read_head(&wire, head_timer.as_mut()) => head,
-        };
-        let head = match head {
+        } {
             Ok(Some(h)) => h,
             // The client left, or sent nothing (more) in time.
             Ok(None) => return,
@@ -345,37 +346,19 @@ pub(super) async fn serve<I>(
                 return;
             }
         };
-        let Head {
-            request,
-            framing,
-            expect_continue,
-            close,
-        } = head;
-        let head_request = request.method() == Method::HEAD;
-        let http10 = request.version() == Version::HTTP_10;
-        {
-            let mut w = lock(&wire);
-            w.body = framing;
-            w.touched = false;
-            w.expect = if expect_continue && !http10 && framing != Framing::Length(0) {
-                Expect::Waiting(0)
-            } else {
-                Expect::No
-            };
-        }
-        let request = request.map(|()| {
-            RequestBody::Left(Body {
-                wire: source.clone(),
-            })
-        });
-        let handled = gateway.handle(request, info, Some(upstream_timer.as_mut()));
-        tokio::pin!(handled);
-        let response = tokio::select! {
-            biased;
-            response = &mut handled => response,
-            // The exchange is dropped with the connection: the gateway records it
-            // (`client_closed`) and lets go of the upstream call.
-            () = client_gone(&wire) => return,
+        let (request, head_request, http10, close) = begin_request(&wire, &source, head);
+        // In a block of its own: the request's future is the largest part of this one, and
+        // held to the end of the loop's body it was kept beside the response's writing.
+        let response = {
+            let handled = gateway.handle(request, info, Some(upstream_timer.as_mut()));
+            tokio::pin!(handled);
+            tokio::select! {
+                biased;
+                response = &mut handled => response,
+                // The exchange is dropped with the connection: the gateway records it
+                // (`client_closed`) and lets go of the upstream call.
+                () = client_gone(&wire) => return,
+            }
         };
 
         let (left, continue_owed, touched) = {
@@ -410,6 +393,41 @@ pub(super) async fn serve<I>(
             return;
         }
     }
+}
+
+/// Sets the connection up for the body of the request `head` announces and makes its request,
+/// whose body reads from `source`; also whether it is a HEAD request, an HTTP/1.0 one, and
+/// whether the connection closes after it. Not inlined into [`serve`]: the parts of the head
+/// would be kept in its future across every await.
+fn begin_request<I>(
+    wire: &Mutex<Wire<I>>,
+    source: &Arc<dyn BodySource>,
+    head: Head,
+) -> (Request<RequestBody>, bool, bool, bool) {
+    let Head {
+        request,
+        framing,
+        expect_continue,
+        close,
+    } = head;
+    let head_request = request.method() == Method::HEAD;
+    let http10 = request.version() == Version::HTTP_10;
+    {
+        let mut w = lock(wire);
+        w.body = framing;
+        w.touched = false;
+        w.expect = if expect_continue && !http10 && framing != Framing::Length(0) {
+            Expect::Waiting(0)
+        } else {
+            Expect::No
+        };
+    }
+    let request = request.map(|()| {
+        RequestBody::Left(Body {
+            wire: source.clone(),
+        })
+    });
+    (request, head_request, http10, close)
 }
 
 /// Resolves when the client closes its connection (or it fails) while its request is handled,
