@@ -397,8 +397,8 @@ pub(super) async fn serve<I>(
 
 /// Sets the connection up for the body of the request `head` announces and makes its request,
 /// whose body reads from `source`; also whether it is a HEAD request, an HTTP/1.0 one, and
-/// whether the connection closes after it. Not inlined into [`serve`]: the parts of the head
-/// would be kept in its future across every await.
+/// whether the connection closes after it. A function of its own rather than lines of
+/// [`serve`]: there the parts of the head were kept in its future across every await.
 fn begin_request<I>(
     wire: &Mutex<Wire<I>>,
     source: &Arc<dyn BodySource>,
