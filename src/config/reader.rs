@@ -237,6 +237,14 @@ pub struct Section<'a, 'e> {
     known: RefCell<Vec<&'static str>>,
 }
 
+/// Reads every item of `items` (each records its own issues) and gives all of them, or `None`
+/// when any could not be read. Not `collect::<Option<_>>()` alone, which stops at the first
+/// failure: a list or table with several missing `${VAR}`s must name them all in one run.
+fn all_read<T>(items: impl Iterator<Item = Option<T>>) -> Option<Vec<T>> {
+    let read: Vec<Option<T>> = items.collect();
+    read.into_iter().collect()
+}
+
 impl<'a, 'e> Section<'a, 'e> {
     /// The full path of `key` in this section, for messages.
     pub fn key_path(&self, key: &str) -> String {
@@ -452,29 +460,17 @@ impl<'a, 'e> Section<'a, 'e> {
     pub fn string_list(&self, key: &'static str) -> Option<Vec<String>> {
         match self.get(key)? {
             Value::String(s) => self.expand_str(key, s).map(|s| vec![s]),
-            Value::Array(items) => {
-                // Every item is looked at, so that one run names every missing variable.
-                let mut out = Some(Vec::with_capacity(items.len()));
-                for (i, item) in items.iter().enumerate() {
-                    let value = match item {
-                        Value::String(s) => self.expand_str(key, s),
-                        v => {
-                            self.error(
-                                key,
-                                format!("item {} is {}, not a string", i + 1, v.type_str()),
-                                format!("write `{key} = [\"…\", \"…\"]`"),
-                            );
-                            None
-                        }
-                    };
-                    match (value, out.as_mut()) {
-                        (Some(v), Some(out)) => out.push(v),
-                        (None, _) => out = None,
-                        (Some(_), None) => {}
-                    }
+            Value::Array(items) => all_read(items.iter().enumerate().map(|(i, item)| match item {
+                Value::String(s) => self.expand_str(key, s),
+                v => {
+                    self.error(
+                        key,
+                        format!("item {} is {}, not a string", i + 1, v.type_str()),
+                        format!("write `{key} = [\"…\", \"…\"]`"),
+                    );
+                    None
                 }
-                out
-            }
+            })),
             v => {
                 self.wrong_type(key, "a list of strings", v);
                 None
@@ -512,30 +508,21 @@ impl<'a, 'e> Section<'a, 'e> {
     /// An optional table of string values (`{ "X-Name" = "value" }`), values kept secret.
     pub fn secret_map(&self, key: &'static str) -> Option<Vec<(String, Secret)>> {
         match self.get(key)? {
-            Value::Table(t) => {
-                // Every value is looked at, so that one run names every missing variable.
-                let mut out = Some(Vec::with_capacity(t.len()));
-                for (name, v) in t {
-                    let path = format!("{key}.{name}");
-                    let value = match v {
-                        Value::String(s) => self.expand_str(&path, s),
-                        v => {
-                            self.error(
-                                &path,
-                                format!("expected a string, found {}", v.type_str()),
-                                "header values are strings",
-                            );
-                            None
-                        }
-                    };
-                    match (value, out.as_mut()) {
-                        (Some(v), Some(out)) => out.push((name.clone(), Secret::new(v))),
-                        (None, _) => out = None,
-                        (Some(_), None) => {}
+            Value::Table(t) => all_read(t.iter().map(|(name, v)| {
+                let path = format!("{key}.{name}");
+                let value = match v {
+                    Value::String(s) => self.expand_str(&path, s),
+                    v => {
+                        self.error(
+                            &path,
+                            format!("expected a string, found {}", v.type_str()),
+                            "header values are strings",
+                        );
+                        None
                     }
-                }
-                out
-            }
+                };
+                value.map(|v| (name.clone(), Secret::new(v)))
+            })),
             v => {
                 self.wrong_type(key, "a table such as { \"X-Name\" = \"value\" }", v);
                 None
