@@ -3,6 +3,8 @@
 //!
 //! Each gateway has its own recorder (not the process-global one), so several gateways in one
 //! process (tests, the demo) never mix their numbers; the admin router renders it on scrape.
+//! The two latency histograms every request feeds are counted by [`LatencyHistogram`] and
+//! appended to the recorder's text.
 //!
 //! | metric | type | labels |
 //! |---|---|---|
@@ -24,16 +26,18 @@
 //! | `hookwarden_delivery_attempts` | histogram | `route`, `outcome` (`delivered`, `dead`): attempts a finished message took |
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::sync::{Arc, RwLock};
 
 use metrics::{
-    Counter, Histogram, Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge,
-    histogram, with_local_recorder,
+    Counter, Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
+    with_local_recorder,
 };
 use metrics_exporter_prometheus::{
     Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
 };
 
+use super::latency_histogram::{LatencyHistogram, escape_label_value};
 use super::{Event, Observer, SinkStats};
 use crate::policy::Reason;
 use crate::state::StateStats;
@@ -52,6 +56,8 @@ pub struct Metrics {
     /// avoid. One map for the counter and the route's histograms, used under its read lock:
     /// a second map and cloned handles cost 460 instructions a request (callgrind).
     requests: RwLock<HashMap<RequestLabels, RequestMetrics, Fnv>>,
+    /// Each route's latency histograms, in the order routes were first seen, for rendering.
+    route_latencies: RwLock<Vec<RouteLatencies>>,
     /// Routes the queue gauges were last set for: a route that no longer has messages (or no
     /// longer exists) is set to zero once, instead of keeping its last value for ever.
     queue_routes: std::sync::Mutex<Vec<String>>,
@@ -90,20 +96,37 @@ struct RequestLabels {
     reason: Option<Reason>,
 }
 
-/// The metrics one request feeds: its label set's counter and its route's histograms (the
-/// registry hands every label set of a route the same histograms).
+/// The metrics one request feeds: its label set's counter and its route's histograms (every
+/// label set of a route shares them).
 struct RequestMetrics {
     requests: Counter,
-    duration: Histogram,
-    upstream: Histogram,
+    duration: Arc<LatencyHistogram>,
+    upstream: Arc<LatencyHistogram>,
 }
+
+/// One route's histograms (`route` is the label value, `""` for requests no route took).
+struct RouteLatencies {
+    route: String,
+    duration: Arc<LatencyHistogram>,
+    upstream: Arc<LatencyHistogram>,
+}
+
+/// The histograms counted by [`LatencyHistogram`] instead of the exporter: name and help text.
+const DURATION: (&str, &str) = (
+    "hookwarden_request_duration_seconds",
+    "Time from request headers to response headers, by route.",
+);
+const UPSTREAM: (&str, &str) = (
+    "hookwarden_upstream_latency_seconds",
+    "Time the upstream took to send response headers, by route.",
+);
 
 impl RequestMetrics {
     fn record(&self, e: &Event) {
         self.requests.increment(1);
-        self.duration.record(e.latency.as_secs_f64());
+        self.duration.record(e.latency);
         if let Some(up) = e.upstream_latency {
-            self.upstream.record(up.as_secs_f64());
+            self.upstream.record(up);
         }
     }
 }
@@ -148,20 +171,7 @@ pub struct Gauges {
 impl Metrics {
     /// A fresh recorder with the latency buckets and descriptions set.
     pub fn new() -> Arc<Metrics> {
-        let builder = PrometheusBuilder::new();
-        let builder = [
-            "hookwarden_upstream_latency_seconds",
-            "hookwarden_request_duration_seconds",
-        ]
-        .into_iter()
-        .fold(builder, |b, name| {
-            // The bucket list is a non-empty constant: this cannot fail.
-            match b.set_buckets_for_metric(Matcher::Full(name.into()), LATENCY_BUCKETS) {
-                Ok(b) => b,
-                Err(_) => unreachable!("LATENCY_BUCKETS is not empty"),
-            }
-        });
-        let builder = match builder.set_buckets_for_metric(
+        let builder = match PrometheusBuilder::new().set_buckets_for_metric(
             Matcher::Full("hookwarden_delivery_attempts".into()),
             ATTEMPT_BUCKETS,
         ) {
@@ -174,22 +184,13 @@ impl Metrics {
             recorder,
             handle,
             requests: RwLock::default(),
+            route_latencies: RwLock::default(),
             queue_routes: std::sync::Mutex::default(),
         };
         m.with(|| {
             describe_counter!(
                 "hookwarden_requests_total",
                 "Requests by route, outcome (allowed, denied, failed) and reason code."
-            );
-            describe_histogram!(
-                "hookwarden_request_duration_seconds",
-                Unit::Seconds,
-                "Time from request headers to response headers, by route."
-            );
-            describe_histogram!(
-                "hookwarden_upstream_latency_seconds",
-                Unit::Seconds,
-                "Time the upstream took to send response headers, by route."
             );
             describe_gauge!(
                 "hookwarden_active_connections",
@@ -284,22 +285,45 @@ impl Metrics {
         let route = labels.route.as_deref().unwrap_or("").to_owned();
         let reason = labels.reason.map(Reason::as_str).unwrap_or("");
         let outcome = labels.outcome.as_str();
-        let m = self.with(|| RequestMetrics {
-            requests: counter!(
-                "hookwarden_requests_total",
-                "route" => route.clone(),
-                "outcome" => outcome,
-                "reason" => reason,
-            ),
-            duration: histogram!("hookwarden_request_duration_seconds", "route" => route.clone()),
-            upstream: histogram!("hookwarden_upstream_latency_seconds", "route" => route),
-        });
+        let (duration, upstream) = self.route_latencies(&route);
+        let m = RequestMetrics {
+            requests: self.with(|| {
+                counter!(
+                    "hookwarden_requests_total",
+                    "route" => route,
+                    "outcome" => outcome,
+                    "reason" => reason,
+                )
+            }),
+            duration,
+            upstream,
+        };
         m.record(e);
         self.requests
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .entry(labels)
             .or_insert(m);
+    }
+
+    /// The route's histograms, made the first time the route is seen.
+    fn route_latencies(&self, route: &str) -> (Arc<LatencyHistogram>, Arc<LatencyHistogram>) {
+        let mut all = self
+            .route_latencies
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        let r = match all.iter().position(|r| r.route == route) {
+            Some(i) => &all[i],
+            None => {
+                all.push(RouteLatencies {
+                    route: route.to_owned(),
+                    duration: Arc::default(),
+                    upstream: Arc::default(),
+                });
+                &all[all.len() - 1]
+            }
+        };
+        (r.duration.clone(), r.upstream.clone())
     }
 
     /// Folds the histograms' recent samples into their buckets. The Prometheus recorder keeps
@@ -390,7 +414,28 @@ impl Metrics {
             }
             *last = g.queue.iter().map(|q| q.route.clone()).collect();
         });
-        self.handle.render()
+        let mut text = self.handle.render();
+        let routes = self
+            .route_latencies
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
+        for ((name, help), pick) in [
+            (
+                DURATION,
+                (|r| &r.duration) as fn(&RouteLatencies) -> &Arc<LatencyHistogram>,
+            ),
+            (UPSTREAM, |r| &r.upstream),
+        ] {
+            if !text.is_empty() && !text.ends_with("\n\n") {
+                text.push('\n');
+            }
+            let _ = writeln!(text, "# HELP {name} {help}\n# TYPE {name} histogram");
+            for r in routes.iter() {
+                let labels = format!("route=\"{}\"", escape_label_value(&r.route));
+                pick(r).render(&mut text, name, &labels);
+            }
+        }
+        text
     }
 }
 

@@ -11,6 +11,7 @@
 //! windows), [`notifier`] (delivery of alerts); the audit writer is `store::events`.
 
 pub mod alerts;
+pub mod latency_histogram;
 pub mod metrics;
 pub mod notifier;
 
