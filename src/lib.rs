@@ -14,7 +14,8 @@
 //! - [`store`]: the SQLite file.
 //! - [`queue`]: durable async delivery (`mode = "async"` routes).
 //! - [`events`]: one event per request and its sinks.
-//! - [`config`]: the TOML schema, `${VAR}` expansion and lint.
+//! - [`config`]: the TOML schema, `${VAR}` expansion and lint; [`config_hash`]: the hash of
+//!   tables keyed by config values.
 //! - [`browser`]: browser widgets (origins, CORS, single-use tokens, the JS client).
 //! - [`admin`]: the admin listener: admin API, `/metrics`, dashboard, config reload.
 //! - [`decrypt`]: PHP `openssl_decrypt`-compatible body decryption.
@@ -25,6 +26,7 @@ pub mod admin;
 pub mod app;
 pub mod browser;
 pub mod config;
+pub mod config_hash;
 pub mod decrypt;
 pub mod demo;
 pub mod digits;

@@ -39,6 +39,7 @@ use metrics_exporter_prometheus::{
 
 use super::latency_histogram::{LatencyHistogram, escape_label_value};
 use super::{Event, Observer, SinkStats};
+use crate::config_hash::ConfigKeyHash;
 use crate::policy::Reason;
 use crate::state::StateStats;
 
@@ -55,38 +56,12 @@ pub struct Metrics {
     /// and searching the registry on every request costs allocations and hashing the handles
     /// avoid. One map for the counter and the route's histograms, used under its read lock:
     /// a second map and cloned handles cost 460 instructions a request (callgrind).
-    requests: RwLock<HashMap<RequestLabels, RequestMetrics, Fnv>>,
+    requests: RwLock<HashMap<RequestLabels, RequestMetrics, ConfigKeyHash>>,
     /// Each route's latency histograms, in the order routes were first seen, for rendering.
     route_latencies: RwLock<Vec<RouteLatencies>>,
     /// Routes the queue gauges were last set for: a route that no longer has messages (or no
     /// longer exists) is set to zero once, instead of keeping its last value for ever.
     queue_routes: std::sync::Mutex<Vec<String>>,
-}
-
-/// FNV-1a for the handle caches: their keys are route names from the config and fixed codes,
-/// never something a client chooses, so the flooding resistance of the default SipHash buys
-/// nothing here, and it cost about 500 instructions per request (two lookups).
-#[derive(Clone, Copy, Default)]
-struct Fnv;
-
-impl std::hash::BuildHasher for Fnv {
-    type Hasher = FnvHasher;
-    fn build_hasher(&self) -> FnvHasher {
-        FnvHasher(0xcbf2_9ce4_8422_2325)
-    }
-}
-
-struct FnvHasher(u64);
-
-impl std::hash::Hasher for FnvHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-        }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

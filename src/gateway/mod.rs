@@ -988,7 +988,7 @@ fn put_hex(out: &mut [u8], v: u64) {
         }
         t
     };
-    debug_assert!(out.len() % 2 == 0 && out.len() <= 16);
+    debug_assert!(out.len().is_multiple_of(2) && out.len() <= 16);
     let bytes = v.to_be_bytes();
     let skip = 8usize.saturating_sub(out.len() / 2);
     for (pair, &b) in out.chunks_exact_mut(2).zip(&bytes[skip..]) {

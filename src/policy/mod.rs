@@ -30,6 +30,7 @@ pub use reason::{Denial, Reason, error_code};
 use crate::browser::BrowserPolicy;
 use crate::browser::token::TokenKey;
 use crate::config::{AuthConfig, Config, DeliveryConfig, RouteConfig, RouteMode};
+use crate::config_hash::ConfigKeyHash;
 use crate::forward::{ClientError, Upstream, UpstreamClient};
 use crate::state::State;
 use crate::store::keys::KeyCache;
@@ -315,8 +316,8 @@ impl RoutePolicy {
 /// All routes, by path. Swapped as a whole on reload.
 #[derive(Debug, Default)]
 pub struct RouteTable {
-    by_path: HashMap<String, Arc<RoutePolicy>>,
-    by_name: HashMap<Arc<str>, Arc<RoutePolicy>>,
+    by_path: HashMap<String, Arc<RoutePolicy>, ConfigKeyHash>,
+    by_name: HashMap<Arc<str>, Arc<RoutePolicy>, ConfigKeyHash>,
 }
 
 impl RouteTable {
