@@ -166,7 +166,7 @@ impl UpstreamClient {
         timeout: Duration,
     ) -> Result<Response<UpstreamBody>, ForwardError> {
         if req.uri().scheme() == Some(&Scheme::HTTP) {
-            let sent = h1::send(req, self.settings.connect_timeout, POOL_IDLE);
+            let sent = std::pin::pin!(h1::send(req, self.settings.connect_timeout, POOL_IDLE));
             return h1_within(timeout, None, sent)
                 .await
                 .map(|resp| resp.map(UpstreamBody::Left));
@@ -188,11 +188,13 @@ impl UpstreamClient {
 pub type HeadTimer<'a> = Pin<&'a mut tokio::time::Sleep>;
 
 /// Waits for a plain-http exchange's response head at most `timeout`, on `timer` when one is
-/// lent.
+/// lent. The exchange comes pinned where its caller made it: taken by value it was copied
+/// into this future's state and again to pin it (about 1.3 KB twice a request, a fifth of the
+/// request's cache-missing writes in callgrind's cache simulation).
 async fn h1_within<T>(
     timeout: Duration,
     timer: Option<HeadTimer<'_>>,
-    sent: impl Future<Output = Result<T, ForwardError>>,
+    mut sent: Pin<&mut impl Future<Output = Result<T, ForwardError>>>,
 ) -> Result<T, ForwardError> {
     let Some(mut timer) = timer else {
         return match tokio::time::timeout(timeout, sent).await {
@@ -201,7 +203,6 @@ async fn h1_within<T>(
         };
     };
     timer.as_mut().reset(tokio::time::Instant::now() + timeout);
-    let mut sent = std::pin::pin!(sent);
     // The exchange first, as `tokio::time::timeout` does: a head that arrived just as the
     // deadline passed is still used.
     std::future::poll_fn(|cx| match sent.as_mut().poll(cx) {
@@ -569,14 +570,14 @@ impl Upstream {
             port: self.port,
         };
         let connect_timeout = self.client.settings.connect_timeout;
-        let sent = h1::send_encoded(
+        let sent = std::pin::pin!(h1::send_encoded(
             target,
             &message,
             &body,
             &ex.method,
             connect_timeout,
             POOL_IDLE,
-        );
+        ));
         let (status, fields, body) = h1_within(self.timeout, timer, sent).await?;
         Ok(UpstreamResponse {
             status,

@@ -350,11 +350,13 @@ pub(super) async fn serve<I>(
         // In a block of its own: the request's future is the largest part of this one, and
         // held to the end of the loop's body it was kept beside the response's writing.
         let response = {
-            let handled = gateway.handle(request, info, Some(upstream_timer.as_mut()));
-            tokio::pin!(handled);
+            // Pinned where it is made: `tokio::pin!` on a named future moved its 3 KB twice,
+            // a tenth of the request's cache-missing writes (callgrind's cache simulation).
+            let mut handled =
+                std::pin::pin!(gateway.handle(request, info, Some(upstream_timer.as_mut())));
             tokio::select! {
                 biased;
-                response = &mut handled => response,
+                response = handled.as_mut() => response,
                 // The exchange is dropped with the connection: the gateway records it
                 // (`client_closed`) and lets go of the upstream call.
                 () = client_gone(&wire) => return,
