@@ -215,6 +215,18 @@ impl Worker {
         // Every connection task holds a clone of `done_tx`; when all are gone, `done_rx`
         // closes, which is how shutdown knows the last connection has finished.
         let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
+        // Connections watch a stop channel of this worker's own, relayed from the server's:
+        // an HTTP/1.1 connection polls its stop signal about once a request, which takes the
+        // channel's lock, and with one channel for all workers that lock's cache line moved
+        // between their cores on every request.
+        let (local_stop_tx, local_stop) = watch::channel(false);
+        let mut relay = self.stop.clone();
+        tokio::spawn(async move {
+            // A dropped sender (the server gone) stops connections too, as it did them
+            // watching the server's channel.
+            let _ = relay.wait_for(|s| *s).await;
+            local_stop_tx.send_replace(true);
+        });
         let mut stop = self.stop.clone();
         let stopped = async move {
             let _ = stop.wait_for(|s| *s).await;
@@ -254,7 +266,7 @@ impl Worker {
                 keepalive_timeout: self.limits.keepalive_timeout,
                 send_timeout: self.limits.send_timeout,
                 peer,
-                stop: self.stop.clone(),
+                stop: local_stop.clone(),
                 done: done_tx.clone(),
                 streams_per_ip: self.streams_per_ip.clone(),
             };
