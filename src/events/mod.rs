@@ -15,6 +15,7 @@ pub mod latency_histogram;
 pub mod metrics;
 pub mod notifier;
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -68,8 +69,8 @@ pub struct Event {
     pub route: Option<Arc<str>>,
     /// The client address.
     pub client_ip: IpAddr,
-    /// The method.
-    pub method: String,
+    /// The method: the standard ones borrowed, so an event does not allocate for them.
+    pub method: Cow<'static, str>,
     /// The status sent to the client.
     pub status: u16,
     /// Allowed, denied or failed.
@@ -101,10 +102,25 @@ pub const METHOD_MAX: usize = 32;
 
 /// The request's method as an event keeps it: at most [`METHOD_MAX`] characters, so that
 /// requests anyone can send (no route, no credentials) cannot write 60 KB rows.
-pub fn event_method(m: &http::Method) -> String {
-    let s = m.as_str();
-    // Tokens are ASCII: any byte offset is a character boundary.
-    s.get(..METHOD_MAX).unwrap_or(s).to_owned()
+pub fn event_method(m: &http::Method) -> Cow<'static, str> {
+    use http::Method;
+    let standard = match *m {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => {
+            let s = m.as_str();
+            // Tokens are ASCII: any byte offset is a character boundary.
+            return Cow::Owned(s.get(..METHOD_MAX).unwrap_or(s).to_owned());
+        }
+    };
+    Cow::Borrowed(standard)
 }
 
 /// A User-Agent field's value as an event keeps it: bytes that are not UTF-8 replaced (a
@@ -619,6 +635,9 @@ mod line_tests {
         let long = http::Method::from_bytes("X".repeat(60_000).as_bytes()).unwrap();
         assert_eq!(event_method(&long), "X".repeat(METHOD_MAX));
         assert_eq!(event_method(&http::Method::POST), "POST");
+        assert!(matches!(event_method(&http::Method::POST), Cow::Borrowed("POST")));
+        let custom = http::Method::from_bytes(b"PURGE").unwrap();
+        assert_eq!(event_method(&custom), "PURGE");
     }
 
     #[test]

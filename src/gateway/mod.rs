@@ -190,7 +190,7 @@ impl Gateway {
             request_id,
             route: None,
             client_ip: info.peer.ip().to_canonical(),
-            method: "-".to_owned(),
+            method: "-".into(),
             status: status.as_u16(),
             outcome: Outcome::Denied,
             reason: Some(reason),

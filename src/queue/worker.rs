@@ -348,7 +348,7 @@ async fn finish(
                     request_id: o.id,
                     route: Some(route.name.clone()),
                     client_ip: o.client_ip.parse().unwrap_or(IpAddr::from([0, 0, 0, 0])),
-                    method: o.method,
+                    method: o.method.into(),
                     status: Reason::DeliveryFailed.status().as_u16(),
                     outcome: Outcome::Failed,
                     reason: Some(Reason::DeliveryFailed),
