@@ -1,6 +1,10 @@
 //! A fast unkeyed hash for tables whose keys all come from the config: routes by path and by
 //! name, the metrics' label sets.
 //!
+//! Never use it for a table that inserts anything a client sends (a cache of paths, of
+//! addresses, of header values): its collisions are easy to make, and such a table could be
+//! filled with keys that all probe the same place.
+//!
 //! std's default hash (SipHash with a random key) resists hash flooding, which matters where a
 //! client decides what is inserted. Nothing a client sends is ever inserted into these tables;
 //! a lookup with a path of its choosing can at worst probe the few keys the config holds. The

@@ -36,7 +36,8 @@ pub struct LatencyHistogram {
 impl LatencyHistogram {
     /// Counts one observation.
     pub fn record(&self, d: Duration) {
-        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        // Rounded up: a bucket holds what is at most its bound, and 5.0004 ms is not.
+        let us = u64::try_from(d.as_nanos().div_ceil(1000)).unwrap_or(u64::MAX);
         // Most requests fall in the first bucket or two: a scan beats a binary search here.
         let i = BOUNDS_US
             .iter()
@@ -48,13 +49,14 @@ impl LatencyHistogram {
 
     /// Appends this histogram's samples in the Prometheus text format: the cumulative
     /// `{name}_bucket` lines, `{name}_sum` and `{name}_count`, each with `labels` (already
-    /// formatted as `key="value"`, escaped) before `le`. Nothing before its first observation:
-    /// a route's upstream histogram stays out of the text until a request reaches the upstream,
-    /// and the one for requests no route took never appears; once there, it stays.
-    pub fn render(&self, out: &mut String, name: &str, labels: &str) {
+    /// formatted as `key="value"`, escaped) before `le`. Nothing before its first observation
+    /// (and false): a route's upstream histogram stays out of the text until a request reaches
+    /// the upstream, and the one for requests no route took never appears; once there, it
+    /// stays.
+    pub fn render(&self, out: &mut String, name: &str, labels: &str) -> bool {
         let counts = self.buckets.each_ref().map(|b| b.load(Ordering::Relaxed));
         if counts.iter().all(|&n| n == 0) {
-            return;
+            return false;
         }
         let mut total = 0u64;
         for (i, n) in counts.into_iter().enumerate() {
@@ -71,6 +73,7 @@ impl LatencyHistogram {
         let sum = self.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
         let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}");
         let _ = writeln!(out, "{name}_count{{{labels}}} {total}");
+        true
     }
 }
 
@@ -104,7 +107,7 @@ mod tests {
     fn bounds_are_inclusive_and_buckets_cumulative() {
         let h = LatencyHistogram::default();
         h.record(Duration::from_millis(5));
-        h.record(Duration::from_micros(5_001));
+        h.record(Duration::from_nanos(5_000_001));
         h.record(Duration::from_secs(61));
         let text = rendered(&h);
         for line in [

@@ -401,14 +401,21 @@ impl Metrics {
             ),
             (UPSTREAM, |r| &r.upstream),
         ] {
+            let mut family = String::new();
+            let mut any = false;
+            for r in routes.iter() {
+                let labels = format!("route=\"{}\"", escape_label_value(&r.route));
+                any |= pick(r).render(&mut family, name, &labels);
+            }
+            // As the exporter does: no family before its first sample.
+            if !any {
+                continue;
+            }
             if !text.is_empty() && !text.ends_with("\n\n") {
                 text.push('\n');
             }
             let _ = writeln!(text, "# HELP {name} {help}\n# TYPE {name} histogram");
-            for r in routes.iter() {
-                let labels = format!("route=\"{}\"", escape_label_value(&r.route));
-                pick(r).render(&mut text, name, &labels);
-            }
+            text.push_str(&family);
         }
         text
     }
@@ -417,6 +424,22 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The latency families appear with their first sample, as the exporter's own do: no
+    /// HELP and TYPE lines over nothing.
+    #[test]
+    fn latency_families_appear_with_their_first_sample() {
+        let m = Metrics::new();
+        let text = m.render(&Gauges::default());
+        assert!(
+            !text.contains("hookwarden_request_duration_seconds"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("hookwarden_upstream_latency_seconds"),
+            "{text}"
+        );
+    }
 
     /// A route whose queue empties (or that a reload removed) drops out of the queue summary:
     /// its gauges must go to zero, not keep their last value.

@@ -635,7 +635,10 @@ mod line_tests {
         let long = http::Method::from_bytes("X".repeat(60_000).as_bytes()).unwrap();
         assert_eq!(event_method(&long), "X".repeat(METHOD_MAX));
         assert_eq!(event_method(&http::Method::POST), "POST");
-        assert!(matches!(event_method(&http::Method::POST), Cow::Borrowed("POST")));
+        assert!(matches!(
+            event_method(&http::Method::POST),
+            Cow::Borrowed("POST")
+        ));
         let custom = http::Method::from_bytes(b"PURGE").unwrap();
         assert_eq!(event_method(&custom), "PURGE");
     }
