@@ -58,7 +58,7 @@ pub struct Metrics {
     /// a second map and cloned handles cost 460 instructions a request (callgrind).
     requests: RwLock<HashMap<RequestLabels, RequestMetrics, ConfigKeyHash>>,
     /// Each route's latency histograms, in the order routes were first seen, for rendering.
-    route_latencies: RwLock<Vec<RouteLatencies>>,
+    route_latencies: RwLock<Vec<Arc<RouteLatencies>>>,
     /// Routes the queue gauges were last set for: a route that no longer has messages (or no
     /// longer exists) is set to zero once, instead of keeping its last value for ever.
     queue_routes: std::sync::Mutex<Vec<String>>,
@@ -75,15 +75,14 @@ struct RequestLabels {
 /// label set of a route shares them).
 struct RequestMetrics {
     requests: Counter,
-    duration: Arc<LatencyHistogram>,
-    upstream: Arc<LatencyHistogram>,
+    latencies: Arc<RouteLatencies>,
 }
 
 /// One route's histograms (`route` is the label value, `""` for requests no route took).
 struct RouteLatencies {
     route: String,
-    duration: Arc<LatencyHistogram>,
-    upstream: Arc<LatencyHistogram>,
+    duration: LatencyHistogram,
+    upstream: LatencyHistogram,
 }
 
 /// The histograms counted by [`LatencyHistogram`] instead of the exporter: name and help text.
@@ -99,9 +98,9 @@ const UPSTREAM: (&str, &str) = (
 impl RequestMetrics {
     fn record(&self, e: &Event) {
         self.requests.increment(1);
-        self.duration.record(e.latency);
+        self.latencies.duration.record(e.latency);
         if let Some(up) = e.upstream_latency {
-            self.upstream.record(up);
+            self.latencies.upstream.record(up);
         }
     }
 }
@@ -260,7 +259,7 @@ impl Metrics {
         let route = labels.route.as_deref().unwrap_or("").to_owned();
         let reason = labels.reason.map(Reason::as_str).unwrap_or("");
         let outcome = labels.outcome.as_str();
-        let (duration, upstream) = self.route_latencies(&route);
+        let latencies = self.route_latencies(&route);
         let m = RequestMetrics {
             requests: self.with(|| {
                 counter!(
@@ -270,8 +269,7 @@ impl Metrics {
                     "reason" => reason,
                 )
             }),
-            duration,
-            upstream,
+            latencies,
         };
         m.record(e);
         self.requests
@@ -282,23 +280,21 @@ impl Metrics {
     }
 
     /// The route's histograms, made the first time the route is seen.
-    fn route_latencies(&self, route: &str) -> (Arc<LatencyHistogram>, Arc<LatencyHistogram>) {
+    fn route_latencies(&self, route: &str) -> Arc<RouteLatencies> {
         let mut all = self
             .route_latencies
             .write()
             .unwrap_or_else(|p| p.into_inner());
-        let r = match all.iter().position(|r| r.route == route) {
-            Some(i) => &all[i],
-            None => {
-                all.push(RouteLatencies {
-                    route: route.to_owned(),
-                    duration: Arc::default(),
-                    upstream: Arc::default(),
-                });
-                &all[all.len() - 1]
-            }
-        };
-        (r.duration.clone(), r.upstream.clone())
+        if let Some(r) = all.iter().find(|r| r.route == route) {
+            return r.clone();
+        }
+        let r = Arc::new(RouteLatencies {
+            route: route.to_owned(),
+            duration: LatencyHistogram::default(),
+            upstream: LatencyHistogram::default(),
+        });
+        all.push(r.clone());
+        r
     }
 
     /// Folds the histograms' recent samples into their buckets. The Prometheus recorder keeps
@@ -397,7 +393,7 @@ impl Metrics {
         for ((name, help), pick) in [
             (
                 DURATION,
-                (|r| &r.duration) as fn(&RouteLatencies) -> &Arc<LatencyHistogram>,
+                (|r| &r.duration) as fn(&RouteLatencies) -> &LatencyHistogram,
             ),
             (UPSTREAM, |r| &r.upstream),
         ] {
