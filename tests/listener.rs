@@ -308,6 +308,9 @@ headers = {{ "X-Api-Key" = "${{UPSTREAM_SECRET}}" }}
     assert_eq!(requests[0]["status"], 200);
     assert_eq!(requests[0]["request_id"].as_str().unwrap().len(), 32);
     assert!(requests[0]["latency_ms"].is_number());
+    // No key and no browser session: the placeholder, as in the text format.
+    assert_eq!(requests[0]["key_id"], "-");
+    assert_eq!(requests[0]["session_id"], "-");
     assert_eq!(requests[1]["status"], 404);
     assert_eq!(requests[1]["reason"], "not_found");
 }
