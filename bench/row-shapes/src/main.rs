@@ -1,0 +1,313 @@
+//! Writes audit rows in one of several table shapes, the way hookwarden's audit writer does
+//! (32-row `INSERT` statements bound with `SQLITE_STATIC`, about 500 rows a transaction, WAL,
+//! `synchronous = NORMAL`), so that callgrind can count what a row costs in each shape.
+//! The values are those of an allowed request on bench/run's `plain` route.
+//!
+//! Usage: row-shapes SHAPE ROWS [scan]
+//!   SHAPE: columns | columns-loose | json | json-virtual | hybrid (see `SHAPES`)
+//!   scan:  then time a filtered scan (client address and outcome) over the rows written
+
+use std::ffi::c_char;
+use std::fmt::Write as _;
+
+use rusqlite::{Connection, ffi};
+
+/// Name, `CREATE TABLE`, the columns each row binds, and the filtered scan.
+const SHAPES: &[(&str, &str, &str, &str)] = &[
+    (
+        // hookwarden's audit table today (store/events.rs), without indexes as it is now.
+        "columns",
+        "CREATE TABLE events (id INTEGER PRIMARY KEY, time_ms INTEGER NOT NULL, \
+         request_id TEXT NOT NULL, route TEXT, client_ip TEXT NOT NULL, method TEXT NOT NULL, \
+         status INTEGER NOT NULL, outcome TEXT NOT NULL, reason TEXT, detail TEXT, flags TEXT, \
+         key_id TEXT, session_id TEXT, latency_us INTEGER NOT NULL, upstream_status INTEGER, \
+         upstream_latency_us INTEGER, user_agent TEXT) STRICT",
+        "id, time_ms, request_id, route, client_ip, method, status, outcome, reason, detail, \
+         flags, key_id, session_id, latency_us, upstream_status, upstream_latency_us, user_agent",
+        "client_ip = '10.0.0.1' AND outcome = 'allowed'",
+    ),
+    (
+        // The same columns in a table that is not STRICT (types by affinity, not checked).
+        "columns-loose",
+        "CREATE TABLE events (id INTEGER PRIMARY KEY, time_ms INTEGER NOT NULL, \
+         request_id TEXT NOT NULL, route TEXT, client_ip TEXT NOT NULL, method TEXT NOT NULL, \
+         status INTEGER NOT NULL, outcome TEXT NOT NULL, reason TEXT, detail TEXT, flags TEXT, \
+         key_id TEXT, session_id TEXT, latency_us INTEGER NOT NULL, upstream_status INTEGER, \
+         upstream_latency_us INTEGER, user_agent TEXT)",
+        "id, time_ms, request_id, route, client_ip, method, status, outcome, reason, detail, \
+         flags, key_id, session_id, latency_us, upstream_status, upstream_latency_us, user_agent",
+        "client_ip = '10.0.0.1' AND outcome = 'allowed'",
+    ),
+    (
+        // Everything but the id and time in one JSON text; filters read the JSON.
+        "json",
+        "CREATE TABLE events (id INTEGER PRIMARY KEY, time_ms INTEGER NOT NULL, \
+         data TEXT NOT NULL) STRICT",
+        "id, time_ms, data",
+        "data ->> '$.client_ip' = '10.0.0.1' AND data ->> '$.outcome' = 'allowed'",
+    ),
+    (
+        // The same JSON text with the filtered fields as VIRTUAL generated columns.
+        "json-virtual",
+        "CREATE TABLE events (id INTEGER PRIMARY KEY, time_ms INTEGER NOT NULL, \
+         data TEXT NOT NULL, request_id TEXT AS (data ->> '$.request_id') VIRTUAL, \
+         route TEXT AS (data ->> '$.route') VIRTUAL, \
+         client_ip TEXT AS (data ->> '$.client_ip') VIRTUAL, \
+         outcome TEXT AS (data ->> '$.outcome') VIRTUAL, \
+         reason TEXT AS (data ->> '$.reason') VIRTUAL) STRICT",
+        "id, time_ms, data",
+        "client_ip = '10.0.0.1' AND outcome = 'allowed'",
+    ),
+    (
+        // The filtered fields as columns, the rest in one JSON text.
+        "hybrid",
+        "CREATE TABLE events (id INTEGER PRIMARY KEY, time_ms INTEGER NOT NULL, \
+         request_id TEXT NOT NULL, route TEXT, client_ip TEXT NOT NULL, outcome TEXT NOT NULL, \
+         reason TEXT, more TEXT NOT NULL) STRICT",
+        "id, time_ms, request_id, route, client_ip, outcome, reason, more",
+        "client_ip = '10.0.0.1' AND outcome = 'allowed'",
+    ),
+];
+
+const ROWS_PER_STATEMENT: usize = 32;
+const ROWS_PER_TRANSACTION: usize = 512;
+
+#[derive(Clone, Copy)]
+enum Param<'a> {
+    Null,
+    Int(i64),
+    Text(&'a str),
+}
+
+/// A statement bound without copies, as hookwarden's `StaticStatement`.
+struct Statement(*mut ffi::sqlite3_stmt);
+
+impl Statement {
+    fn prepare(conn: &Connection, sql: &str) -> Statement {
+        let mut stmt = std::ptr::null_mut();
+        // SAFETY: the connection is open; `sql` is valid for its length.
+        let rc = unsafe {
+            ffi::sqlite3_prepare_v3(
+                conn.handle(),
+                sql.as_ptr().cast(),
+                sql.len() as i32,
+                ffi::SQLITE_PREPARE_PERSISTENT as _,
+                &mut stmt,
+                std::ptr::null_mut(),
+            )
+        };
+        assert_eq!(rc, ffi::SQLITE_OK, "cannot prepare {sql}");
+        Statement(stmt)
+    }
+
+    fn execute(&mut self, values: &[Param]) {
+        // SAFETY: the statement is live; every text outlives the step, and the bindings are
+        // cleared before `values` is released.
+        unsafe {
+            for (i, v) in values.iter().enumerate() {
+                let at = i as i32 + 1;
+                match *v {
+                    Param::Null => {}
+                    Param::Int(n) => {
+                        ffi::sqlite3_bind_int64(self.0, at, n);
+                    }
+                    Param::Text(s) => {
+                        ffi::sqlite3_bind_text64(
+                            self.0,
+                            at,
+                            s.as_ptr().cast::<c_char>(),
+                            s.len() as u64,
+                            ffi::SQLITE_STATIC(),
+                            ffi::SQLITE_UTF8 as _,
+                        );
+                    }
+                }
+            }
+            assert_eq!(ffi::sqlite3_step(self.0), ffi::SQLITE_DONE);
+            ffi::sqlite3_reset(self.0);
+            ffi::sqlite3_clear_bindings(self.0);
+        }
+    }
+}
+
+impl Drop for Statement {
+    fn drop(&mut self) {
+        // SAFETY: finalized once, before the connection closes (declared after it in main).
+        unsafe {
+            ffi::sqlite3_finalize(self.0);
+        }
+    }
+}
+
+fn insert_sql(columns: &str, rows: usize) -> String {
+    let per_row = columns.split(',').count();
+    let mut sql = format!("INSERT INTO events ({columns}) VALUES ");
+    for r in 0..rows {
+        sql.push_str(if r == 0 { "(" } else { ", (" });
+        for c in 1..=per_row {
+            if c > 1 {
+                sql.push_str(", ");
+            }
+            let _ = write!(sql, "?{}", r * per_row + c);
+        }
+        sql.push(')');
+    }
+    sql
+}
+
+/// As hookwarden's log line writes a JSON string: copied as it is unless it needs escapes.
+fn json_str(out: &mut String, s: &str) {
+    out.push('"');
+    if !s.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
+        out.push_str(s);
+        out.push('"');
+        return;
+    }
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// One allowed request's fields, as the audit writer has them.
+struct Row<'a> {
+    time_ms: i64,
+    request_id: &'a str,
+    latency_us: i64,
+}
+
+/// The JSON text of the fields a shape keeps in JSON (`all`: every field).
+fn json_text(out: &mut String, r: &Row, all: bool) {
+    out.clear();
+    out.push('{');
+    if all {
+        out.push_str("\"request_id\":");
+        json_str(out, r.request_id);
+        out.push_str(",\"route\":");
+        json_str(out, "hook");
+        out.push_str(",\"client_ip\":\"127.0.0.1\",\"outcome\":\"allowed\",");
+    }
+    out.push_str("\"method\":");
+    json_str(out, "POST");
+    let _ = write!(
+        out,
+        ",\"status\":200,\"latency_us\":{},\"upstream_status\":200,\"upstream_latency_us\":{}}}",
+        r.latency_us,
+        r.latency_us - 40
+    );
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let (shape, rows, scan) = match (args.next(), args.next(), args.next()) {
+        (Some(s), Some(n), scan) => (s, n.parse::<usize>().expect("ROWS: a number"), scan),
+        _ => {
+            eprintln!("usage: row-shapes SHAPE ROWS [scan]");
+            std::process::exit(2);
+        }
+    };
+    let &(_, create, columns, filter) = SHAPES
+        .iter()
+        .find(|s| s.0 == shape)
+        .unwrap_or_else(|| panic!("unknown shape {shape}"));
+    let path = std::env::temp_dir().join(format!("row-shapes-{shape}.db"));
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+    let conn = Connection::open(&path).expect("open");
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .expect("WAL");
+    conn.pragma_update(None, "synchronous", "NORMAL")
+        .expect("synchronous");
+    conn.execute_batch(create).expect("create");
+    let mut stmt = Statement::prepare(&conn, &insert_sql(columns, ROWS_PER_STATEMENT));
+    let mut texts = vec![String::new(); ROWS_PER_STATEMENT];
+    // Made once: what a row costs to make is the same in every shape.
+    let request_ids: Vec<String> = (0..ROWS_PER_STATEMENT)
+        .map(|i| format!("01JDXK3ZV9Q8R7T6Y5W{i:07}"))
+        .collect();
+    let mut written = 0;
+    while written < rows {
+        conn.execute_batch("BEGIN IMMEDIATE").expect("begin");
+        for _ in 0..ROWS_PER_TRANSACTION / ROWS_PER_STATEMENT {
+            let batch: [Row; ROWS_PER_STATEMENT] = std::array::from_fn(|k| {
+                let i = (written + k) as i64;
+                Row {
+                    time_ms: 1_764_560_000_000 + i / 50,
+                    request_id: &request_ids[k],
+                    latency_us: 250 + i % 97,
+                }
+            });
+            for (r, text) in batch.iter().zip(&mut texts) {
+                match shape.as_str() {
+                    "json" | "json-virtual" => json_text(text, r, true),
+                    "hybrid" => json_text(text, r, false),
+                    _ => {}
+                }
+            }
+            let mut values = Vec::with_capacity(ROWS_PER_STATEMENT * 17);
+            for (r, text) in batch.iter().zip(&texts) {
+                let (id, time) = (Param::Null, Param::Int(r.time_ms));
+                match shape.as_str() {
+                    "columns" | "columns-loose" => values.extend([
+                        id,
+                        time,
+                        Param::Text(r.request_id),
+                        Param::Text("hook"),
+                        Param::Text("127.0.0.1"),
+                        Param::Text("POST"),
+                        Param::Int(200),
+                        Param::Text("allowed"),
+                        Param::Null,
+                        Param::Null,
+                        Param::Null,
+                        Param::Null,
+                        Param::Null,
+                        Param::Int(r.latency_us),
+                        Param::Int(200),
+                        Param::Int(r.latency_us - 40),
+                        Param::Null,
+                    ]),
+                    "json" | "json-virtual" => values.extend([id, time, Param::Text(text)]),
+                    _ => values.extend([
+                        id,
+                        time,
+                        Param::Text(r.request_id),
+                        Param::Text("hook"),
+                        Param::Text("127.0.0.1"),
+                        Param::Text("allowed"),
+                        Param::Null,
+                        Param::Text(text),
+                    ]),
+                }
+            }
+            stmt.execute(&values);
+            written += ROWS_PER_STATEMENT;
+        }
+        conn.execute_batch("COMMIT").expect("commit");
+    }
+    if scan.as_deref() == Some("scan") {
+        // The median of three: one scan's time moves with the machine's other load.
+        let sql = format!("SELECT count(*) FROM events WHERE {filter}");
+        let mut times: Vec<f64> = (0..3)
+            .map(|_| {
+                let started = std::time::Instant::now();
+                let _: i64 = conn.query_row(&sql, [], |r| r.get(0)).expect("scan");
+                started.elapsed().as_secs_f64() * 1000.0
+            })
+            .collect();
+        times.sort_by(f64::total_cmp);
+        println!(
+            "{shape}: a filtered scan of {written} rows took {:.0} ms",
+            times[1]
+        );
+    }
+    drop(stmt);
+}
