@@ -4,7 +4,7 @@
 //! The values are those of an allowed request on bench/run's `plain` route.
 //!
 //! Usage: row-shapes SHAPE ROWS [scan]
-//!   SHAPE: columns | columns-loose | json | json-virtual | hybrid (see `SHAPES`)
+//!   SHAPE: columns | columns-loose | json | json-virtual | hybrid | batch-json (see `SHAPES`)
 //!   scan:  then time a filtered scan (client address and outcome) over the rows written
 
 use std::ffi::c_char;
@@ -12,7 +12,7 @@ use std::fmt::Write as _;
 
 use rusqlite::{Connection, ffi};
 
-/// Name, `CREATE TABLE`, the columns each row binds, and the filtered scan.
+/// Name, `CREATE TABLE`, the columns each row binds, and what the filtered scan reads (`FROM`).
 const SHAPES: &[(&str, &str, &str, &str)] = &[
     (
         // hookwarden's audit table today (store/events.rs), without indexes as it is now.
@@ -24,7 +24,7 @@ const SHAPES: &[(&str, &str, &str, &str)] = &[
          upstream_latency_us INTEGER, user_agent TEXT) STRICT",
         "id, time_ms, request_id, route, client_ip, method, status, outcome, reason, detail, \
          flags, key_id, session_id, latency_us, upstream_status, upstream_latency_us, user_agent",
-        "client_ip = '10.0.0.1' AND outcome = 'allowed'",
+        "events WHERE client_ip = '10.0.0.1' AND outcome = 'allowed'",
     ),
     (
         // The same columns in a table that is not STRICT (types by affinity, not checked).
@@ -36,7 +36,7 @@ const SHAPES: &[(&str, &str, &str, &str)] = &[
          upstream_latency_us INTEGER, user_agent TEXT)",
         "id, time_ms, request_id, route, client_ip, method, status, outcome, reason, detail, \
          flags, key_id, session_id, latency_us, upstream_status, upstream_latency_us, user_agent",
-        "client_ip = '10.0.0.1' AND outcome = 'allowed'",
+        "events WHERE client_ip = '10.0.0.1' AND outcome = 'allowed'",
     ),
     (
         // Everything but the id and time in one JSON text; filters read the JSON.
@@ -44,7 +44,7 @@ const SHAPES: &[(&str, &str, &str, &str)] = &[
         "CREATE TABLE events (id INTEGER PRIMARY KEY, time_ms INTEGER NOT NULL, \
          data TEXT NOT NULL) STRICT",
         "id, time_ms, data",
-        "data ->> '$.client_ip' = '10.0.0.1' AND data ->> '$.outcome' = 'allowed'",
+        "events WHERE data ->> '$.client_ip' = '10.0.0.1' AND data ->> '$.outcome' = 'allowed'",
     ),
     (
         // The same JSON text with the filtered fields as VIRTUAL generated columns.
@@ -56,7 +56,7 @@ const SHAPES: &[(&str, &str, &str, &str)] = &[
          outcome TEXT AS (data ->> '$.outcome') VIRTUAL, \
          reason TEXT AS (data ->> '$.reason') VIRTUAL) STRICT",
         "id, time_ms, data",
-        "client_ip = '10.0.0.1' AND outcome = 'allowed'",
+        "events WHERE client_ip = '10.0.0.1' AND outcome = 'allowed'",
     ),
     (
         // The filtered fields as columns, the rest in one JSON text.
@@ -65,7 +65,17 @@ const SHAPES: &[(&str, &str, &str, &str)] = &[
          request_id TEXT NOT NULL, route TEXT, client_ip TEXT NOT NULL, outcome TEXT NOT NULL, \
          reason TEXT, more TEXT NOT NULL) STRICT",
         "id, time_ms, request_id, route, client_ip, outcome, reason, more",
-        "client_ip = '10.0.0.1' AND outcome = 'allowed'",
+        "events WHERE client_ip = '10.0.0.1' AND outcome = 'allowed'",
+    ),
+    (
+        // One row per 32 events: their JSON texts as one array (a row per batch, not per
+        // request); filters expand the arrays.
+        "batch-json",
+        "CREATE TABLE events (id INTEGER PRIMARY KEY, time_ms INTEGER NOT NULL, \
+         data TEXT NOT NULL) STRICT",
+        "id, time_ms, data",
+        "events, json_each(events.data) AS e \
+         WHERE e.value ->> '$.client_ip' = '10.0.0.1' AND e.value ->> '$.outcome' = 'allowed'",
     ),
 ];
 
@@ -218,7 +228,10 @@ fn main() {
     conn.pragma_update(None, "synchronous", "NORMAL")
         .expect("synchronous");
     conn.execute_batch(create).expect("create");
-    let mut stmt = Statement::prepare(&conn, &insert_sql(columns, ROWS_PER_STATEMENT));
+    let batched = shape == "batch-json";
+    let rows_per_statement = if batched { 1 } else { ROWS_PER_STATEMENT };
+    let mut stmt = Statement::prepare(&conn, &insert_sql(columns, rows_per_statement));
+    let mut array = String::new();
     let mut texts = vec![String::new(); ROWS_PER_STATEMENT];
     // Made once: what a row costs to make is the same in every shape.
     let request_ids: Vec<String> = (0..ROWS_PER_STATEMENT)
@@ -238,13 +251,29 @@ fn main() {
             });
             for (r, text) in batch.iter().zip(&mut texts) {
                 match shape.as_str() {
-                    "json" | "json-virtual" => json_text(text, r, true),
+                    "json" | "json-virtual" | "batch-json" => json_text(text, r, true),
                     "hybrid" => json_text(text, r, false),
                     _ => {}
                 }
             }
             let mut values = Vec::with_capacity(ROWS_PER_STATEMENT * 17);
-            for (r, text) in batch.iter().zip(&texts) {
+            if batched {
+                array.clear();
+                array.push('[');
+                for (k, text) in texts.iter().enumerate() {
+                    if k > 0 {
+                        array.push(',');
+                    }
+                    array.push_str(text);
+                }
+                array.push(']');
+                values.extend([
+                    Param::Null,
+                    Param::Int(batch[0].time_ms),
+                    Param::Text(&array),
+                ]);
+            }
+            for (r, text) in batch.iter().zip(&texts).filter(|_| !batched) {
                 let (id, time) = (Param::Null, Param::Int(r.time_ms));
                 match shape.as_str() {
                     "columns" | "columns-loose" => values.extend([
@@ -286,7 +315,7 @@ fn main() {
     }
     if scan.as_deref() == Some("scan") {
         // The median of three: one scan's time moves with the machine's other load.
-        let sql = format!("SELECT count(*) FROM events WHERE {filter}");
+        let sql = format!("SELECT count(*) FROM {filter}");
         let mut times: Vec<f64> = (0..3)
             .map(|_| {
                 let started = std::time::Instant::now();
