@@ -494,7 +494,8 @@ fn push_ms(out: &mut String, us: u128) {
 /// True when `bytes` hold a quote, a backslash or a control character. Tested sixteen bytes
 /// at a time without stopping early inside a block, which the compiler turns into vector
 /// compares: a byte-by-byte search that stops at the first hit cost about five instructions
-/// a byte, and every request line has five strings to check.
+/// a byte, and every request line has at least three strings to check (request id, route,
+/// method).
 fn needs_escape(bytes: &[u8]) -> bool {
     bytes.chunks(16).any(|block| {
         block.iter().fold(false, |hit, &b| {
@@ -504,7 +505,7 @@ fn needs_escape(bytes: &[u8]) -> bool {
 }
 
 /// Appends `s` as a JSON string, or `"-"` for none: most requests carry no key or session,
-/// and the placeholder needs no escaping check (about 100 instructions a field).
+/// and the placeholder needs no escaping check (about 75 instructions a field).
 fn json_str_or_dash(out: &mut String, s: Option<&str>) {
     match s {
         Some(s) => json_str(out, s),

@@ -3,9 +3,13 @@
 //! `synchronous = NORMAL`), so that callgrind can count what a row costs in each shape.
 //! The values are those of an allowed request on bench/run's `plain` route.
 //!
-//! Usage: row-shapes SHAPE ROWS [scan]
-//!   SHAPE: columns | columns-loose | json | json-virtual | hybrid | batch-json (see `SHAPES`)
-//!   scan:  then time a filtered scan (client address and outcome) over the rows written
+//! Usage: row-shapes SHAPE EVENTS [STATEMENT_EVENTS] [scan]
+//!   SHAPE:            columns | columns-loose | json | json-virtual | hybrid | batch-json
+//!                     (see `SHAPES`)
+//!   EVENTS:           how many events to write, a multiple of STATEMENT_EVENTS
+//!   STATEMENT_EVENTS: events an `INSERT` carries (default 32, as hookwarden's full batches
+//!                     but for one 128-event statement; `batch-json` puts them in one row)
+//!   scan:             then time a filtered scan (client address and outcome) over them
 
 use std::ffi::c_char;
 use std::fmt::Write as _;
@@ -68,8 +72,8 @@ const SHAPES: &[(&str, &str, &str, &str)] = &[
         "events WHERE client_ip = '10.0.0.1' AND outcome = 'allowed'",
     ),
     (
-        // One row per 32 events: their JSON texts as one array (a row per batch, not per
-        // request); filters expand the arrays.
+        // One row per statement's events (32 by default): their JSON texts as one array (a
+        // row per batch, not per request); filters expand the arrays.
         "batch-json",
         "CREATE TABLE events (id INTEGER PRIMARY KEY, time_ms INTEGER NOT NULL, \
          data TEXT NOT NULL) STRICT",
@@ -79,8 +83,7 @@ const SHAPES: &[(&str, &str, &str, &str)] = &[
     ),
 ];
 
-const ROWS_PER_STATEMENT: usize = 32;
-const ROWS_PER_TRANSACTION: usize = 512;
+const EVENTS_PER_TRANSACTION: usize = 512;
 
 #[derive(Clone, Copy)]
 enum Param<'a> {
@@ -89,62 +92,72 @@ enum Param<'a> {
     Text(&'a str),
 }
 
-/// A statement bound without copies, as hookwarden's `StaticStatement`.
-struct Statement(*mut ffi::sqlite3_stmt);
+/// A statement bound without copies, as hookwarden's `StaticStatement`; it cannot outlive
+/// its connection.
+struct Statement<'c> {
+    stmt: *mut ffi::sqlite3_stmt,
+    params: usize,
+    _conn: std::marker::PhantomData<&'c Connection>,
+}
 
-impl Statement {
-    fn prepare(conn: &Connection, sql: &str) -> Statement {
+impl<'c> Statement<'c> {
+    fn prepare(conn: &'c Connection, sql: &str) -> Statement<'c> {
         let mut stmt = std::ptr::null_mut();
         // SAFETY: the connection is open; `sql` is valid for its length.
         let rc = unsafe {
             ffi::sqlite3_prepare_v3(
                 conn.handle(),
                 sql.as_ptr().cast(),
-                sql.len() as i32,
+                i32::try_from(sql.len()).expect("statement length"),
                 ffi::SQLITE_PREPARE_PERSISTENT as _,
                 &mut stmt,
                 std::ptr::null_mut(),
             )
         };
         assert_eq!(rc, ffi::SQLITE_OK, "cannot prepare {sql}");
-        Statement(stmt)
+        // SAFETY: `stmt` was just prepared.
+        let params = unsafe { ffi::sqlite3_bind_parameter_count(stmt) };
+        Statement {
+            stmt,
+            params: usize::try_from(params).expect("parameter count"),
+            _conn: std::marker::PhantomData,
+        }
     }
 
     fn execute(&mut self, values: &[Param]) {
-        // SAFETY: the statement is live; every text outlives the step, and the bindings are
-        // cleared before `values` is released.
+        assert_eq!(values.len(), self.params, "values for every parameter");
+        // SAFETY: the statement is live; every text outlives the step and is unbound before
+        // this returns (on a panic in between, the statement is only finalized, which reads
+        // no bound value).
         unsafe {
             for (i, v) in values.iter().enumerate() {
                 let at = i as i32 + 1;
-                match *v {
-                    Param::Null => {}
-                    Param::Int(n) => {
-                        ffi::sqlite3_bind_int64(self.0, at, n);
-                    }
-                    Param::Text(s) => {
-                        ffi::sqlite3_bind_text64(
-                            self.0,
-                            at,
-                            s.as_ptr().cast::<c_char>(),
-                            s.len() as u64,
-                            ffi::SQLITE_STATIC(),
-                            ffi::SQLITE_UTF8 as _,
-                        );
-                    }
-                }
+                let rc = match *v {
+                    Param::Null => ffi::SQLITE_OK,
+                    Param::Int(n) => ffi::sqlite3_bind_int64(self.stmt, at, n),
+                    Param::Text(s) => ffi::sqlite3_bind_text64(
+                        self.stmt,
+                        at,
+                        s.as_ptr().cast::<c_char>(),
+                        s.len() as u64,
+                        ffi::SQLITE_STATIC(),
+                        ffi::SQLITE_UTF8 as _,
+                    ),
+                };
+                assert_eq!(rc, ffi::SQLITE_OK, "binding parameter {at}");
             }
-            assert_eq!(ffi::sqlite3_step(self.0), ffi::SQLITE_DONE);
-            ffi::sqlite3_reset(self.0);
-            ffi::sqlite3_clear_bindings(self.0);
+            assert_eq!(ffi::sqlite3_step(self.stmt), ffi::SQLITE_DONE);
+            ffi::sqlite3_reset(self.stmt);
+            ffi::sqlite3_clear_bindings(self.stmt);
         }
     }
 }
 
-impl Drop for Statement {
+impl Drop for Statement<'_> {
     fn drop(&mut self) {
-        // SAFETY: finalized once, before the connection closes (declared after it in main).
+        // SAFETY: finalized once; the connection outlives `'c`, so it is still open.
         unsafe {
-            ffi::sqlite3_finalize(self.0);
+            ffi::sqlite3_finalize(self.stmt);
         }
     }
 }
@@ -205,23 +218,82 @@ fn json_text(out: &mut String, r: &Row, all: bool) {
     );
 }
 
+/// The values of one allowed request's row in `shape`, its JSON text (if the shape has one)
+/// already in `text`.
+fn row_values<'a>(shape: &str, r: &Row<'a>, text: &'a str, out: &mut Vec<Param<'a>>) {
+    let (id, time) = (Param::Null, Param::Int(r.time_ms));
+    let (request_id, route, ip, outcome) = (
+        Param::Text(r.request_id),
+        Param::Text("hook"),
+        Param::Text("127.0.0.1"),
+        Param::Text("allowed"),
+    );
+    match shape {
+        "columns" | "columns-loose" => out.extend([
+            id,
+            time,
+            request_id,
+            route,
+            ip,
+            Param::Text("POST"),
+            Param::Int(200),
+            outcome,
+            Param::Null,
+            Param::Null,
+            Param::Null,
+            Param::Null,
+            Param::Null,
+            Param::Int(r.latency_us),
+            Param::Int(200),
+            Param::Int(r.latency_us - 40),
+            Param::Null,
+        ]),
+        "json" | "json-virtual" => out.extend([id, time, Param::Text(text)]),
+        _ => out.extend([
+            id,
+            time,
+            request_id,
+            route,
+            ip,
+            outcome,
+            Param::Null,
+            Param::Text(text),
+        ]),
+    }
+}
+
+fn usage() -> ! {
+    eprintln!("usage: row-shapes SHAPE EVENTS [STATEMENT_EVENTS] [scan]");
+    std::process::exit(2);
+}
+
 fn main() {
-    let mut args = std::env::args().skip(1);
-    let (shape, rows, scan) = match (args.next(), args.next(), args.next()) {
-        (Some(s), Some(n), scan) => (s, n.parse::<usize>().expect("ROWS: a number"), scan),
-        _ => {
-            eprintln!("usage: row-shapes SHAPE ROWS [scan]");
-            std::process::exit(2);
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let scan = args.last().is_some_and(|a| a == "scan");
+    let numbers = &args[..args.len() - usize::from(scan)];
+    let (shape, events, per_statement) = match numbers {
+        [s, n] => (s, n.parse::<usize>(), Ok(32)),
+        [s, n, k] => (s, n.parse::<usize>(), k.parse::<usize>()),
+        _ => usage(),
+    };
+    let (Ok(events), Ok(per_statement)) = (events, per_statement) else {
+        usage()
+    };
+    if per_statement == 0 || events % per_statement != 0 {
+        eprintln!("row-shapes: EVENTS must be a multiple of STATEMENT_EVENTS (above 0)");
+        std::process::exit(2);
+    }
+    let Some(&(_, create, columns, filter)) = SHAPES.iter().find(|s| s.0 == shape) else {
+        eprintln!("row-shapes: unknown shape {shape}");
+        std::process::exit(2);
+    };
+    let path = std::env::temp_dir().join(format!("row-shapes-{shape}.db"));
+    let remove_files = || {
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
         }
     };
-    let &(_, create, columns, filter) = SHAPES
-        .iter()
-        .find(|s| s.0 == shape)
-        .unwrap_or_else(|| panic!("unknown shape {shape}"));
-    let path = std::env::temp_dir().join(format!("row-shapes-{shape}.db"));
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
-    }
+    remove_files();
     let conn = Connection::open(&path).expect("open");
     conn.pragma_update(None, "journal_mode", "WAL")
         .expect("WAL");
@@ -229,26 +301,29 @@ fn main() {
         .expect("synchronous");
     conn.execute_batch(create).expect("create");
     let batched = shape == "batch-json";
-    let rows_per_statement = if batched { 1 } else { ROWS_PER_STATEMENT };
+    let rows_per_statement = if batched { 1 } else { per_statement };
     let mut stmt = Statement::prepare(&conn, &insert_sql(columns, rows_per_statement));
+    let mut texts = vec![String::new(); per_statement];
     let mut array = String::new();
-    let mut texts = vec![String::new(); ROWS_PER_STATEMENT];
-    // Made once: what a row costs to make is the same in every shape.
-    let request_ids: Vec<String> = (0..ROWS_PER_STATEMENT)
+    // Made once: what making them costs is the same in every shape.
+    let request_ids: Vec<String> = (0..per_statement)
         .map(|i| format!("01JDXK3ZV9Q8R7T6Y5W{i:07}"))
         .collect();
     let mut written = 0;
-    while written < rows {
+    while written < events {
         conn.execute_batch("BEGIN IMMEDIATE").expect("begin");
-        for _ in 0..ROWS_PER_TRANSACTION / ROWS_PER_STATEMENT {
-            let batch: [Row; ROWS_PER_STATEMENT] = std::array::from_fn(|k| {
-                let i = (written + k) as i64;
-                Row {
-                    time_ms: 1_764_560_000_000 + i / 50,
-                    request_id: &request_ids[k],
-                    latency_us: 250 + i % 97,
-                }
-            });
+        let end = events.min(written + EVENTS_PER_TRANSACTION.max(per_statement));
+        while written < end {
+            let batch: Vec<Row> = (0..per_statement)
+                .map(|k| {
+                    let i = (written + k) as i64;
+                    Row {
+                        time_ms: 1_764_560_000_000 + i / 50,
+                        request_id: &request_ids[k],
+                        latency_us: 250 + i % 97,
+                    }
+                })
+                .collect();
             for (r, text) in batch.iter().zip(&mut texts) {
                 match shape.as_str() {
                     "json" | "json-virtual" | "batch-json" => json_text(text, r, true),
@@ -256,7 +331,7 @@ fn main() {
                     _ => {}
                 }
             }
-            let mut values = Vec::with_capacity(ROWS_PER_STATEMENT * 17);
+            let mut values = Vec::with_capacity(per_statement * 17);
             if batched {
                 array.clear();
                 array.push('[');
@@ -272,48 +347,17 @@ fn main() {
                     Param::Int(batch[0].time_ms),
                     Param::Text(&array),
                 ]);
-            }
-            for (r, text) in batch.iter().zip(&texts).filter(|_| !batched) {
-                let (id, time) = (Param::Null, Param::Int(r.time_ms));
-                match shape.as_str() {
-                    "columns" | "columns-loose" => values.extend([
-                        id,
-                        time,
-                        Param::Text(r.request_id),
-                        Param::Text("hook"),
-                        Param::Text("127.0.0.1"),
-                        Param::Text("POST"),
-                        Param::Int(200),
-                        Param::Text("allowed"),
-                        Param::Null,
-                        Param::Null,
-                        Param::Null,
-                        Param::Null,
-                        Param::Null,
-                        Param::Int(r.latency_us),
-                        Param::Int(200),
-                        Param::Int(r.latency_us - 40),
-                        Param::Null,
-                    ]),
-                    "json" | "json-virtual" => values.extend([id, time, Param::Text(text)]),
-                    _ => values.extend([
-                        id,
-                        time,
-                        Param::Text(r.request_id),
-                        Param::Text("hook"),
-                        Param::Text("127.0.0.1"),
-                        Param::Text("allowed"),
-                        Param::Null,
-                        Param::Text(text),
-                    ]),
+            } else {
+                for (r, text) in batch.iter().zip(&texts) {
+                    row_values(shape, r, text, &mut values);
                 }
             }
             stmt.execute(&values);
-            written += ROWS_PER_STATEMENT;
+            written += per_statement;
         }
         conn.execute_batch("COMMIT").expect("commit");
     }
-    if scan.as_deref() == Some("scan") {
+    if scan {
         // The median of three: one scan's time moves with the machine's other load.
         let sql = format!("SELECT count(*) FROM {filter}");
         let mut times: Vec<f64> = (0..3)
@@ -325,9 +369,11 @@ fn main() {
             .collect();
         times.sort_by(f64::total_cmp);
         println!(
-            "{shape}: a filtered scan of {written} rows took {:.0} ms",
+            "{shape}: a filtered scan of {written} events took {:.0} ms",
             times[1]
         );
     }
     drop(stmt);
+    drop(conn);
+    remove_files();
 }
